@@ -1,0 +1,3 @@
+"""batchgate: a self-hosted gateway for bulk LLM work."""
+
+__version__ = "0.1.0"

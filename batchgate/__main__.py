@@ -1,0 +1,3 @@
+from batchgate.cli.main import main
+
+main()

@@ -1,0 +1,80 @@
+"""HTTP routes only: parse, authorise, call core, map core errors to HTTP."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from batchgate import __version__
+from batchgate.api import batches, errors, files, health
+from batchgate.app import Services, WorkerThread
+
+log = logging.getLogger("batchgate.api")
+
+
+class RequestLog:
+    """Pure ASGI middleware (so uploads and downloads stream untouched): gives every
+    request an id, returns it as `x-request-id`, and logs method, path, status and time."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(8)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s -> %d in %.1f ms",
+                request_id, scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+
+
+def create_app(services: Services, worker_thread: WorkerThread | None = None) -> FastAPI:
+    """The HTTP app. `worker_thread`, if given, runs for the app's lifetime and drains on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if worker_thread is not None:
+            worker_thread.start()
+        yield
+        if worker_thread is not None:
+            worker_thread.stop(services.settings.drain_timeout + 5)
+        services.close()
+
+    app = FastAPI(
+        title="batchgate",
+        version=__version__,
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+        description="OpenAI-compatible Files and Batches API for bulk LLM work.",
+    )
+    app.state.services = services
+    app.state.worker_thread = worker_thread
+    app.state.default_project_id = services.keys.default_project().id if services.settings.insecure_no_auth else None
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
+    app.add_middleware(RequestLog)
+    return app

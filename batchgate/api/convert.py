@@ -1,0 +1,53 @@
+"""Domain records to wire models."""
+
+from __future__ import annotations
+
+from batchgate.core.models import BatchRecord, FileRecord
+from batchgate.protocol import openai as wire
+
+
+def file_object(f: FileRecord) -> wire.FileObject:
+    return wire.FileObject(
+        id=f.id,
+        bytes=f.bytes,
+        created_at=f.created_at,
+        expires_at=f.expires_at,
+        filename=f.filename,
+        purpose=f.purpose,
+    )
+
+
+def batch_object(b: BatchRecord) -> wire.Batch:
+    errors = (
+        wire.BatchErrors(
+            data=[wire.BatchErrorData(code=e.code, message=e.message, line=e.line, param=e.param) for e in b.errors]
+        )
+        if b.errors
+        else None
+    )
+    return wire.Batch(
+        id=b.id,
+        endpoint=b.endpoint,
+        errors=errors,
+        input_file_id=b.input_file_id,
+        completion_window=b.completion_window,
+        status=b.status.value,
+        output_file_id=b.output_file_id,
+        error_file_id=b.error_file_id,
+        created_at=b.created_at,
+        in_progress_at=b.in_progress_at,
+        expires_at=b.expires_at,
+        finalizing_at=b.finalizing_at,
+        completed_at=b.completed_at,
+        failed_at=b.failed_at,
+        expired_at=b.expired_at,
+        cancelling_at=b.cancelling_at,
+        cancelled_at=b.cancelled_at,
+        request_counts=wire.RequestCounts(total=b.total, completed=b.completed, failed=b.failed),
+        usage=wire.BatchUsage(
+            input_tokens=b.input_tokens,
+            output_tokens=b.output_tokens,
+            total_tokens=b.input_tokens + b.output_tokens,
+        ),
+        metadata=b.metadata,
+    )

@@ -1,0 +1,30 @@
+"""Liveness and readiness probes (no auth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Liveness: the process answers HTTP."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(request: Request) -> ORJSONResponse:
+    """Readiness: the store answers, and the in-process worker (if any) is looping."""
+    checks: dict[str, str] = {}
+    try:
+        request.app.state.services.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"error: {exc}"
+    worker = request.app.state.worker_thread
+    if worker is not None:
+        checks["worker"] = "ok" if worker.alive() else "not running"
+    ok = all(v == "ok" for v in checks.values())
+    return ORJSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

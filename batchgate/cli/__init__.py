@@ -1,0 +1,1 @@
+"""The command line. `serve` and `worker` wire the app; `keys` administers the data dir."""

@@ -1,0 +1,157 @@
+"""`batchgate serve | worker | keys`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from batchgate import __version__
+from batchgate.settings import Settings
+
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="BATCHGATE_HOME",
+    default=None,
+    help="Data directory (database and files). Env: BATCHGATE_HOME. Default: ./.batchgate",
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="batchgate")
+def main() -> None:
+    """batchgate: a self-hosted gateway for bulk LLM work (OpenAI Files + Batches API)."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
+@click.option("--port", type=int, default=None, help="Port. Default 8000.")
+@data_dir_option
+@click.option("--no-worker", is_flag=True, help="Serve the API only; run `batchgate worker` separately.")
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Accept requests without an API key, all in one 'default' project. Anyone who can reach "
+    "the port can then read and write every file and batch: only for a local, single-user setup.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    no_worker: bool,
+    insecure_no_auth: bool,
+    log_level: str,
+) -> None:
+    """Run the HTTP API (and, by default, a worker in the same process)."""
+    import uvicorn
+
+    from batchgate.api import create_app
+    from batchgate.app import WorkerThread, build_services, build_worker
+
+    _logging(log_level)
+    settings = _settings(host=host, port=port, home=data_dir, insecure_no_auth=insecure_no_auth or None)
+    services = build_services(settings)
+    worker = None if no_worker else WorkerThread(build_worker(services))
+    app = create_app(services, worker)
+    console.print(f"[bold]batchgate {__version__}[/] serving on [cyan]http://{settings.host}:{settings.port}/v1[/]")
+    console.print(f"data dir: {settings.home.resolve()}  worker: {'separate' if no_worker else 'in-process'}")
+    if settings.insecure_no_auth:
+        console.print("[yellow]warning: --insecure-no-auth: no API key is required; do not expose this port.[/]")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
+
+
+@main.command()
+@data_dir_option
+@click.option("--log-level", default="info", show_default=True)
+def worker(data_dir: Path | None, log_level: str) -> None:
+    """Run a worker process on the data dir (alongside `serve --no-worker`, or more workers)."""
+    from batchgate.app import build_services, build_worker
+
+    _logging(log_level)
+    services = build_services(_settings(home=data_dir))
+    w = build_worker(services)
+    console.print(f"worker {w.id} on {services.settings.home.resolve()}")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await w.run(stop)
+        finally:
+            await w.backend.aclose()
+
+    asyncio.run(run())
+    services.close()
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (operates on the data dir directly)."""
+
+
+@keys.command("create")
+@click.option("--project", required=True, help="Project the key belongs to (created if new).")
+@click.option("--name", default="", help="A label for the key.")
+@data_dir_option
+def keys_create(project: str, name: str, data_dir: Path | None) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from batchgate.app import build_services
+
+    services = build_services(_settings(home=data_dir))
+    key, secret = services.keys.create(project, name)
+    console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
+    click.echo(secret)
+    services.close()
+
+
+@keys.command("list")
+@data_dir_option
+def keys_list(data_dir: Path | None) -> None:
+    """List keys (ids and prefixes, never the secrets)."""
+    from batchgate.app import build_services
+
+    services = build_services(_settings(home=data_dir))
+    table = Table("id", "project", "name", "prefix", "created", "revoked")
+    for k in services.keys.list():
+        table.add_row(k.id, k.project_name, k.name, k.prefix + "…", str(k.created_at), str(k.revoked_at or ""))
+    Console().print(table)
+    services.close()
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@data_dir_option
+def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+    """Revoke a key by id: requests with it get 401 from then on."""
+    from batchgate.app import build_services
+    from batchgate.core.errors import BatchgateError
+
+    services = build_services(_settings(home=data_dir))
+    try:
+        services.keys.revoke(key_id)
+    except BatchgateError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        services.close()
+    console.print(f"revoked {key_id}")

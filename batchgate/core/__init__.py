@@ -1,0 +1,1 @@
+"""Domain logic: models, errors, validation, the batch lifecycle and the worker."""

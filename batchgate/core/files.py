@@ -1,0 +1,136 @@
+"""Files: uploads streamed to the blob store with a size cap, listing, content, deletion."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from types import TracebackType
+from typing import BinaryIO
+
+from batchgate.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from batchgate.core.ids import new_id, now
+from batchgate.core.models import FilePurpose, FileRecord
+from batchgate.core.ports import BlobStore, BlobWriter, Page, Store
+
+UPLOAD_PURPOSES = (FilePurpose.BATCH.value,)
+
+
+class Upload:
+    """An upload in progress: bytes go straight to the blob store, never all in memory.
+
+    Use as a context manager; `commit()` registers the file, leaving without it discards.
+    """
+
+    def __init__(self, service: FileService, project_id: str):
+        self._service = service
+        self.file_id = new_id("file-")
+        self.project_id = project_id
+        self._stack = ExitStack()
+        self._writer: BlobWriter | None = None
+
+    def __enter__(self) -> Upload:
+        self._writer = self._stack.enter_context(self._service.blobs.writer(self.file_id))
+        return self
+
+    def write(self, data: bytes) -> None:
+        assert self._writer is not None, "use Upload as a context manager"
+        limit = self._service.max_file_bytes
+        if self._writer.size + len(data) > limit:
+            raise PayloadTooLargeError(
+                f"File is larger than the limit of {limit} bytes.",
+                param="file",
+                code="file_too_large",
+            )
+        self._writer.write(data)
+
+    def commit(self, purpose: str | None, filename: str | None) -> FileRecord:
+        """Register the file. Multipart fields may come in any order, so the purpose is
+        checked here, after the bytes; a bad one discards them."""
+        assert self._writer is not None
+        check_purpose(purpose)
+        size = self._writer.size
+        self._stack.close()  # the blob becomes visible before its row does
+        record = FileRecord(
+            id=self.file_id,
+            project_id=self.project_id,
+            purpose=str(purpose),
+            filename=filename or "upload.jsonl",
+            bytes=size,
+            created_at=now(),
+        )
+        self._service.store.add_file(record)
+        return record
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class FileService:
+    def __init__(self, store: Store, blobs: BlobStore, max_file_bytes: int):
+        self.store = store
+        self.blobs = blobs
+        self.max_file_bytes = max_file_bytes
+
+    def upload(self, project_id: str) -> Upload:
+        return Upload(self, project_id)
+
+    def get(self, project_id: str, file_id: str) -> FileRecord:
+        record = self.store.get_file(file_id, project_id)
+        if record is None:
+            raise NotFoundError(f"No such File object: {file_id}", param="file_id")
+        return record
+
+    def list(self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str) -> Page[FileRecord]:
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError("'order' must be 'asc' or 'desc'.", param="order", code="invalid_value")
+        check_limit(limit, 10_000)
+        return self.store.list_files(project_id, purpose, after, limit, order)
+
+    def open(self, project_id: str, file_id: str) -> tuple[FileRecord, BinaryIO]:
+        record = self.get(project_id, file_id)
+        return record, self.blobs.open(file_id)
+
+    def path(self, project_id: str, file_id: str) -> tuple[FileRecord, str | None]:
+        record = self.get(project_id, file_id)
+        return record, self.blobs.path(file_id)
+
+    def delete(self, project_id: str, file_id: str) -> None:
+        self.get(project_id, file_id)
+        if self.store.file_in_use(file_id):
+            raise ConflictError(
+                f"File {file_id} is the input of a batch that has not finished; "
+                "cancel the batch or wait for it to end before deleting the file.",
+                param="file_id",
+                code="file_in_use",
+            )
+        if self.store.delete_file(file_id, project_id):
+            self.blobs.delete(file_id)
+
+
+def check_purpose(purpose: str | None) -> None:
+    if not purpose:
+        raise InvalidRequestError(
+            "Missing required parameter 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequestError(
+            f"Invalid purpose {purpose!r}: uploads accept {', '.join(UPLOAD_PURPOSES)}.",
+            param="purpose",
+            code="invalid_value",
+        )
+
+
+def check_limit(limit: int, maximum: int) -> None:
+    if not 1 <= limit <= maximum:
+        raise InvalidRequestError(f"'limit' must be between 1 and {maximum}.", param="limit", code="invalid_value")

@@ -1,0 +1,181 @@
+"""Domain records shared by core, store and api. Plain dataclasses: no I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BatchStatus(enum.StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
+
+
+class RequestState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class FilePurpose(enum.StrEnum):
+    BATCH = "batch"
+    BATCH_OUTPUT = "batch_output"
+    BATCH_ERRORS = "batch_errors"
+
+
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+@dataclass(slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    project_id: str
+    name: str
+    prefix: str
+    created_at: int
+    revoked_at: int | None = None
+    project_name: str = ""
+
+
+@dataclass(slots=True)
+class FileRecord:
+    id: str
+    project_id: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+    expires_at: int | None = None
+
+
+@dataclass(slots=True)
+class BatchError:
+    """One entry of a batch's `errors.data`: what is wrong, and on which line."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    id: str
+    project_id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    expires_at: int
+    metadata: dict[str, str] | None = None
+    errors: list[BatchError] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    priority: int = 0
+    source: str = "openai"
+
+
+@dataclass(slots=True)
+class RequestLine:
+    """A validated input line: where it lives in the input file, and its custom_id."""
+
+    line: int
+    custom_id: str
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class ClaimedRequest:
+    """A request row a worker has claimed to run."""
+
+    batch_id: str
+    input_file_id: str
+    endpoint: str
+    line: int
+    custom_id: str
+    offset: int
+    length: int
+    attempts: int
+
+
+@dataclass(slots=True)
+class RequestResult:
+    """The outcome of running one request row; written back by the worker.
+
+    `state` is SUCCEEDED (goes to the output file) or FAILED (goes to the error file).
+    A failed line carries either an HTTP-like `status_code` + `body` from the backend,
+    or only `error_code` + `error_message` when no response was produced.
+    """
+
+    batch_id: str
+    line: int
+    state: RequestState
+    attempts: int
+    request_id: str
+    status_code: int | None = None
+    body: bytes | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: int = 0
+    backend: str | None = None
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class FinishedRow:
+    """A terminal request row as the finalizer reads it, in line order."""
+
+    line: int
+    custom_id: str
+    state: RequestState
+    request_id: str | None
+    status_code: int | None
+    body: bytes | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(slots=True)
+class BatchJob:
+    """Batch-level work a worker claimed: validate, or settle and finalize."""
+
+    kind: str  # "validate" | "finalize" | "cancel" | "expire"
+    batch: BatchRecord
+    extra: dict[str, Any] = field(default_factory=dict)

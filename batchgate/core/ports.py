@@ -1,0 +1,170 @@
+"""The protocols core talks to: the Store (rows), the BlobStore (file bytes), the Backend.
+
+Concrete implementations live in `store/` and `engines/`; fakes in `batchgate.testing`.
+Core never imports those packages, only these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar
+
+from batchgate.core.models import (
+    ApiKey,
+    BatchError,
+    BatchJob,
+    BatchRecord,
+    BatchStatus,
+    ClaimedRequest,
+    FileRecord,
+    FinishedRow,
+    Project,
+    RequestLine,
+    RequestResult,
+    RequestState,
+)
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    heartbeat_at: float
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    data: list[T]
+    has_more: bool
+
+
+class Store(Protocol):
+    """Rows: projects, keys, files, batches, requests, workers. Every write is atomic."""
+
+    def close(self) -> None: ...
+    def ping(self) -> None: ...
+
+    # projects and keys
+    def ensure_project(self, name: str, now: int) -> Project: ...
+    def add_api_key(self, key: ApiKey, key_hash: str) -> None: ...
+    def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    def list_api_keys(self) -> list[ApiKey]: ...
+    def revoke_api_key(self, key_id: str, now: int) -> bool: ...
+
+    # files
+    def add_file(self, file: FileRecord) -> None: ...
+    def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None: ...
+    def list_files(
+        self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> Page[FileRecord]: ...
+    def delete_file(self, file_id: str, project_id: str) -> bool: ...
+    def file_in_use(self, file_id: str) -> bool: ...
+
+    # batches
+    def add_batch(self, batch: BatchRecord) -> None: ...
+    def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None: ...
+    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]: ...
+    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
+        """validating -> in_progress with `total` request rows; False if no longer validating."""
+        ...
+
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool: ...
+    def request_cancel(self, batch_id: str, now: int) -> bool:
+        """validating|in_progress -> cancelling; False if the batch is in another status."""
+        ...
+
+    def finish_batch(
+        self,
+        batch_id: str,
+        status: BatchStatus,
+        files: list[FileRecord],
+        output_file_id: str | None,
+        error_file_id: str | None,
+        completed: int,
+        failed: int,
+        now: int,
+    ) -> None:
+        """Register the result files and move the batch to its terminal status, atomically."""
+        ...
+
+    # request rows
+    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None: ...
+    def clear_requests(self, batch_id: str) -> None: ...
+    def settle_unfinished(
+        self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
+    ) -> int:
+        """Move queued (and optionally running) rows to a terminal state; returns the count."""
+        ...
+
+    def count_running(self, batch_id: str) -> int: ...
+    def iter_finished(self, batch_id: str) -> Iterator[FinishedRow]: ...
+
+    # the worker's side
+    def register_worker(self, info: WorkerInfo) -> None: ...
+    def heartbeat(self, worker_id: str, now: float) -> None: ...
+    def list_workers(self) -> list[WorkerInfo]: ...
+    def reap_worker(self, worker_id: str) -> int:
+        """Forget a dead worker: requeue its running rows and release its batch jobs."""
+        ...
+
+    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None: ...
+    def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None: ...
+    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]: ...
+    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+        """Write results of rows this worker still holds; rows it lost are left alone.
+
+        Updates the batch's live counts and usage, and moves a batch whose every row
+        is done from in_progress to finalizing, in the same transaction.
+        """
+        ...
+
+
+class BlobWriter(Protocol):
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Bytes of files, addressed by file id. Writes become visible only on commit."""
+
+    def writer(self, blob_id: str) -> AbstractContextManager[BlobWriter]: ...
+    def open(self, blob_id: str) -> BinaryIO: ...
+    def read_range(self, blob_id: str, offset: int, length: int) -> bytes: ...
+    def delete(self, blob_id: str) -> None: ...
+    def path(self, blob_id: str) -> str | None:
+        """A filesystem path for zero-copy serving, when the store has one."""
+        ...
+
+
+@dataclass(slots=True)
+class BackendRequest:
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BackendResponse:
+    """An HTTP-like response for one request. status_code 200 means success."""
+
+    status_code: int
+    body: dict[str, Any]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str | None = None
+
+
+class Backend(Protocol):
+    """Runs one request line. Raises `core.errors.BackendError` when it produced no response."""
+
+    name: str
+
+    async def execute(self, request: BackendRequest) -> BackendResponse: ...
+    async def aclose(self) -> None: ...

@@ -1,0 +1,298 @@
+"""The worker: claims request rows from the store, runs them on the backend with bounded
+concurrency and retries, and records results in batched transactions. It also claims
+batch-level jobs (validation, cancel, expiry, finalization) and watches for dead peers.
+
+Crash safety comes from the store, not from this process: a claimed row stays `running`
+under this worker's id until its result is written in the same transaction that updates
+the batch counts. If the process dies, its heartbeat stops (or, on the same host, its pid
+disappears), a live worker reaps it and the rows go back to the queue; rows whose result
+was written are never run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from batchgate.core.errors import BackendError
+from batchgate.core.jobs import JobRunner
+from batchgate.core.models import BatchStatus, ClaimedRequest, RequestResult, RequestState
+from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
+
+log = logging.getLogger("batchgate.worker")
+
+
+@dataclass(slots=True)
+class WorkerConfig:
+    concurrency: int = 64
+    claim_batch: int = 256
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    poll_interval: float = 0.1
+    heartbeat_interval: float = 2.0
+    dead_after: float = 30.0
+    flush_interval: float = 0.05
+    flush_rows: int = 2000
+    drain_timeout: float = 10.0
+    status_check_interval: float = 0.5
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        backend: Backend,
+        jobs: JobRunner,
+        config: WorkerConfig | None = None,
+    ):
+        self.store = store
+        self.blobs = blobs
+        self.backend = backend
+        self.jobs = jobs
+        self.config = config or WorkerConfig()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
+        self.last_tick = 0.0
+        self._inflight: dict[tuple[str, int], asyncio.Task[RequestResult]] = {}
+        self._claims: dict[tuple[str, int], ClaimedRequest] = {}
+        self._results: list[RequestResult] = []
+        self._wake = asyncio.Event()
+
+    # ---- the loop -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        self.store.register_worker(WorkerInfo(self.id, self.host, self.pid, time.time()))
+        log.info("worker %s started (concurrency %d)", self.id, cfg.concurrency)
+        job_task: asyncio.Task[None] | None = None
+        last_beat = last_reap = last_flush = last_status = 0.0
+        try:
+            while not stop.is_set():
+                t = time.time()
+                self.last_tick = t
+                try:
+                    if t - last_beat >= cfg.heartbeat_interval:
+                        self.store.heartbeat(self.id, t)
+                        last_beat = t
+                    if t - last_reap >= min(cfg.dead_after / 3, 5.0):
+                        self.reap_dead_workers(t)
+                        last_reap = t
+                    if job_task is None or job_task.done():
+                        job_task = self._start_job()
+                    if self._inflight and t - last_status >= cfg.status_check_interval:
+                        self._abandon_stopped_batches(int(t))
+                        last_status = t
+                    claimed = self._fill(int(t))
+                    if self._results and (len(self._results) >= cfg.flush_rows or t - last_flush >= cfg.flush_interval):
+                        self._flush()
+                        last_flush = t
+                except Exception:
+                    log.exception("worker loop error; retrying")
+                    claimed = 0
+                    await asyncio.sleep(cfg.poll_interval)
+                if claimed and len(self._inflight) < cfg.concurrency:
+                    await asyncio.sleep(0)
+                    continue
+                self._wake.clear()
+                timeout = cfg.flush_interval if self._results else cfg.poll_interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            await self._drain(job_task)
+
+    def _start_job(self) -> asyncio.Task[None] | None:
+        job = self.store.claim_batch_job(self.id, int(time.time()))
+        if job is None:
+            return None
+
+        def run() -> None:
+            wake_at = 0
+            try:
+                wake_at = self.jobs.run(job) or 0
+            except Exception:
+                log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
+                wake_at = int(time.time()) + 5
+            finally:
+                # a no-op when the job ended the batch (which clears the owner itself)
+                self.store.release_batch_job(job.batch.id, self.id, wake_at)
+
+        return asyncio.create_task(asyncio.to_thread(run))
+
+    def _fill(self, now: int) -> int:
+        cfg = self.config
+        free = cfg.concurrency - len(self._inflight)
+        # claim in chunks: one transaction per chunk keeps the store out of the hot path
+        if free <= 0 or (self._inflight and free < min(cfg.claim_batch, cfg.concurrency) // 2):
+            return 0
+        claims = self.store.claim_requests(self.id, min(free, cfg.claim_batch), now)
+        for claim in claims:
+            key = (claim.batch_id, claim.line)
+            task = asyncio.create_task(self._execute(claim))
+            task.add_done_callback(self._on_done)
+            self._inflight[key] = task
+            self._claims[key] = claim
+        return len(claims)
+
+    def _on_done(self, task: asyncio.Task[RequestResult]) -> None:
+        if not task.cancelled():
+            result = task.result()
+            key = (result.batch_id, result.line)
+            self._inflight.pop(key, None)
+            self._claims.pop(key, None)
+            self._results.append(result)
+        self._wake.set()
+
+    def _flush(self) -> None:
+        results, self._results = self._results, []
+        self.store.record_results(self.id, results)
+
+    def _abandon_stopped_batches(self, now: int) -> None:
+        """Stop work on batches that were cancelled or expired while their rows ran here."""
+        for batch_id in {key[0] for key in self._inflight}:
+            batch = self.store.get_batch(batch_id, None)
+            if batch is None:
+                continue
+            if batch.status == BatchStatus.CANCELLING:
+                state, code, msg = (
+                    RequestState.CANCELLED,
+                    "batch_cancelled",
+                    "The batch was cancelled while this request ran.",
+                )
+            elif batch.status == BatchStatus.IN_PROGRESS and batch.expires_at <= now:
+                state, code, msg = (
+                    RequestState.EXPIRED,
+                    "batch_expired",
+                    "The batch's completion window ended while this request ran.",
+                )
+            else:
+                continue
+            for key in [k for k in self._inflight if k[0] == batch_id]:
+                self._inflight.pop(key).cancel()
+                claim = self._claims.pop(key)
+                self._results.append(
+                    RequestResult(
+                        batch_id,
+                        claim.line,
+                        state,
+                        claim.attempts,
+                        secrets.token_hex(12),
+                        error_code=code,
+                        error_message=msg,
+                    )
+                )
+        self._flush()
+
+    async def _drain(self, job_task: asyncio.Task[None] | None) -> None:
+        """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
+        if self._inflight:
+            await asyncio.wait(list(self._inflight.values()), timeout=self.config.drain_timeout)
+            for task in self._inflight.values():
+                task.cancel()
+        if job_task is not None:
+            await job_task  # jobs are bounded and idempotent; let the current one end
+        try:
+            self._flush()
+            released = self.store.reap_worker(self.id)
+            if released:
+                log.info("worker %s released %d unfinished rows to the queue", self.id, released)
+        except Exception:
+            log.exception("worker %s: could not record its last results; peers will requeue them", self.id)
+        log.info("worker %s stopped", self.id)
+
+    def reap_dead_workers(self, now: float) -> None:
+        for info in self.store.list_workers():
+            if info.id != self.id and self._is_dead(info, now):
+                requeued = self.store.reap_worker(info.id)
+                log.warning("reaped dead worker %s; %d rows back in the queue", info.id, requeued)
+
+    def _is_dead(self, info: WorkerInfo, now: float) -> bool:
+        if now - info.heartbeat_at > self.config.dead_after:
+            return True
+        if info.host != self.host:
+            return False
+        # same host: a missing pid means it died; our own pid under another id is a
+        # previous incarnation of this process slot (containers reuse pid 1)
+        return info.pid == self.pid or not _pid_alive(info.pid)
+
+    # ---- one request ------------------------------------------------------------------
+
+    async def _execute(self, claim: ClaimedRequest) -> RequestResult:
+        cfg = self.config
+        request_id = secrets.token_hex(12)
+        started = time.perf_counter()
+        attempts = claim.attempts
+
+        def failed(code: str, message: str) -> RequestResult:
+            return RequestResult(
+                claim.batch_id, claim.line, RequestState.FAILED, attempts, request_id,
+                error_code=code, error_message=message, latency_ms=int((time.perf_counter() - started) * 1000),
+                backend=self.backend.name,
+            )  # fmt: skip
+
+        if attempts > cfg.max_attempts:
+            return failed(
+                "max_attempts_exceeded",
+                f"The request was attempted {attempts - 1} times without a result.",
+            )
+        try:
+            body = orjson.loads(self.blobs.read_range(claim.input_file_id, claim.offset, claim.length))["body"]
+        except Exception as exc:
+            log.exception("batch %s line %d: cannot read input", claim.batch_id, claim.line)
+            return failed("input_unreadable", f"The input line could not be read: {exc}")
+        request = BackendRequest(claim.custom_id, claim.endpoint, body)
+        while True:
+            try:
+                response = await self.backend.execute(request)
+            except BackendError as exc:
+                if exc.transient and attempts < cfg.max_attempts:
+                    await asyncio.sleep(self._backoff(attempts, exc.retry_after))
+                    attempts += 1
+                    continue
+                return failed(exc.code, exc.message)
+            except Exception as exc:
+                log.exception("batch %s line %d: backend crashed", claim.batch_id, claim.line)
+                return failed("internal_error", f"{type(exc).__name__}: {exc}")
+            ok = 200 <= response.status_code < 300
+            return RequestResult(
+                claim.batch_id,
+                claim.line,
+                RequestState.SUCCEEDED if ok else RequestState.FAILED,
+                attempts,
+                request_id,
+                status_code=response.status_code,
+                body=orjson.dumps(response.body),
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                backend=self.backend.name,
+                model=response.model or body.get("model"),
+            )
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        cfg = self.config
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), cfg.backoff_max)
+        delay = min(cfg.backoff_max, cfg.backoff_base * 2 ** (attempts - 1))
+        return delay * random.uniform(0.5, 1.0)  # jitter spreads retries of many rows apart

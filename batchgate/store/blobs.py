@@ -1,0 +1,89 @@
+"""File bytes on the local disk: one file per id under `<data dir>/files/`.
+
+Writes go to a temporary name and are renamed into place on success, so a reader
+never sees a half-written file and a crash leaves only a temp file to sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from batchgate.core.errors import NotFoundError
+
+
+class _FileWriter:
+    def __init__(self, handle: BinaryIO):
+        self._handle = handle
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self.size += len(data)
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("*.tmp-*"):
+            stale.unlink(missing_ok=True)  # left by a crash mid-write
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, blob_id: str) -> Path:
+        if "/" in blob_id or blob_id.startswith("."):
+            raise NotFoundError(f"No such file: {blob_id}")
+        return self.root / blob_id
+
+    @contextmanager
+    def writer(self, blob_id: str) -> Iterator[_FileWriter]:
+        final = self._path(blob_id)
+        temp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(temp, "wb", buffering=1 << 20) as handle:
+                yield _FileWriter(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+            self._forget(blob_id)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def open(self, blob_id: str) -> BinaryIO:
+        try:
+            return open(self._path(blob_id), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"The content of file {blob_id} is missing.") from None
+
+    def read_range(self, blob_id: str, offset: int, length: int) -> bytes:
+        fd = self._fds.get(blob_id)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(blob_id)
+                if fd is None:
+                    fd = self._fds[blob_id] = os.open(self._path(blob_id), os.O_RDONLY)
+        return os.pread(fd, length, offset)
+
+    def delete(self, blob_id: str) -> None:
+        self._forget(blob_id)
+        self._path(blob_id).unlink(missing_ok=True)
+
+    def path(self, blob_id: str) -> str | None:
+        return str(self._path(blob_id))
+
+    def _forget(self, blob_id: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(blob_id, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

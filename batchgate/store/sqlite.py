@@ -1,0 +1,498 @@
+"""The SQLite (WAL) store: the zero-setup, one-machine implementation of `Store`.
+
+Several processes (`serve` and `batchgate worker`) may share one database: every
+read-modify-write runs in a `BEGIN IMMEDIATE` transaction, which SQLite serialises.
+`synchronous=NORMAL` in WAL mode survives a crash of the process (kill -9) without
+losing a committed transaction; only an OS crash or power loss may drop the last ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+
+from batchgate.core.ids import new_id
+from batchgate.core.models import (
+    ApiKey,
+    BatchError,
+    BatchJob,
+    BatchRecord,
+    BatchStatus,
+    ClaimedRequest,
+    FileRecord,
+    FinishedRow,
+    Project,
+    RequestLine,
+    RequestResult,
+    RequestState,
+)
+from batchgate.core.ports import Page, WorkerInfo
+from batchgate.store.migrate import upgrade_sqlite
+
+LINE_BITS = 32
+LINE_MASK = (1 << LINE_BITS) - 1
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+
+BATCH_COLUMNS = (
+    "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
+    "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
+    "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
+    "output_tokens, priority, source"
+)
+FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
+
+
+def _batch(row: tuple) -> BatchRecord:
+    errors = orjson.loads(row[9]) if row[9] else None
+    return BatchRecord(
+        id=row[0], project_id=row[1], endpoint=row[2], input_file_id=row[3], completion_window=row[4],
+        status=BatchStatus(row[5]), created_at=row[6], expires_at=row[7],
+        metadata=orjson.loads(row[8]) if row[8] else None,
+        errors=[BatchError(**e) for e in errors] if errors is not None else None,
+        output_file_id=row[10], error_file_id=row[11], in_progress_at=row[12], finalizing_at=row[13],
+        completed_at=row[14], failed_at=row[15], expired_at=row[16], cancelling_at=row[17],
+        cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
+        output_tokens=row[23], priority=row[24], source=row[25],
+    )  # fmt: skip
+
+
+def _file(row: tuple) -> FileRecord:
+    return FileRecord(*row)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        upgrade_sqlite(path)
+        self._local = threading.local()
+        self._pks: dict[str, int] = {}
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # ---- connections --------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def ping(self) -> None:
+        self._conn().execute("SELECT 1").fetchone()
+
+    def _pk(self, batch_id: str) -> int:
+        pk = self._pks.get(batch_id)
+        if pk is None:
+            row = self._conn().execute("SELECT pk FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if row is None:
+                raise KeyError(batch_id)
+            pk = self._pks[batch_id] = row[0]
+        return pk
+
+    def _range(self, batch_id: str) -> tuple[int, int]:
+        base = self._pk(batch_id) << LINE_BITS
+        return base, base | LINE_MASK
+
+    # ---- projects and keys --------------------------------------------------------
+
+    def ensure_project(self, name: str, now: int) -> Project:
+        with self._write() as conn:
+            row = conn.execute("SELECT id, name, created_at FROM projects WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                row = (new_id("proj_"), name, now)
+                conn.execute("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?)", row)
+        return Project(*row)
+
+    def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, project_id, name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.project_id, key.name, key.prefix, key_hash, key.created_at),
+            )
+
+    _KEY_SELECT = (
+        "SELECT k.id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, p.name "
+        "FROM api_keys k JOIN projects p ON p.id = k.project_id"
+    )
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        row = (
+            self._conn()
+            .execute(self._KEY_SELECT + " WHERE k.key_hash = ? AND k.revoked_at IS NULL", (key_hash,))
+            .fetchone()
+        )
+        return ApiKey(*row) if row else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return [ApiKey(*row) for row in self._conn().execute(self._KEY_SELECT + " ORDER BY k.created_at")]
+
+    def revoke_api_key(self, key_id: str, now: int) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            return cur.rowcount > 0
+
+    # ---- files --------------------------------------------------------------------
+
+    def add_file(self, file: FileRecord) -> None:
+        with self._write() as conn:
+            self._insert_file(conn, file)
+
+    @staticmethod
+    def _insert_file(conn: sqlite3.Connection, f: FileRecord) -> None:
+        conn.execute(
+            f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at),
+        )
+
+    def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None:
+        row = self._conn().execute(f"SELECT {FILE_COLUMNS}, project_id FROM files WHERE id = ?", (file_id,)).fetchone()
+        if row is None or (project_id is not None and row[-1] != project_id):
+            return None
+        return _file(row[:-1])
+
+    def list_files(
+        self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> Page[FileRecord]:
+        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE project_id = ?"
+        params: list[object] = [project_id]
+        if purpose:
+            sql += " AND purpose = ?"
+            params.append(purpose)
+        if after:
+            sql += f" AND pk {'<' if order == 'desc' else '>'} (SELECT pk FROM files WHERE id = ?)"
+            params.append(after)
+        sql += f" ORDER BY pk {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
+        params.append(limit + 1)
+        rows = self._conn().execute(sql, params).fetchall()
+        return Page([_file(r) for r in rows[:limit]], len(rows) > limit)
+
+    def delete_file(self, file_id: str, project_id: str) -> bool:
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM files WHERE id = ? AND project_id = ?", (file_id, project_id))
+            return cur.rowcount > 0
+
+    def file_in_use(self, file_id: str) -> bool:
+        placeholders = ", ".join("?" * len(ACTIVE))
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT 1 FROM batches WHERE input_file_id = ? AND status IN ({placeholders}) LIMIT 1",
+                (file_id, *ACTIVE),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    # ---- batches ------------------------------------------------------------------
+
+    def add_batch(self, b: BatchRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
+                "created_at, expires_at, metadata, priority, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
+                    b.created_at, b.expires_at, orjson.dumps(b.metadata).decode() if b.metadata else None,
+                    b.priority, b.source,
+                ),
+            )  # fmt: skip
+
+    def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
+        row = self._conn().execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None or (project_id is not None and row[1] != project_id):
+            return None
+        return _batch(row)
+
+    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]:
+        sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = ?"
+        params: list[object] = [project_id]
+        if after:
+            sql += " AND pk < (SELECT pk FROM batches WHERE id = ?)"
+            params.append(after)
+        rows = self._conn().execute(sql + " ORDER BY pk DESC LIMIT ?", (*params, limit + 1)).fetchall()
+        return Page([_batch(r) for r in rows[:limit]], len(rows) > limit)
+
+    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE batches SET status = 'in_progress', in_progress_at = ?, total = ?, claim_cursor = 0, "
+                "owner = NULL WHERE id = ? AND status = 'validating'",
+                (now, total, batch_id),
+            )
+            return cur.rowcount > 0
+
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool:
+        data = orjson.dumps([{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors])
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE batches SET status = 'failed', failed_at = ?, errors = ?, owner = NULL "
+                "WHERE id = ? AND status = 'validating'",
+                (now, data.decode(), batch_id),
+            )
+            return cur.rowcount > 0
+
+    def request_cancel(self, batch_id: str, now: int) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE batches SET status = 'cancelling', cancelling_at = ?, wake_at = 0 "
+                "WHERE id = ? AND status IN ('validating', 'in_progress')",
+                (now, batch_id),
+            )
+            return cur.rowcount > 0
+
+    def finish_batch(
+        self,
+        batch_id: str,
+        status: BatchStatus,
+        files: list[FileRecord],
+        output_file_id: str | None,
+        error_file_id: str | None,
+        completed: int,
+        failed: int,
+        now: int,
+    ) -> None:
+        stamp = {
+            BatchStatus.COMPLETED: "completed_at",
+            BatchStatus.CANCELLED: "cancelled_at",
+            BatchStatus.EXPIRED: "expired_at",
+        }[status]
+        with self._write() as conn:
+            for f in files:
+                self._insert_file(conn, f)
+            conn.execute(
+                f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?, "
+                "completed = ?, failed = ?, total = ?, owner = NULL, claim_cursor = NULL WHERE id = ?",
+                (
+                    status.value,
+                    now,
+                    output_file_id,
+                    error_file_id,
+                    completed,
+                    failed,
+                    completed + failed,
+                    batch_id,
+                ),
+            )
+
+    # ---- request rows -------------------------------------------------------------
+
+    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None:
+        base = self._pk(batch_id) << LINE_BITS
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO requests (id, custom_id, offset, length) VALUES (?, ?, ?, ?)",
+                [(base | r.line, r.custom_id, r.offset, r.length) for r in lines],
+            )
+
+    def clear_requests(self, batch_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM requests WHERE id BETWEEN ? AND ?", self._range(batch_id))
+
+    def settle_unfinished(
+        self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
+    ) -> int:
+        states = ("queued", "running") if include_running else ("queued", "queued")
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE requests SET state = ?, error_code = ?, error_message = ?, worker_id = NULL "
+                "WHERE id BETWEEN ? AND ? AND state IN (?, ?)",
+                (state.value, code, message, *self._range(batch_id), *states),
+            )
+            return cur.rowcount
+
+    def count_running(self, batch_id: str) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT count(*) FROM requests INDEXED BY requests_running "
+                "WHERE state = 'running' AND id BETWEEN ? AND ?",
+                self._range(batch_id),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def iter_finished(self, batch_id: str) -> Iterator[FinishedRow]:
+        # a connection of its own: the generator may be consumed from another thread
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        try:
+            cur = conn.execute(
+                "SELECT id, custom_id, state, request_id, status_code, result, error_code, error_message "
+                "FROM requests WHERE id BETWEEN ? AND ? ORDER BY id",
+                self._range(batch_id),
+            )
+            while rows := cur.fetchmany(5000):
+                for r in rows:
+                    yield FinishedRow(r[0] & LINE_MASK, r[1], RequestState(r[2]), r[3], r[4], r[5], r[6], r[7])
+        finally:
+            conn.close()
+
+    # ---- workers ------------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (id, host, pid, heartbeat_at) VALUES (?, ?, ?, ?)",
+                (info.id, info.host, info.pid, info.heartbeat_at),
+            )
+
+    def heartbeat(self, worker_id: str, now: float) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo(*r) for r in self._conn().execute("SELECT id, host, pid, heartbeat_at FROM workers")]
+
+    def reap_worker(self, worker_id: str) -> int:
+        with self._write() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' AND worker_id = ?",
+                    (worker_id,),
+                )
+            ]
+            conn.execute(
+                "UPDATE requests SET state = 'queued', worker_id = NULL WHERE state = 'running' AND worker_id = ?",
+                (worker_id,),
+            )
+            first_line: dict[int, int] = {}
+            for rid in ids:
+                pk, line = rid >> LINE_BITS, rid & LINE_MASK
+                first_line[pk] = min(line, first_line.get(pk, line))
+            conn.executemany(
+                "UPDATE batches SET claim_cursor = min(coalesce(claim_cursor, ?), ?) WHERE pk = ?",
+                [(line, line, pk) for pk, line in first_line.items()],
+            )
+            conn.execute("UPDATE batches SET owner = NULL WHERE owner = ?", (worker_id,))
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+            return len(ids)
+
+    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {BATCH_COLUMNS}, pk FROM batches INDEXED BY batches_active "
+                "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
+                "AND owner IS NULL AND wake_at <= ? "
+                "AND (status != 'in_progress' OR expires_at <= ?) ORDER BY pk LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE batches SET owner = ? WHERE pk = ?", (worker_id, row[-1]))
+        batch = _batch(row[:-1])
+        kind = {
+            BatchStatus.VALIDATING: "validate",
+            BatchStatus.FINALIZING: "finalize",
+            BatchStatus.CANCELLING: "cancel",
+            BatchStatus.IN_PROGRESS: "expire",
+        }[batch.status]
+        return BatchJob(kind, batch)
+
+    def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE batches SET owner = NULL, wake_at = ? WHERE id = ? AND owner = ?",
+                (wake_at, batch_id, worker_id),
+            )
+
+    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
+        claims: list[ClaimedRequest] = []
+        with self._write() as conn:
+            batches = conn.execute(
+                "SELECT pk, id, input_file_id, endpoint, claim_cursor FROM batches INDEXED BY batches_active "
+                "WHERE status = 'in_progress' AND claim_cursor IS NOT NULL AND expires_at > ? "
+                "ORDER BY priority DESC, pk LIMIT 16",
+                (now,),
+            ).fetchall()
+            for pk, batch_id, file_id, endpoint, cursor in batches:
+                want = limit - len(claims)
+                if want <= 0:
+                    break
+                base = pk << LINE_BITS
+                rows = conn.execute(
+                    "SELECT id, custom_id, offset, length, attempts FROM requests "
+                    "WHERE id BETWEEN ? AND ? AND state = 'queued' ORDER BY id LIMIT ?",
+                    (base | cursor, base | LINE_MASK, want),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE requests SET state = 'running', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
+                    [(worker_id, r[0]) for r in rows],
+                )
+                # rows skipped between the old and new cursor are running or done; if a
+                # running one is requeued later, reap_worker moves the cursor back to it
+                next_cursor = (rows[-1][0] & LINE_MASK) + 1 if len(rows) == want else None
+                conn.execute("UPDATE batches SET claim_cursor = ? WHERE pk = ?", (next_cursor, pk))
+                claims.extend(
+                    ClaimedRequest(batch_id, file_id, endpoint, r[0] & LINE_MASK, r[1], r[2], r[3], r[4] + 1)
+                    for r in rows
+                )
+        return claims
+
+    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+        totals: dict[str, list[int]] = {}
+        with self._write() as conn:
+            for r in results:
+                cur = conn.execute(
+                    "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, status_code = ?, "
+                    "result = ?, error_code = ?, error_message = ?, input_tokens = ?, output_tokens = ?, cost = ?, "
+                    "latency_ms = ?, backend = ?, model = ? WHERE id = ? AND state = 'running' AND worker_id = ?",
+                    (
+                        r.state.value, r.attempts, r.request_id, r.status_code, r.body, r.error_code,
+                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend,
+                        r.model, (self._pk(r.batch_id) << LINE_BITS) | r.line, worker_id,
+                    ),
+                )  # fmt: skip
+                if cur.rowcount:
+                    t = totals.setdefault(r.batch_id, [0, 0, 0, 0])
+                    t[0] += r.state == RequestState.SUCCEEDED
+                    t[1] += r.state == RequestState.FAILED
+                    t[2] += r.input_tokens
+                    t[3] += r.output_tokens
+            for batch_id, (done, failed, tokens_in, tokens_out) in totals.items():
+                pk = self._pk(batch_id)
+                conn.execute(
+                    "UPDATE batches SET completed = completed + ?, failed = failed + ?, "
+                    "input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE pk = ?",
+                    (done, failed, tokens_in, tokens_out, pk),
+                )
+                conn.execute(
+                    "UPDATE batches SET status = 'finalizing', finalizing_at = CAST(strftime('%s', 'now') AS INTEGER) "
+                    "WHERE pk = ? AND status = 'in_progress' AND completed + failed >= total",
+                    (pk,),
+                )

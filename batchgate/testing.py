@@ -1,0 +1,524 @@
+"""Public fakes at the protocol boundaries, for tests (ours and users'):
+
+- `InMemoryStore`: the `Store` protocol in memory, same semantics as the SQLite store.
+- `MemoryBlobStore`: the `BlobStore` protocol in memory.
+- `ScriptedBackend`: a `Backend` that answers instantly and deterministically, and
+  follows per-line directives in `body["mock"]` to sleep, fail or fail transiently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
+
+from batchgate.core.errors import BackendError, NotFoundError
+from batchgate.core.ids import new_id
+from batchgate.core.models import (
+    ApiKey,
+    BatchError,
+    BatchJob,
+    BatchRecord,
+    BatchStatus,
+    ClaimedRequest,
+    FileRecord,
+    FinishedRow,
+    Project,
+    RequestLine,
+    RequestResult,
+    RequestState,
+)
+from batchgate.core.ports import BackendRequest, BackendResponse, Page, WorkerInfo
+
+ACTIVE = {
+    BatchStatus.VALIDATING,
+    BatchStatus.IN_PROGRESS,
+    BatchStatus.FINALIZING,
+    BatchStatus.CANCELLING,
+}
+JOB_KINDS = {
+    BatchStatus.VALIDATING: "validate",
+    BatchStatus.FINALIZING: "finalize",
+    BatchStatus.CANCELLING: "cancel",
+    BatchStatus.IN_PROGRESS: "expire",
+}
+STAMPS = {
+    BatchStatus.COMPLETED: "completed_at",
+    BatchStatus.CANCELLED: "cancelled_at",
+    BatchStatus.EXPIRED: "expired_at",
+}
+
+
+@dataclass
+class _Row:
+    custom_id: str
+    offset: int
+    length: int
+    state: RequestState = RequestState.QUEUED
+    attempts: int = 0
+    worker_id: str | None = None
+    result: RequestResult | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class _Batch:
+    record: BatchRecord
+    rows: dict[int, _Row]
+    cursor: int | None = None
+    owner: str | None = None
+    wake_at: int = 0
+
+
+class InMemoryStore:
+    """The Store protocol in memory. Thread-safe; every method is one atomic step."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._projects: dict[str, Project] = {}
+        self._keys: dict[str, ApiKey] = {}
+        self._files: dict[str, FileRecord] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+
+    def close(self) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+    # projects and keys
+    def ensure_project(self, name: str, now: int) -> Project:
+        with self._lock:
+            return self._projects.setdefault(name, Project(new_id("proj_"), name, now))
+
+    def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._lock:
+            self._keys[key_hash] = replace(key)
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        key = self._keys.get(key_hash)
+        return replace(key) if key and key.revoked_at is None else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return sorted((replace(k) for k in self._keys.values()), key=lambda k: k.created_at)
+
+    def revoke_api_key(self, key_id: str, now: int) -> bool:
+        with self._lock:
+            for key in self._keys.values():
+                if key.id == key_id and key.revoked_at is None:
+                    key.revoked_at = now
+                    return True
+            return False
+
+    # files
+    def add_file(self, file: FileRecord) -> None:
+        with self._lock:
+            self._files[file.id] = replace(file)
+
+    def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None:
+        f = self._files.get(file_id)
+        if f is None or (project_id is not None and f.project_id != project_id):
+            return None
+        return replace(f)
+
+    def list_files(
+        self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> Page[FileRecord]:
+        with self._lock:
+            files = [f for f in self._files.values() if f.project_id == project_id]
+        if order == "desc":
+            files.reverse()
+        return _page(files, after, limit, lambda f: purpose is None or f.purpose == purpose)
+
+    def delete_file(self, file_id: str, project_id: str) -> bool:
+        with self._lock:
+            if self.get_file(file_id, project_id) is None:
+                return False
+            del self._files[file_id]
+            return True
+
+    def file_in_use(self, file_id: str) -> bool:
+        return any(b.record.input_file_id == file_id and b.record.status in ACTIVE for b in self._batches.values())
+
+    # batches
+    def add_batch(self, batch: BatchRecord) -> None:
+        with self._lock:
+            self._batches[batch.id] = _Batch(replace(batch), {})
+
+    def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
+        b = self._batches.get(batch_id)
+        if b is None or (project_id is not None and b.record.project_id != project_id):
+            return None
+        return replace(b.record)
+
+    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]:
+        with self._lock:
+            batches = [replace(b.record) for b in reversed(self._batches.values()) if b.record.project_id == project_id]
+        return _page(batches, after, limit, lambda b: True)
+
+    def _transition(self, batch_id: str, allowed: set[BatchStatus], to: BatchStatus, **fields: Any) -> bool:
+        with self._lock:
+            b = self._batches[batch_id]
+            if b.record.status not in allowed:
+                return False
+            b.record.status = to
+            for name, value in fields.items():
+                setattr(b.record, name, value)
+            return True
+
+    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
+        with self._lock:
+            ok = self._transition(
+                batch_id,
+                {BatchStatus.VALIDATING},
+                BatchStatus.IN_PROGRESS,
+                in_progress_at=now,
+                total=total,
+            )
+            if ok:
+                b = self._batches[batch_id]
+                b.cursor, b.owner = 0, None
+            return ok
+
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool:
+        with self._lock:
+            ok = self._transition(
+                batch_id,
+                {BatchStatus.VALIDATING},
+                BatchStatus.FAILED,
+                failed_at=now,
+                errors=list(errors),
+            )
+            if ok:
+                self._batches[batch_id].owner = None
+            return ok
+
+    def request_cancel(self, batch_id: str, now: int) -> bool:
+        with self._lock:
+            ok = self._transition(
+                batch_id,
+                {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS},
+                BatchStatus.CANCELLING,
+                cancelling_at=now,
+            )
+            if ok:
+                self._batches[batch_id].wake_at = 0
+            return ok
+
+    def finish_batch(
+        self,
+        batch_id: str,
+        status: BatchStatus,
+        files: list[FileRecord],
+        output_file_id: str | None,
+        error_file_id: str | None,
+        completed: int,
+        failed: int,
+        now: int,
+    ) -> None:
+        with self._lock:
+            for f in files:
+                self._files[f.id] = replace(f)
+            b = self._batches[batch_id]
+            rec = b.record
+            rec.status, rec.output_file_id, rec.error_file_id = (
+                status,
+                output_file_id,
+                error_file_id,
+            )
+            rec.completed, rec.failed, rec.total = completed, failed, completed + failed
+            setattr(rec, STAMPS[status], now)
+            b.owner, b.cursor = None, None
+
+    # request rows
+    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None:
+        with self._lock:
+            rows = self._batches[batch_id].rows
+            for r in lines:
+                rows[r.line] = _Row(r.custom_id, r.offset, r.length)
+
+    def clear_requests(self, batch_id: str) -> None:
+        with self._lock:
+            self._batches[batch_id].rows.clear()
+
+    def settle_unfinished(
+        self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
+    ) -> int:
+        targets = {RequestState.QUEUED, RequestState.RUNNING} if include_running else {RequestState.QUEUED}
+        count = 0
+        with self._lock:
+            for row in self._batches[batch_id].rows.values():
+                if row.state in targets:
+                    row.state, row.error_code, row.error_message, row.worker_id = (
+                        state,
+                        code,
+                        message,
+                        None,
+                    )
+                    count += 1
+        return count
+
+    def count_running(self, batch_id: str) -> int:
+        return sum(r.state == RequestState.RUNNING for r in self._batches[batch_id].rows.values())
+
+    def iter_finished(self, batch_id: str) -> Iterator[FinishedRow]:
+        with self._lock:
+            rows = sorted(self._batches[batch_id].rows.items())
+        for line, row in rows:
+            res = row.result
+            yield FinishedRow(
+                line, row.custom_id, row.state, res.request_id if res else None,
+                res.status_code if res else None, res.body if res else None,
+                res.error_code if res else row.error_code, res.error_message if res else row.error_message,
+            )  # fmt: skip
+
+    # workers
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[info.id] = replace(info)
+
+    def heartbeat(self, worker_id: str, now: float) -> None:
+        with self._lock:
+            if worker_id in self._workers:
+                self._workers[worker_id].heartbeat_at = now
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [replace(w) for w in self._workers.values()]
+
+    def reap_worker(self, worker_id: str) -> int:
+        count = 0
+        with self._lock:
+            for b in self._batches.values():
+                for line, row in b.rows.items():
+                    if row.state == RequestState.RUNNING and row.worker_id == worker_id:
+                        row.state, row.worker_id = RequestState.QUEUED, None
+                        b.cursor = line if b.cursor is None else min(b.cursor, line)
+                        count += 1
+                if b.owner == worker_id:
+                    b.owner = None
+            self._workers.pop(worker_id, None)
+        return count
+
+    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
+        with self._lock:
+            for b in self._batches.values():
+                status = b.record.status
+                if status not in ACTIVE or b.owner is not None or b.wake_at > now:
+                    continue
+                if status == BatchStatus.IN_PROGRESS and b.record.expires_at > now:
+                    continue
+                b.owner = worker_id
+                return BatchJob(JOB_KINDS[status], replace(b.record))
+        return None
+
+    def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
+        with self._lock:
+            b = self._batches[batch_id]
+            if b.owner == worker_id:
+                b.owner, b.wake_at = None, wake_at
+
+    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
+        claims: list[ClaimedRequest] = []
+        with self._lock:
+            runnable = [
+                b for b in self._batches.values()
+                if b.record.status == BatchStatus.IN_PROGRESS and b.cursor is not None and b.record.expires_at > now
+            ]  # fmt: skip
+            runnable.sort(key=lambda b: -b.record.priority)
+            for b in runnable:
+                want = limit - len(claims)
+                if want <= 0:
+                    break
+                taken, cursor = 0, b.cursor or 0
+                for line in sorted(b.rows):
+                    row = b.rows[line]
+                    if line < cursor or row.state != RequestState.QUEUED:
+                        continue
+                    row.state, row.worker_id = RequestState.RUNNING, worker_id
+                    row.attempts += 1
+                    rec = b.record
+                    claims.append(
+                        ClaimedRequest(
+                            rec.id,
+                            rec.input_file_id,
+                            rec.endpoint,
+                            line,
+                            row.custom_id,
+                            row.offset,
+                            row.length,
+                            row.attempts,
+                        )
+                    )
+                    taken += 1
+                    if taken == want:
+                        break
+                b.cursor = claims[-1].line + 1 if taken == want else None
+        return claims
+
+    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+        with self._lock:
+            for r in results:
+                b = self._batches[r.batch_id]
+                row = b.rows[r.line]
+                if row.state != RequestState.RUNNING or row.worker_id != worker_id:
+                    continue
+                row.state, row.attempts, row.worker_id, row.result = r.state, r.attempts, None, r
+                rec = b.record
+                rec.completed += r.state == RequestState.SUCCEEDED
+                rec.failed += r.state == RequestState.FAILED
+                rec.input_tokens += r.input_tokens
+                rec.output_tokens += r.output_tokens
+                if rec.status == BatchStatus.IN_PROGRESS and rec.completed + rec.failed >= rec.total:
+                    rec.status, rec.finalizing_at = BatchStatus.FINALIZING, int(time.time())
+
+
+def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:
+    if after is not None:
+        ids = [getattr(i, "id") for i in items]  # noqa: B009
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    items = [i for i in items if keep(i)]
+    return Page(items[:limit], len(items) > limit)
+
+
+class _MemoryWriter:
+    def __init__(self) -> None:
+        self.buffer = io.BytesIO()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+        self.size += len(data)
+
+
+class MemoryBlobStore:
+    """The BlobStore protocol in memory (tests only: holds whole files)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    @contextmanager
+    def writer(self, blob_id: str) -> Iterator[_MemoryWriter]:
+        writer = _MemoryWriter()
+        yield writer
+        self.blobs[blob_id] = writer.buffer.getvalue()
+
+    def open(self, blob_id: str) -> BinaryIO:
+        if blob_id not in self.blobs:
+            raise NotFoundError(f"The content of file {blob_id} is missing.")
+        return io.BytesIO(self.blobs[blob_id])
+
+    def read_range(self, blob_id: str, offset: int, length: int) -> bytes:
+        return self.blobs[blob_id][offset : offset + length]
+
+    def delete(self, blob_id: str) -> None:
+        self.blobs.pop(blob_id, None)
+
+    def path(self, blob_id: str) -> str | None:
+        return None
+
+
+class ScriptedBackend:
+    """A deterministic backend for tests and benchmarks.
+
+    By default it answers every request at once with an echo of its input, in the
+    response shape of the endpoint, with usage counted in whitespace-separated words.
+    A line can script its own fate with `body["mock"]`:
+      {"sleep": 0.5}               wait before answering
+      {"status": 400}              answer with that HTTP status and an error body
+      {"fail": "message"}          fail without a response (a permanent backend error)
+      {"transient_failures": 2}    fail transiently on the first 2 attempts, then answer
+    `calls` counts attempts per custom_id.
+    """
+
+    name = "scripted"
+
+    def __init__(self, default_sleep: float = 0.0):
+        self.default_sleep = default_sleep
+        self.calls: Counter[str] = Counter()
+
+    async def execute(self, request: BackendRequest) -> BackendResponse:
+        self.calls[request.custom_id] += 1
+        body = request.body
+        mock = body.get("mock") or {}
+        sleep = mock.get("sleep", self.default_sleep)
+        if sleep:
+            await asyncio.sleep(sleep)
+        if self.calls[request.custom_id] <= mock.get("transient_failures", 0):
+            raise BackendError("scripted transient failure", code="server_error", transient=True, retry_after=0.01)
+        if "fail" in mock:
+            raise BackendError(str(mock["fail"]), code="backend_error")
+        if "status" in mock:
+            message = {
+                "message": f"scripted error {mock['status']}",
+                "type": "invalid_request_error",
+            }
+            return BackendResponse(int(mock["status"]), {"error": message})
+        return _echo(request.url, body)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(_words(v) for v in value)
+    if isinstance(value, dict):
+        return _words(value.get("content", ""))
+    return 0
+
+
+def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
+    model = str(body["model"])
+    created = int(time.time())
+    if url == "/v1/embeddings":
+        inputs = body.get("input", "")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(str(x))), 1.0, 0.0]}
+            for i, x in enumerate(inputs)
+        ]
+        tokens = _words(inputs)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return BackendResponse(200, {"object": "list", "data": data, "model": model, "usage": usage}, tokens, 0, model)
+    if url == "/v1/completions":
+        prompt = body.get("prompt", "")
+        text = "echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
+        tokens_in, tokens_out = _words(prompt), _words(text)
+        choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+        kind = "text_completion"
+    else:
+        messages = body.get("messages") or [{}]
+        last = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+        text = "echo: " + (last if isinstance(last, str) else str(last))
+        tokens_in, tokens_out = _words(messages), _words(text)
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+        kind = "chat.completion"
+    usage = {
+        "prompt_tokens": tokens_in,
+        "completion_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }
+    response = {
+        "id": new_id("cmpl-"),
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
+    return BackendResponse(200, response, tokens_in, tokens_out, model)
