@@ -58,7 +58,7 @@ def delete_file(file_id: str, project: Project, svc: Svc) -> wire.FileDeleted:
     return wire.FileDeleted(id=file_id)
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_model=None)
 def file_content(file_id: str, project: Project, svc: Svc) -> FileResponse | StreamingResponse:
     record, path = svc.files.path(project, file_id)
     if path is not None:

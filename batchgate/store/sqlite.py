@@ -406,7 +406,7 @@ class SQLiteStore:
     def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
         with self._write() as conn:
             row = conn.execute(
-                f"SELECT {BATCH_COLUMNS}, pk FROM batches INDEXED BY batches_active "
+                f"SELECT {BATCH_COLUMNS}, pk FROM batches "
                 "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
                 "AND owner IS NULL AND wake_at <= ? "
                 "AND (status != 'in_progress' OR expires_at <= ?) ORDER BY pk LIMIT 1",
@@ -435,7 +435,7 @@ class SQLiteStore:
         claims: list[ClaimedRequest] = []
         with self._write() as conn:
             batches = conn.execute(
-                "SELECT pk, id, input_file_id, endpoint, claim_cursor FROM batches INDEXED BY batches_active "
+                "SELECT pk, id, input_file_id, endpoint, claim_cursor FROM batches "
                 "WHERE status = 'in_progress' AND claim_cursor IS NOT NULL AND expires_at > ? "
                 "ORDER BY priority DESC, pk LIMIT 16",
                 (now,),

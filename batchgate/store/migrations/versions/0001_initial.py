@@ -69,8 +69,7 @@ STATEMENTS = [
         wake_at INTEGER NOT NULL DEFAULT 0)""",
     "CREATE INDEX batches_by_project ON batches(project_id, pk)",
     "CREATE INDEX batches_by_input ON batches(input_file_id)",
-    """CREATE INDEX batches_active ON batches(status, priority, pk)
-        WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling')""",
+    "CREATE INDEX batches_by_status ON batches(status, priority, pk)",
     """CREATE TABLE requests (
         id INTEGER PRIMARY KEY,
         custom_id TEXT NOT NULL,
