@@ -84,6 +84,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
+        self._wake = asyncio.Event()  # bound to this run's loop
         self.store.register_worker(WorkerInfo(self.id, self.host, self.pid, time.time()))
         log.info("worker %s started (concurrency %d)", self.id, cfg.concurrency)
         job_task: asyncio.Task[None] | None = None

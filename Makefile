@@ -1,0 +1,34 @@
+# The README's two commands are `make run` (set up + run the main job) and `make test`
+# (set up + run the tests). Everything installs into ./.venv from PyPI.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(PY) examples/run_batch.py
+
+lint: setup
+	$(VENV)/bin/ruff check batchgate tests bench examples
+	$(VENV)/bin/ruff format --check batchgate tests bench examples
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) bench/record.py
+	$(PY) bench/ingest.py
+	$(PY) bench/output.py
+
+clean:
+	rm -rf $(VENV) .batchgate examples/out

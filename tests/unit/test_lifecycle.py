@@ -1,0 +1,257 @@
+"""The batch lifecycle end to end on the worker, without HTTP.
+
+Every scenario runs on the in-memory fake and on the real SQLite store: the same
+assertions pin the fake to the real store's semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import chat_line, jsonl, parse_jsonl
+
+from batchgate.app import Services, build_services, build_worker
+from batchgate.core.models import BatchRecord, BatchStatus, RequestState
+from batchgate.core.ports import WorkerInfo
+from batchgate.settings import Settings
+from batchgate.store import LocalBlobStore, SQLiteStore
+from batchgate.testing import InMemoryStore, MemoryBlobStore, ScriptedBackend
+
+
+class Harness:
+    def __init__(self, services: Services, **worker_overrides: float):
+        self.services = services
+        self.project = services.keys.default_project().id
+        self.backend = ScriptedBackend()
+        self.worker_overrides = worker_overrides
+        self.worker = self.new_worker()
+
+    def new_worker(self):  # type: ignore[no-untyped-def]
+        worker = build_worker(self.services, self.backend)
+        worker.config.poll_interval = 0.01
+        worker.config.flush_interval = 0.01
+        worker.config.status_check_interval = 0.05
+        for name, value in self.worker_overrides.items():
+            setattr(worker.config, name, value)
+        return worker
+
+    def submit(self, rows: list, window: str = "24h", endpoint: str = "/v1/chat/completions") -> str:
+        with self.services.files.upload(self.project) as upload:
+            upload.write(jsonl(rows))
+            file = upload.commit("batch", "input.jsonl")
+        return self.services.batches.create(self.project, file.id, endpoint, window).id
+
+    def batch(self, batch_id: str) -> BatchRecord:
+        return self.services.batches.get(self.project, batch_id)
+
+    def drive(self, until: Callable[[], bool], timeout: float = 15.0, worker=None) -> None:  # type: ignore[no-untyped-def]
+        worker = worker or self.worker
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(worker.run(stop))
+            deadline = time.time() + timeout
+            try:
+                while not until():
+                    assert time.time() < deadline, "timed out"
+                    assert not task.done(), task.exception()
+                    await asyncio.sleep(0.01)
+            finally:
+                stop.set()
+                await task
+
+        asyncio.run(main())
+
+    def run_to_end(self, batch_id: str, timeout: float = 15.0) -> BatchRecord:
+        self.drive(lambda: self.batch(batch_id).status in {"completed", "failed", "expired", "cancelled"}, timeout)
+        return self.batch(batch_id)
+
+    def lines(self, file_id: str | None) -> list[dict]:
+        if file_id is None:
+            return []
+        with self.services.blobs.open(file_id) as f:
+            return parse_jsonl(f.read())
+
+    def assert_exactly_once(self, batch: BatchRecord, custom_ids: list[str]) -> tuple[list[dict], list[dict]]:
+        out, err = self.lines(batch.output_file_id), self.lines(batch.error_file_id)
+        seen = [r["custom_id"] for r in out + err]
+        assert sorted(seen) == sorted(custom_ids), "every input line in exactly one result line"
+        assert batch.total == len(custom_ids)
+        assert batch.completed == len(out) and batch.failed == len(err)
+        return out, err
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    settings = Settings(home=tmp_path, insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=0.01)
+    if request.param == "memory":
+        services = build_services(settings, InMemoryStore(), MemoryBlobStore())
+    else:
+        services = build_services(settings, SQLiteStore(tmp_path / "db.sqlite"), LocalBlobStore(tmp_path / "files"))
+    yield Harness(services)
+    services.close()
+
+
+def ids(n: int, prefix: str = "r") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_happy_path_outputs_every_line_in_order(harness: Harness) -> None:
+    batch_id = harness.submit([chat_line(c, f"say {c}") for c in ids(30)])
+    batch = harness.run_to_end(batch_id)
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.error_file_id is None
+    out, _ = harness.assert_exactly_once(batch, ids(30))
+    assert [r["custom_id"] for r in out] == ids(30)
+    first = out[0]
+    assert first["error"] is None and first["id"].startswith("batch_req_")
+    assert first["response"]["status_code"] == 200
+    assert first["response"]["body"]["choices"][0]["message"]["content"] == "echo: say r0"
+    assert batch.input_tokens == 30 * 2 and batch.output_tokens == 30 * 3
+    for stamp in ("in_progress_at", "finalizing_at", "completed_at"):
+        assert getattr(batch, stamp) is not None
+
+
+def test_failures_retries_and_error_file(harness: Harness) -> None:
+    rows = [
+        chat_line("ok"),
+        chat_line("http400", mock={"status": 400}),
+        chat_line("broken", mock={"fail": "boom"}),
+        chat_line("flaky", mock={"transient_failures": 2}),
+        chat_line("dead", mock={"transient_failures": 10}),
+    ]
+    batch = harness.run_to_end(harness.submit(rows))
+    assert batch.status == BatchStatus.COMPLETED
+    out, err = harness.assert_exactly_once(batch, ["ok", "http400", "broken", "flaky", "dead"])
+    assert {r["custom_id"] for r in out} == {"ok", "flaky"}
+    errors = {r["custom_id"]: r for r in err}
+    assert errors["http400"]["response"]["status_code"] == 400
+    assert errors["http400"]["response"]["body"]["error"]["message"] == "scripted error 400"
+    assert errors["broken"]["response"] is None
+    assert errors["broken"]["error"] == {"code": "backend_error", "message": "boom"}
+    assert errors["dead"]["error"]["code"] == "server_error"
+    assert harness.backend.calls["flaky"] == 3  # two transient failures, then success
+    assert harness.backend.calls["dead"] == 3  # bounded by max_attempts
+
+
+def test_all_lines_failed_still_completes_with_only_an_error_file(harness: Harness) -> None:
+    batch = harness.run_to_end(harness.submit([chat_line(c, mock={"status": 422}) for c in ids(5)]))
+    assert batch.status == BatchStatus.COMPLETED
+    assert batch.output_file_id is None and batch.error_file_id is not None
+    harness.assert_exactly_once(batch, ids(5))
+    assert harness.services.store.get_file(batch.error_file_id, harness.project) is not None
+
+
+def test_validation_failure_fails_the_batch_without_running_anything(harness: Harness) -> None:
+    rows = [chat_line("a"), {"custom_id": "b", "method": "POST", "url": "/v1/chat/completions"}, chat_line("a")]
+    batch = harness.run_to_end(harness.submit(rows))
+    assert batch.status == BatchStatus.FAILED and batch.failed_at is not None
+    assert [(e.line, e.param, e.code) for e in batch.errors or []] == [
+        (2, "body", "missing_required_parameter"),
+        (3, "custom_id", "duplicate_custom_id"),
+    ]
+    assert batch.output_file_id is None and batch.error_file_id is None
+    assert sum(harness.backend.calls.values()) == 0
+
+
+def test_cancel_keeps_finished_results_and_settles_the_rest(harness: Harness) -> None:
+    harness.worker.config.concurrency = 4
+    batch_id = harness.submit([chat_line(c, mock={"sleep": 0.05}) for c in ids(60)])
+    harness.drive(lambda: harness.batch(batch_id).completed >= 8)
+    cancelled = harness.services.batches.cancel(harness.project, batch_id)
+    assert cancelled.status == BatchStatus.CANCELLING and cancelled.cancelling_at is not None
+    started = time.time()
+    batch = harness.run_to_end(batch_id)
+    assert time.time() - started < 3, "a cancel finishes promptly"
+    assert batch.status == BatchStatus.CANCELLED and batch.cancelled_at is not None
+    out, err = harness.assert_exactly_once(batch, ids(60))
+    assert len(out) >= 8
+    assert {r["error"]["code"] for r in err} == {"batch_cancelled"}
+    assert all(r["response"] is None for r in err)
+
+
+def test_cancel_while_validating(harness: Harness) -> None:
+    batch_id = harness.submit([chat_line(c) for c in ids(5)])
+    harness.services.batches.cancel(harness.project, batch_id)
+    batch = harness.run_to_end(batch_id)
+    assert batch.status == BatchStatus.CANCELLED
+    assert batch.output_file_id is None and batch.error_file_id is None
+    assert sum(harness.backend.calls.values()) == 0
+
+
+def test_expiry_keeps_partial_output(harness: Harness) -> None:
+    harness.worker.config.concurrency = 2
+    batch_id = harness.submit([chat_line(c, mock={"sleep": 0.2}) for c in ids(40)], window="2s")
+    batch = harness.run_to_end(batch_id, timeout=20)
+    assert batch.status == BatchStatus.EXPIRED and batch.expired_at is not None
+    out, err = harness.assert_exactly_once(batch, ids(40))
+    assert out, "lines finished before the window ended are kept"
+    assert err and {r["error"]["code"] for r in err} == {"batch_expired"}
+
+
+def test_dead_worker_rows_are_requeued_and_run_once(harness: Harness) -> None:
+    store = harness.services.store
+    batch_id = harness.submit([chat_line(c) for c in ids(20)])
+    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    # a worker on another host claims rows, then stops heartbeating
+    store.register_worker(WorkerInfo("ghost", "elsewhere", 1, time.time() - 3600))
+    claimed = store.claim_requests("ghost", 7, int(time.time()))
+    assert len(claimed) == 7
+    batch = harness.run_to_end(batch_id)
+    harness.assert_exactly_once(batch, ids(20))
+    assert all(harness.backend.calls[c] == 1 for c in ids(20))
+    assert "ghost" not in {w.id for w in store.list_workers()}
+
+
+def test_results_of_a_reaped_worker_are_not_recorded_twice(harness: Harness) -> None:
+    store = harness.services.store
+    batch_id = harness.submit([chat_line(c) for c in ids(3)])
+    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    store.register_worker(WorkerInfo("slow", "elsewhere", 1, time.time()))
+    claim = store.claim_requests("slow", 1, int(time.time()))[0]
+    store.reap_worker("slow")  # presumed dead; its row goes back to the queue
+    batch = harness.run_to_end(batch_id)
+    from batchgate.core.models import RequestResult
+
+    late = RequestResult(batch_id, claim.line, RequestState.SUCCEEDED, 1, "late", status_code=200, body=b"{}")
+    store.record_results("slow", [late])  # the zombie reports back: ignored
+    assert harness.batch(batch_id).completed == batch.completed == 3
+
+
+def test_poison_line_is_failed_after_max_attempts(harness: Harness) -> None:
+    store = harness.services.store
+    batch_id = harness.submit([chat_line("poison"), chat_line("fine")])
+    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    for i in range(3):  # three workers crash while holding the same row
+        store.register_worker(WorkerInfo(f"crashy{i}", "elsewhere", 1, time.time()))
+        assert [c.custom_id for c in store.claim_requests(f"crashy{i}", 1, int(time.time()))] == ["poison"]
+        store.reap_worker(f"crashy{i}")
+    batch = harness.run_to_end(batch_id)
+    _, err = harness.assert_exactly_once(batch, ["poison", "fine"])
+    assert [r["error"]["code"] for r in err] == ["max_attempts_exceeded"]
+    assert harness.backend.calls["poison"] == 0
+
+
+def test_graceful_stop_gives_unfinished_rows_back(harness: Harness) -> None:
+    harness.worker.config.concurrency = 4
+    harness.worker.config.drain_timeout = 0.1
+    batch_id = harness.submit([chat_line(c, mock={"sleep": 5}) for c in ids(6)])
+    harness.drive(lambda: bool(harness.worker._inflight))
+    batch = harness.batch(batch_id)
+    assert batch.status == BatchStatus.IN_PROGRESS and batch.completed == 0
+    # nothing is lost: another worker picks the rows up from the queue
+    claims = harness.services.store.claim_requests("next", 10, int(time.time()))
+    assert sorted(c.custom_id for c in claims) == ids(6)
+
+
+def test_embeddings_and_completions_endpoints(harness: Harness) -> None:
+    emb = [{"custom_id": c, "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": "a b"}} for c in ids(3)]
+    cmp = [{"custom_id": c, "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}} for c in ids(3)]
+    for rows, endpoint, kind in ((emb, "/v1/embeddings", "list"), (cmp, "/v1/completions", "text_completion")):
+        batch = harness.run_to_end(harness.submit(rows, endpoint=endpoint))
+        out, _ = harness.assert_exactly_once(batch, ids(3))
+        assert {r["response"]["body"]["object"] for r in out} == {kind}

@@ -1,0 +1,117 @@
+"""One test per validation rule: the error names the line and the field."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from support import chat_line, jsonl
+
+from batchgate.core.models import RequestLine
+from batchgate.core.validation import ValidationLimits, iter_raw_lines, validate_input
+
+ENDPOINT = "/v1/chat/completions"
+
+
+def run(data: bytes, limits: ValidationLimits | None = None) -> tuple[list[RequestLine], list]:
+    rows: list[RequestLine] = []
+    result = validate_input(io.BytesIO(data), ENDPOINT, limits or ValidationLimits(), rows.extend, chunk_rows=3)
+    return rows, result.errors
+
+
+def test_valid_file_yields_every_line_with_offsets() -> None:
+    data = jsonl([chat_line(f"r{i}") for i in range(10)])
+    rows, errors = run(data)
+    assert errors == []
+    assert [r.line for r in rows] == list(range(1, 11))
+    for r in rows:
+        assert data[r.offset : r.offset + r.length].startswith(b'{"custom_id": "r')
+    assert rows[3].custom_id == "r3"
+
+
+def test_blank_lines_are_skipped_but_counted_for_line_numbers() -> None:
+    data = jsonl([chat_line("a")]) + b"\n   \n" + jsonl([chat_line("b")])
+    rows, errors = run(data)
+    assert errors == []
+    assert [(r.line, r.custom_id) for r in rows] == [(1, "a"), (4, "b")]
+
+
+def test_no_trailing_newline() -> None:
+    data = jsonl([chat_line("a"), chat_line("b")]).rstrip(b"\n")
+    rows, errors = run(data)
+    assert errors == [] and [r.custom_id for r in rows] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "param", "fragment"),
+    [
+        (b"{not json", "invalid_json", None, "not valid JSON"),
+        (b'{"custom_id": "x\xff"}', "invalid_encoding", None, "UTF-8"),
+        (b"[1, 2]", "invalid_type", None, "JSON object, got array"),
+        (jsonl([{"method": "POST", "url": ENDPOINT, "body": {"model": "m"}}]), "missing_required_parameter", "custom_id", "'custom_id'"),
+        (jsonl([{"custom_id": "x", "url": ENDPOINT, "body": {"model": "m"}}]), "missing_required_parameter", "method", "'method'"),
+        (jsonl([{"custom_id": "x", "method": "POST", "body": {"model": "m"}}]), "missing_required_parameter", "url", "'url'"),
+        (jsonl([{"custom_id": "x", "method": "POST", "url": ENDPOINT}]), "missing_required_parameter", "body", "'body'"),
+        (jsonl([{"custom_id": 7, "method": "POST", "url": ENDPOINT, "body": {"model": "m"}}]), "invalid_type", "custom_id", "non-empty string"),
+        (jsonl([{"custom_id": "x", "method": "GET", "url": ENDPOINT, "body": {"model": "m"}}]), "invalid_method", "method", "'GET'"),
+        (jsonl([{"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}]), "invalid_url", "url", "/v1/embeddings"),
+        (jsonl([{"custom_id": "x", "method": "POST", "url": ENDPOINT, "body": "text"}]), "invalid_type", "body", "got string"),
+        (jsonl([{"custom_id": "x", "method": "POST", "url": ENDPOINT, "body": {"messages": []}}]), "missing_required_parameter", "body.model", "body.model"),
+    ],
+)  # fmt: skip
+def test_each_rule_names_line_and_param(line: bytes, code: str, param: str | None, fragment: str) -> None:
+    data = jsonl([chat_line("ok-1")]) + line.rstrip(b"\n") + b"\n" + jsonl([chat_line("ok-3")])
+    _, errors = run(data)
+    assert len(errors) == 1
+    err = errors[0]
+    assert (err.code, err.line, err.param) == (code, 2, param)
+    assert err.message.startswith("Line 2: ")
+    assert fragment in err.message
+
+
+def test_duplicate_custom_id_names_the_second_line() -> None:
+    _, errors = run(jsonl([chat_line("a"), chat_line("b"), chat_line("a")]))
+    assert [(e.code, e.line, e.param) for e in errors] == [("duplicate_custom_id", 3, "custom_id")]
+
+
+def test_empty_file() -> None:
+    for data in (b"", b"\n\n"):
+        _, errors = run(data)
+        assert [(e.code, e.line) for e in errors] == [("empty_file", None)]
+
+
+def test_too_many_lines() -> None:
+    _, errors = run(jsonl([chat_line(f"r{i}") for i in range(6)]), ValidationLimits(max_lines=5))
+    assert [(e.code, e.line) for e in errors] == [("too_many_lines", 6)]
+
+
+def test_line_over_size_limit_is_reported_without_buffering_it() -> None:
+    big = chat_line("big", content="x" * 5000)
+    data = jsonl([chat_line("a"), big, chat_line("c")])
+    rows, errors = run(data, ValidationLimits(max_line_bytes=1000))
+    assert [(e.code, e.line) for e in errors] == [("line_too_large", 2)]
+    assert "over the limit of 1000" in errors[0].message
+
+
+def test_oversize_line_spanning_read_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("batchgate.core.validation.READ_SIZE", 64)
+    data = jsonl([chat_line("a"), chat_line("big", content="y" * 700), chat_line("c")])
+    lines = list(iter_raw_lines(io.BytesIO(data), max_line_bytes=300))
+    assert [raw is None for _, _, raw in lines] == [False, True, False]
+    offsets = [(o, n) for o, n, _ in lines]
+    pieces = data.split(b"\n")
+    assert offsets[2] == (len(pieces[0]) + len(pieces[1]) + 2, len(pieces[2]))
+
+
+def test_error_count_is_capped() -> None:
+    data = b"nope\n" * 50
+    _, errors = run(data, ValidationLimits(max_errors=7))
+    assert len(errors) == 7
+    assert [e.line for e in errors] == list(range(1, 8))
+
+
+def test_no_rows_are_emitted_after_the_first_error() -> None:
+    data = jsonl([chat_line("a"), {"bad": 1}, chat_line("c"), chat_line("d")])
+    rows, errors = run(data)
+    assert len(errors) == 1
+    assert all(r.line < 2 for r in rows)
