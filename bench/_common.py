@@ -1,0 +1,468 @@
+"""Shared helpers for the batchgate benchmarks (not a test suite: run the scripts).
+
+Everything here targets 127.0.0.1 only, runs under hard time limits, and cleans up:
+servers are started as child processes (terminated, then killed, in `finally`; on
+Linux they also get SIGTERM if the benchmark itself dies) and data dirs are temp dirs
+removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as dt
+import functools
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is in the dev extras
+    sys.exit("psutil is required: .venv/bin/pip install psutil")
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+HOST = "127.0.0.1"
+ENDPOINT = "/v1/chat/completions"
+MB = 1_000_000  # decimal megabytes, as in the targets ("300 MB")
+
+# ---- the input file ---------------------------------------------------------------
+
+_WORDS = (
+    "summarize the following customer review in one short sentence and classify its "
+    "sentiment as positive negative or neutral the product arrived late but works well "
+    "battery life is great screen is dim support answered quickly translate this paragraph "
+    "into french keeping the tone formal extract all dates and amounts from the invoice "
+    "below write a polite reply declining the meeting request explain recursion to a child"
+).split()
+
+
+@functools.lru_cache(maxsize=1)
+def _text_pool() -> str:
+    # a long, deterministic, varied text to slice contents from
+    out, x = [], 12345
+    for _ in range(20_000):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        out.append(_WORDS[x % len(_WORDS)])
+    return " ".join(out)
+
+
+def request_line(i: int, content: str) -> bytes:
+    """One input line, in the spacing json.dumps uses (what most clients write)."""
+    return (
+        f'{{"custom_id": "req-{i:07d}", "method": "POST", "url": "{ENDPOINT}", '
+        f'"body": {{"model": "m", "messages": [{{"role": "user", "content": "{content}"}}], '
+        f'"max_tokens": 16}}}}\n'
+    ).encode()
+
+
+def write_input(path: Path, lines: int, line_bytes: int = 200) -> int:
+    """Write `lines` chat-completion request lines of about `line_bytes` bytes; returns the size."""
+    size = 0
+    with open(path, "wb", buffering=4 << 20) as f:
+        buf: list[bytes] = []
+        for i in range(1, lines + 1):
+            buf.append(request_line(i, input_content(i, line_bytes)))
+            if len(buf) >= 10_000:
+                chunk = b"".join(buf)
+                size += len(chunk)
+                f.write(chunk)
+                buf = []
+        if buf:
+            chunk = b"".join(buf)
+            size += len(chunk)
+            f.write(chunk)
+    return size
+
+
+def input_content(i: int, line_bytes: int = 200) -> str:
+    """The message content of input line i, as write_input makes it."""
+    pool = _text_pool()
+    want = max(8, line_bytes - len(request_line(0, "")))
+    start = (i * 7919) % (len(pool) - want - 1)
+    return pool[start : start + want]
+
+
+def echo_body(i: int, content: str) -> dict[str, Any]:
+    """The chat completion the scripted backend answers for an input line (same shape and size)."""
+    text = "echo: " + content
+    tokens_in, tokens_out = len(content.split()), len(text.split())
+    return {
+        "id": f"cmpl-{i:024x}",
+        "object": "chat.completion",
+        "created": 1_700_000_000 + i,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+        ],
+        "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out},
+    }
+
+
+# ---- machine and results ----------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    with suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = "unknown"
+    with suppress(Exception):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if dirty:
+            commit += "+dirty"
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "cpu_model": cpu,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "orjson": orjson.__version__,
+        "git_commit": commit,
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%a %b %d %H:%M:%S UTC %Y"),
+    }
+
+
+def command_line() -> str:
+    return ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+@dataclass
+class Targets:
+    lines: list[tuple[str, float, bool]] = field(default_factory=list)
+
+    def check(self, name: str, value: float, ok: bool) -> None:
+        self.lines.append((name, value, ok))
+
+    def print(self) -> None:
+        for name, value, ok in self.lines:
+            print(f"TARGET {name}: {fmt(value)} {'PASS' if ok else 'MISS'}")
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"target": n, "value": v, "pass": ok} for n, v, ok in self.lines]
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"\n== {title} ==")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    print()
+
+
+def save(name: str, result: dict[str, Any], args: argparse.Namespace, table: list[tuple[str, str]]) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"result written to {os.path.relpath(path, ROOT)}")
+    if getattr(args, "record_results", False):
+        append_results_md(name, result, table)
+        print(f"appended to {os.path.relpath(RESULTS_MD, ROOT)}")
+    return path
+
+
+def append_results_md(name: str, result: dict[str, Any], table: list[tuple[str, str]]) -> None:
+    m = result["machine"]
+    if not RESULTS_MD.exists():
+        RESULTS_MD.write_text(
+            "# batchgate benchmark results\n\n"
+            "Appended by `bench/*.py --record-results` (see bench/README.md). Every run measures "
+            "its own reference in the same process, so compare ratios across machines, not "
+            "absolute numbers. Missed targets are recorded as MISS, not dropped.\n"
+        )
+    out = [
+        f"\n## {name} — {m['date_utc']}\n",
+        f"- machine: nproc={m['nproc']}, RAM={m['ram_gib']} GiB, CPU: {m['cpu_model']}; "
+        f"loadavg at start {m['loadavg_at_start']}",
+        f"- software: Python {m['python']}, SQLite {m['sqlite']}, orjson {m['orjson']}, "
+        f"batchgate commit {m['git_commit']}",
+        f"- command: `{result['command']}`",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in table],
+        "",
+        *[
+            f"- `TARGET {t['target']}: {fmt(t['value'])} {'PASS' if t['pass'] else 'MISS'}`"
+            for t in result["targets"]
+        ],
+        "",
+    ]
+    with open(RESULTS_MD, "a") as f:
+        f.write("\n".join(out))
+
+
+def base_parser(description: str, default_lines: int) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--lines", type=int, default=default_lines, help=f"request lines (default {default_lines:,})")
+    p.add_argument("--tmp-dir", type=Path, default=None, help="where temp data dirs go (default: $TMPDIR)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="hard cap in seconds for the server-side wait")
+    p.add_argument("--poll", type=float, default=0.02, help="GET /v1/batches/{id} polling interval (default 0.02 s)")
+    p.add_argument("--profile", action="store_true", help="py-spy the server during the measured phase")
+    p.add_argument("--record-results", action="store_true", help="append the results to bench/RESULTS.md")
+    return p
+
+
+# ---- the server under test --------------------------------------------------------
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every `interval` seconds until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        super().__init__(daemon=True, name="rss-sampler")
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                rss = self.proc.memory_info().rss
+            except psutil.Error:
+                return
+            self.samples.append((time.perf_counter(), rss))
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(5)
+
+    def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
+        window = [rss for t, rss in self.samples if t0 <= t <= t1]
+        return max(window) if window else 0
+
+    def at(self, t: float) -> int:
+        before = [rss for ts, rss in self.samples if ts <= t]
+        return before[-1] if before else (self.samples[0][1] if self.samples else 0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # the server gets SIGTERM if the benchmark process dies (Linux only; best effort)
+    with suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Server:
+    base_url: str
+    pid: int
+    data_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    rss: RssSampler
+
+
+@contextmanager
+def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | None = None) -> Iterator[Server]:
+    """A real `batchgate serve` on a free 127.0.0.1 port, with its own temp data dir."""
+    data_dir = Path(tempfile.mkdtemp(prefix=f"batchgate-bench-{name}-", dir=tmp_dir))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = OUT_DIR / f"{name}-server.log"
+    port = _free_port()
+    extra = {k: str(v) for k, v in (env or {}).items()}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGATE_")}
+    full_env.update(extra)
+    cmd = [
+        sys.executable, "-m", "batchgate", "serve", "--host", HOST, "--port", str(port),
+        "--data-dir", str(data_dir), "--insecure-no-auth", "--log-level", "warning",
+    ]  # fmt: skip
+    proc: subprocess.Popen[bytes] | None = None
+    sampler: RssSampler | None = None
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        base = f"http://{HOST}:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after 60 s; see {log_path}")
+            time.sleep(0.1)
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        yield Server(base, proc.pid, data_dir, log_path, extra, sampler)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def profiler(enabled: bool, pid: int, name: str) -> Iterator[None]:
+    """py-spy the server (all threads, GIL-less native frames off) while the block runs."""
+    if not enabled:
+        yield
+        return
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        print("warning: --profile needs py-spy (.venv/bin/pip install py-spy); not profiling")
+        yield
+        return
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"{name}-profile.txt"
+    svg = OUT_DIR / f"{name}-profile.svg"
+    procs = [
+        subprocess.Popen(
+            [spy, "record", "--pid", str(pid), "--rate", "100", "--format", fmt_, "-o", str(path), "--threads"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for fmt_, path in (("raw", out), ("flamegraph", svg))
+    ]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        print(f"profile: {os.path.relpath(out, ROOT)} (collapsed stacks), {os.path.relpath(svg, ROOT)}")
+
+
+# ---- the API, as a client sees it -------------------------------------------------
+
+
+def client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(600.0, connect=10.0))
+
+
+def upload(c: httpx.Client, path: Path) -> dict[str, Any]:
+    """POST /v1/files, the body streamed from disk by httpx's multipart encoder."""
+    with open(path, "rb") as f:
+        r = c.post("/v1/files", data={"purpose": "batch"}, files={"file": (path.name, f, "application/jsonl")})
+    r.raise_for_status()
+    return r.json()
+
+
+def create_batch(c: httpx.Client, file_id: str) -> dict[str, Any]:
+    r = c.post("/v1/batches", json={"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"})
+    r.raise_for_status()
+    return r.json()
+
+
+ORDER = ["validating", "in_progress", "finalizing", "completed"]
+
+
+def wait_status(
+    c: httpx.Client, batch_id: str, until: str, timeout: float, interval: float = 0.02, seen: dict | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Poll GET /v1/batches/{id} every `interval` s until the batch reaches `until` (or later).
+
+    Returns the last batch object and {status: perf_counter when first seen}. A status
+    skipped between two polls is stamped with the time of the poll that saw a later one.
+    seen["_poll_latencies"] collects the round-trip time of every poll.
+    """
+    seen = {} if seen is None else seen
+    latencies = seen.setdefault("_poll_latencies", [])
+    deadline = time.perf_counter() + timeout
+    goal = ORDER.index(until)
+    while True:
+        t_req = time.perf_counter()
+        r = c.get(f"/v1/batches/{batch_id}")
+        t = time.perf_counter()
+        latencies.append(t - t_req)
+        r.raise_for_status()
+        batch = r.json()
+        status = batch["status"]
+        if status not in ORDER:
+            raise RuntimeError(f"batch {batch_id} ended {status}: {batch.get('errors')}")
+        for s in ORDER[: ORDER.index(status) + 1]:
+            seen.setdefault(s, t)
+        if ORDER.index(status) >= goal:
+            return batch, seen
+        if t > deadline:
+            raise TimeoutError(f"batch {batch_id} still {status} after {timeout:.0f} s ({batch['request_counts']})")
+        time.sleep(interval)
+
+
+def latency_summary(latencies: list[float]) -> str:
+    if not latencies:
+        return "-"
+    xs = sorted(latencies)
+    p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000  # noqa: E731
+    return f"{len(xs)} polls, median {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, max {xs[-1] * 1000:.1f} ms"
+
+
+def mb(n: int) -> str:
+    return f"{n / MB:.1f} MB"
+
+
+def report(name: str, args: argparse.Namespace, table: list[tuple[str, str]], result: dict[str, Any],
+           targets: Targets) -> None:  # fmt: skip
+    print_table(name, table)
+    result["targets"] = targets.as_json()
+    targets.print()
+    save(name, result, args, table)
+
+
+def default_result(args: argparse.Namespace) -> dict[str, Any]:
+    return {"command": command_line(), "machine": machine_info(), "args": {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+    }}  # fmt: skip
