@@ -89,7 +89,17 @@ class Server:
 
     def create_key(self, project: str) -> str:
         out = subprocess.run(
-            [sys.executable, "-m", "batchgate", "keys", "create", "--project", project, "--data-dir", str(self.data_dir)],
+            [
+                sys.executable,
+                "-m",
+                "batchgate",
+                "keys",
+                "create",
+                "--project",
+                project,
+                "--data-dir",
+                str(self.data_dir),
+            ],
             env=self.env,
             check=True,
             capture_output=True,

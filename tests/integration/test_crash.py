@@ -15,7 +15,9 @@ from support import TERMINAL, Server, chat_line, jsonl, parse_jsonl, wait_for
 def submit(server: Server, key: str, rows: list) -> tuple[httpx.Client, str]:
     c = httpx.Client(base_url=server.url + "/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
     file_id = c.post("/files", files={"file": ("in.jsonl", jsonl(rows))}, data={"purpose": "batch"}).json()["id"]
-    batch = c.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"})
+    batch = c.post(
+        "/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    )
     return c, batch.json()["id"]
 
 

@@ -25,7 +25,10 @@ def upload(c: httpx.Client, data: bytes, purpose: str = "batch") -> dict:
 
 
 def create(c: httpx.Client, file_id: str, **extra: object) -> httpx.Response:
-    return c.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra})
+    return c.post(
+        "/batches",
+        json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", **extra},
+    )
 
 
 def wait_terminal(c: httpx.Client, batch_id: str, timeout: float = 30) -> dict:
@@ -82,7 +85,9 @@ def test_projects_are_isolated(server: Server) -> None:
 def test_upload_errors(server: Server) -> None:
     c = client(server, server.create_key("p"))
     assert_error(c.post("/files", files={"file": ("a", b"x")}), 400, "missing_required_parameter", "purpose")
-    assert_error(c.post("/files", files={"file": ("a", b"x")}, data={"purpose": "fine-tune"}), 400, "invalid_value", "purpose")
+    assert_error(
+        c.post("/files", files={"file": ("a", b"x")}, data={"purpose": "fine-tune"}), 400, "invalid_value", "purpose"
+    )
     assert_error(c.post("/files", data={"purpose": "batch"}, files={"other": ("a", b"x")}), 400, param="file")
     assert_error(c.post("/files", content=b"raw"), 400, param="file")
     assert c.get("/files").json()["data"] == []
@@ -92,7 +97,12 @@ def test_oversize_upload_is_refused_while_streaming(start_server: Callable[..., 
     server = start_server(env={"BATCHGATE_MAX_FILE_BYTES": "100000"})
     c = client(server, server.create_key("p"))
     # with a Content-Length: refused before the body is read
-    assert_error(c.post("/files", files={"file": ("a", b"x" * 300_000)}, data={"purpose": "batch"}), 413, "file_too_large", "file")
+    assert_error(
+        c.post("/files", files={"file": ("a", b"x" * 300_000)}, data={"purpose": "batch"}),
+        413,
+        "file_too_large",
+        "file",
+    )
 
     # chunked, no Content-Length: refused once the streamed bytes pass the limit
     boundary = "bgtest"
@@ -119,13 +129,20 @@ def test_oversize_upload_is_refused_while_streaming(start_server: Callable[..., 
 def test_batch_create_errors(server: Server) -> None:
     c = client(server, server.create_key("p"))
     file_id = upload(c, jsonl([chat_line("x")]))["id"]
-    assert_error(c.post("/batches", json={"endpoint": "/v1/chat/completions", "completion_window": "24h"}), 400, "missing_required_parameter", "input_file_id")
+    assert_error(
+        c.post("/batches", json={"endpoint": "/v1/chat/completions", "completion_window": "24h"}),
+        400,
+        "missing_required_parameter",
+        "input_file_id",
+    )
     assert_error(create(c, file_id, endpoint="/v1/images"), 400, "invalid_value", "endpoint")
     assert_error(create(c, file_id, completion_window="soon"), 400, "invalid_value", "completion_window")
     assert_error(create(c, file_id, metadata={f"k{i}": "v" for i in range(17)}), 400, "invalid_value", "metadata")
     assert_error(create(c, file_id, metadata={"k": 1}), 400, "invalid_type", "metadata.k")
     assert_error(create(c, "file-nope"), 404, param="input_file_id")
-    assert_error(c.post("/batches", content=b"{oops", headers={"content-type": "application/json"}), 400, "invalid_json")
+    assert_error(
+        c.post("/batches", content=b"{oops", headers={"content-type": "application/json"}), 400, "invalid_json"
+    )
     assert_error(c.post("/batches", json=[1, 2]), 422)
     assert_error(c.get("/batches/batch_nope"), 404)
     assert_error(c.get("/nowhere"), 404, "not_found")
@@ -216,7 +233,11 @@ def test_separate_worker_processes(start_server: Callable[..., Server], workers:
         env=api.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     procs = [
-        subprocess.Popen([sys.executable, "-m", "batchgate", "worker", "--data-dir", str(api.data_dir)], env=api.env, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "batchgate", "worker", "--data-dir", str(api.data_dir)],
+            env=api.env,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(workers)
     ]
     try:

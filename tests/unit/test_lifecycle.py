@@ -249,8 +249,14 @@ def test_graceful_stop_gives_unfinished_rows_back(harness: Harness) -> None:
 
 
 def test_embeddings_and_completions_endpoints(harness: Harness) -> None:
-    emb = [{"custom_id": c, "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": "a b"}} for c in ids(3)]
-    cmp = [{"custom_id": c, "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}} for c in ids(3)]
+    emb = [
+        {"custom_id": c, "method": "POST", "url": "/v1/embeddings", "body": {"model": "e", "input": "a b"}}
+        for c in ids(3)
+    ]
+    cmp = [
+        {"custom_id": c, "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}}
+        for c in ids(3)
+    ]
     for rows, endpoint, kind in ((emb, "/v1/embeddings", "list"), (cmp, "/v1/completions", "text_completion")):
         batch = harness.run_to_end(harness.submit(rows, endpoint=endpoint))
         out, _ = harness.assert_exactly_once(batch, ids(3))

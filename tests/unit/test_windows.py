@@ -4,7 +4,9 @@ from batchgate.core.errors import InvalidRequestError
 from batchgate.core.windows import parse_completion_window
 
 
-@pytest.mark.parametrize(("window", "seconds"), [("24h", 86400), ("30m", 1800), ("1h", 3600), ("72h", 259200), ("90s", 90), ("2d", 172800)])
+@pytest.mark.parametrize(
+    ("window", "seconds"), [("24h", 86400), ("30m", 1800), ("1h", 3600), ("72h", 259200), ("90s", 90), ("2d", 172800)]
+)
 def test_durations(window: str, seconds: int) -> None:
     assert parse_completion_window(window) == seconds
 
