@@ -44,7 +44,7 @@ def test_kill_during_validating(start_server: Callable[..., Server]) -> None:
     server = start_server()
     key = server.create_key("p")
     ids = [f"v{i}" for i in range(60_000)]
-    c, batch_id = submit(server, key, [chat_line(i) for i in ids])
+    _, batch_id = submit(server, key, [chat_line(i) for i in ids])
     time.sleep(0.15)
     assert status_in_store(server, batch_id) == "validating"
     server.kill()
@@ -70,7 +70,8 @@ def test_kill_during_finalizing(start_server: Callable[..., Server]) -> None:
     for attempt in range(3):  # the finalizing window is short; try again if the kill missed it
         ids = [f"f{attempt}-{i}" for i in range(40_000)]
         c, batch_id = submit(server, key, [chat_line(i) for i in ids])
-        wait_for(lambda: c.get(f"/batches/{batch_id}").json()["status"] in ("finalizing", "completed"), 120, 0.002)
+        url = f"/batches/{batch_id}"
+        wait_for(lambda c=c, url=url: c.get(url).json()["status"] in ("finalizing", "completed"), 120, 0.002)
         server.kill()
         killed_in = status_in_store(server, batch_id)
         server = start_server(data_dir=server.data_dir, env={"BATCHGATE_CONCURRENCY": "256"})

@@ -88,7 +88,7 @@ def test_too_many_lines() -> None:
 def test_line_over_size_limit_is_reported_without_buffering_it() -> None:
     big = chat_line("big", content="x" * 5000)
     data = jsonl([chat_line("a"), big, chat_line("c")])
-    rows, errors = run(data, ValidationLimits(max_line_bytes=1000))
+    _, errors = run(data, ValidationLimits(max_line_bytes=1000))
     assert [(e.code, e.line) for e in errors] == [("line_too_large", 2)]
     assert "over the limit of 1000" in errors[0].message
 
