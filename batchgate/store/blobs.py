@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 from batchgate.core.errors import NotFoundError
 
+MAX_OPEN_FILES = 32
+
 
 class _FileWriter:
     def __init__(self, handle: BinaryIO):
@@ -61,13 +63,16 @@ class LocalBlobStore:
             raise NotFoundError(f"The content of file {blob_id} is missing.") from None
 
     def read_range(self, blob_id: str, offset: int, length: int) -> bytes:
-        fd = self._fds.get(blob_id)
-        if fd is None:
-            with self._lock:
-                fd = self._fds.get(blob_id)
-                if fd is None:
-                    fd = self._fds[blob_id] = os.open(self._path(blob_id), os.O_RDONLY)
-        return os.pread(fd, length, offset)
+        # the worker reads one line at a time from a few input files: keep a small set of
+        # descriptors open (pread needs no seek, so one fd serves every reader)
+        with self._lock:
+            fd = self._fds.pop(blob_id, None)
+            if fd is None:
+                fd = os.open(self._path(blob_id), os.O_RDONLY)
+                if len(self._fds) >= MAX_OPEN_FILES:
+                    os.close(self._fds.pop(next(iter(self._fds))))
+            self._fds[blob_id] = fd  # most recently used last
+            return os.pread(fd, length, offset)
 
     def delete(self, blob_id: str) -> None:
         self._forget(blob_id)
