@@ -332,9 +332,10 @@ class InMemoryStore:
                 b for b in self._batches.values()
                 if b.record.status == BatchStatus.IN_PROGRESS and b.cursor is not None and b.record.expires_at > now
             ]  # fmt: skip
-            runnable.sort(key=lambda b: -b.record.priority)
+            runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
+            share = -(-limit // max(len(runnable), 1))
             for b in runnable:
-                want = limit - len(claims)
+                want = min(share, limit - len(claims))
                 if want <= 0:
                     break
                 taken, cursor = 0, b.cursor or 0

@@ -440,8 +440,11 @@ class SQLiteStore:
                 "ORDER BY priority DESC, pk LIMIT 16",
                 (now,),
             ).fetchall()
+            # share the slots among runnable batches so a small batch is not stuck behind
+            # a million-line one; slots a batch cannot use are claimed on the next call
+            share = -(-limit // max(len(batches), 1))
             for pk, batch_id, file_id, endpoint, cursor in batches:
-                want = limit - len(claims)
+                want = min(share, limit - len(claims))
                 if want <= 0:
                     break
                 base = pk << LINE_BITS

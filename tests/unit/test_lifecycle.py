@@ -261,3 +261,12 @@ def test_embeddings_and_completions_endpoints(harness: Harness) -> None:
         batch = harness.run_to_end(harness.submit(rows, endpoint=endpoint))
         out, _ = harness.assert_exactly_once(batch, ids(3))
         assert {r["response"]["body"]["object"] for r in out} == {kind}
+
+
+def test_a_small_batch_is_not_stuck_behind_a_large_one(harness: Harness) -> None:
+    harness.worker.config.concurrency = 8
+    big = harness.submit([chat_line(f"b{i}", mock={"sleep": 0.05}) for i in range(400)])
+    harness.drive(lambda: harness.batch(big).completed > 0)
+    small = harness.submit([chat_line(f"s{i}", mock={"sleep": 0.05}) for i in range(8)])
+    harness.drive(lambda: harness.batch(small).status == BatchStatus.COMPLETED, timeout=10)
+    assert harness.batch(big).status == BatchStatus.IN_PROGRESS, "the small batch finished first"
