@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from batchgate.core.errors import BackendError, NotFoundError
@@ -29,8 +29,8 @@ from batchgate.core.models import (
     ClaimedRequest,
     FileRecord,
     FinishedRow,
+    LineIndex,
     Project,
-    RequestLine,
     RequestResult,
     RequestState,
 )
@@ -57,10 +57,10 @@ STAMPS = {
 
 @dataclass
 class _Row:
-    custom_id: str
     offset: int
     length: int
     state: RequestState = RequestState.QUEUED
+    custom_id: str | None = None
     attempts: int = 0
     worker_id: str | None = None
     result: RequestResult | None = None
@@ -71,8 +71,10 @@ class _Row:
 @dataclass
 class _Batch:
     record: BatchRecord
-    rows: dict[int, _Row]
-    cursor: int | None = None
+    rows: dict[int, _Row]  # created from `lines` as lines are claimed or settled
+    lines: list[tuple[int, int, int]] = field(default_factory=list)  # (line, offset, length)
+    cursor: int = 0  # position in `lines` of the next line never claimed
+    requeued: bool = False
     owner: str | None = None
     wake_at: int = 0
 
@@ -236,18 +238,19 @@ class InMemoryStore:
             )
             rec.completed, rec.failed, rec.total = completed, failed, completed + failed
             setattr(rec, STAMPS[status], now)
-            b.owner, b.cursor = None, None
+            b.owner = None
 
     # request rows
-    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None:
+    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
         with self._lock:
-            rows = self._batches[batch_id].rows
-            for r in lines:
-                rows[r.line] = _Row(r.custom_id, r.offset, r.length)
+            index = self._batches[batch_id].lines
+            index.extend((lines[i], lines[i + 1], lines[i + 2]) for i in range(0, len(lines), 3))
 
     def clear_requests(self, batch_id: str) -> None:
         with self._lock:
-            self._batches[batch_id].rows.clear()
+            b = self._batches[batch_id]
+            b.rows.clear()
+            b.lines.clear()
 
     def settle_unfinished(
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
@@ -255,14 +258,13 @@ class InMemoryStore:
         targets = {RequestState.QUEUED, RequestState.RUNNING} if include_running else {RequestState.QUEUED}
         count = 0
         with self._lock:
-            for row in self._batches[batch_id].rows.values():
+            b = self._batches[batch_id]
+            for line, offset, length in b.lines[b.cursor :]:
+                b.rows[line] = _Row(offset, length)
+            b.cursor, b.requeued = len(b.lines), False
+            for row in b.rows.values():
                 if row.state in targets:
-                    row.state, row.error_code, row.error_message, row.worker_id = (
-                        state,
-                        code,
-                        message,
-                        None,
-                    )
+                    row.state, row.error_code, row.error_message, row.worker_id = state, code, message, None
                     count += 1
         return count
 
@@ -275,7 +277,7 @@ class InMemoryStore:
         for line, row in rows:
             res = row.result
             yield FinishedRow(
-                line, row.custom_id, row.state, res.request_id if res else None,
+                line, row.custom_id, row.offset, row.length, row.state, res.request_id if res else None,
                 res.status_code if res else None, res.body if res else None,
                 res.error_code if res else row.error_code, res.error_message if res else row.error_message,
             )  # fmt: skip
@@ -297,10 +299,10 @@ class InMemoryStore:
         count = 0
         with self._lock:
             for b in self._batches.values():
-                for line, row in b.rows.items():
+                for row in b.rows.values():
                     if row.state == RequestState.RUNNING and row.worker_id == worker_id:
                         row.state, row.worker_id = RequestState.QUEUED, None
-                        b.cursor = line if b.cursor is None else min(b.cursor, line)
+                        b.requeued = True
                         count += 1
                 if b.owner == worker_id:
                     b.owner = None
@@ -330,7 +332,8 @@ class InMemoryStore:
         with self._lock:
             runnable = [
                 b for b in self._batches.values()
-                if b.record.status == BatchStatus.IN_PROGRESS and b.cursor is not None and b.record.expires_at > now
+                if b.record.status == BatchStatus.IN_PROGRESS and b.record.expires_at > now
+                and (b.cursor < len(b.lines) or b.requeued)
             ]  # fmt: skip
             runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
             share = -(-limit // max(len(runnable), 1))
@@ -338,30 +341,22 @@ class InMemoryStore:
                 want = min(share, limit - len(claims))
                 if want <= 0:
                     break
-                taken, cursor = 0, b.cursor or 0
-                for line in sorted(b.rows):
+                taken = [line for line, row in sorted(b.rows.items()) if row.state == RequestState.QUEUED][:want]
+                b.requeued = len(taken) == want
+                for line, offset, length in b.lines[b.cursor : b.cursor + want - len(taken)]:
+                    b.rows[line] = _Row(offset, length)
+                    taken.append(line)
+                    b.cursor += 1
+                for line in taken:
                     row = b.rows[line]
-                    if line < cursor or row.state != RequestState.QUEUED:
-                        continue
                     row.state, row.worker_id = RequestState.RUNNING, worker_id
                     row.attempts += 1
                     rec = b.record
                     claims.append(
                         ClaimedRequest(
-                            rec.id,
-                            rec.input_file_id,
-                            rec.endpoint,
-                            line,
-                            row.custom_id,
-                            row.offset,
-                            row.length,
-                            row.attempts,
+                            rec.id, rec.input_file_id, rec.endpoint, line, row.offset, row.length, row.attempts
                         )
                     )
-                    taken += 1
-                    if taken == want:
-                        break
-                b.cursor = claims[-1].line + 1 if taken == want else None
         return claims
 
     def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
@@ -372,6 +367,7 @@ class InMemoryStore:
                 if row.state != RequestState.RUNNING or row.worker_id != worker_id:
                     continue
                 row.state, row.attempts, row.worker_id, row.result = r.state, r.attempts, None, r
+                row.custom_id = r.custom_id or row.custom_id
                 rec = b.record
                 rec.completed += r.state == RequestState.SUCCEEDED
                 rec.failed += r.state == RequestState.FAILED

@@ -53,7 +53,7 @@ class JobRunner:
                 stream,
                 batch.endpoint,
                 self.config.limits,
-                lambda rows: self.store.add_requests(batch.id, rows),
+                lambda lines: self.store.add_lines(batch.id, lines),
             )
         if result.errors:
             self.store.clear_requests(batch.id)
@@ -79,7 +79,7 @@ class JobRunner:
         return None
 
     def finalize(self, batch: BatchRecord, final: BatchStatus) -> None:
-        files = write_result_files(self.store, self.blobs, batch.id, batch.project_id)
+        files = write_result_files(self.store, self.blobs, batch)
         self.store.finish_batch(
             batch.id,
             final,

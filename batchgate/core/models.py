@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,25 +109,19 @@ class BatchRecord:
     source: str = "openai"
 
 
-@dataclass(slots=True)
-class RequestLine:
-    """A validated input line: where it lives in the input file, and its custom_id."""
-
-    line: int
-    custom_id: str
-    offset: int
-    length: int
+# A chunk of a batch's line index, written by validation: a flat array("q") of
+# (line number, byte offset, byte length) triples, one per request line, in input order.
+LineIndex = array
 
 
 @dataclass(slots=True)
 class ClaimedRequest:
-    """A request row a worker has claimed to run."""
+    """A request row a worker has claimed to run (its custom_id is read with its line)."""
 
     batch_id: str
     input_file_id: str
     endpoint: str
     line: int
-    custom_id: str
     offset: int
     length: int
     attempts: int
@@ -146,6 +141,7 @@ class RequestResult:
     state: RequestState
     attempts: int
     request_id: str
+    custom_id: str | None = None  # None when the line was never read (abandoned on cancel)
     status_code: int | None = None
     body: bytes | None = None
     error_code: str | None = None
@@ -160,10 +156,13 @@ class RequestResult:
 
 @dataclass(slots=True)
 class FinishedRow:
-    """A terminal request row as the finalizer reads it, in line order."""
+    """A terminal request row as the finalizer reads it, in line order. `custom_id` is
+    None for a line that never ran; the finalizer reads it from the input at offset."""
 
     line: int
-    custom_id: str
+    custom_id: str | None
+    offset: int
+    length: int
     state: RequestState
     request_id: str | None
     status_code: int | None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 
 from batchgate.core.ids import derived_id, now
-from batchgate.core.models import FilePurpose, FileRecord, FinishedRow, RequestState
+from batchgate.core.models import BatchRecord, FilePurpose, FileRecord, FinishedRow, RequestState
 from batchgate.core.ports import BlobStore, Store
 
 
@@ -24,10 +24,10 @@ class ResultFiles:
     failed: int
 
 
-def format_line(batch_id: str, row: FinishedRow) -> bytes:
+def format_line(batch_id: str, row: FinishedRow, custom_id: str) -> bytes:
     """One line of an output or error file, in OpenAI's batch output shape."""
     rid = row.request_id or derived_id("", batch_id, str(row.line))
-    head = b'{"id":"batch_req_' + rid.encode() + b'","custom_id":' + orjson.dumps(row.custom_id)
+    head = b'{"id":"batch_req_' + rid.encode() + b'","custom_id":' + orjson.dumps(custom_id)
     if row.status_code is not None:
         response = (
             b',"response":{"status_code":'
@@ -43,19 +43,25 @@ def format_line(batch_id: str, row: FinishedRow) -> bytes:
     return head + b',"response":null,"error":' + error + b"}\n"
 
 
-def write_result_files(store: Store, blobs: BlobStore, batch_id: str, project_id: str) -> ResultFiles:
+def write_result_files(store: Store, blobs: BlobStore, batch: BatchRecord) -> ResultFiles:
     """Write both files from the rows, in input order. Idempotent: ids derive from the batch,
     so a re-run after a crash overwrites the same blobs instead of leaving orphans."""
+    batch_id, project_id = batch.id, batch.project_id
     output_id = derived_id("file-", batch_id, "output")
     error_id = derived_id("file-", batch_id, "errors")
     completed = failed = 0
     with blobs.writer(output_id) as out, blobs.writer(error_id) as err:
         for row in store.iter_finished(batch_id):
+            # a line that never ran (cancelled, expired) has no custom_id yet: read it
+            custom_id = (
+                row.custom_id
+                or orjson.loads(blobs.read_range(batch.input_file_id, row.offset, row.length))["custom_id"]
+            )
             if row.state == RequestState.SUCCEEDED:
-                out.write(format_line(batch_id, row))
+                out.write(format_line(batch_id, row, custom_id))
                 completed += 1
             else:
-                err.write(format_line(batch_id, row))
+                err.write(format_line(batch_id, row, custom_id))
                 failed += 1
         sizes = {output_id: out.size, error_id: err.size}
     created = now()

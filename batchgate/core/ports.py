@@ -20,8 +20,8 @@ from batchgate.core.models import (
     ClaimedRequest,
     FileRecord,
     FinishedRow,
+    LineIndex,
     Project,
-    RequestLine,
     RequestResult,
     RequestState,
 )
@@ -94,12 +94,22 @@ class Store(Protocol):
         ...
 
     # request rows
-    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None: ...
-    def clear_requests(self, batch_id: str) -> None: ...
+    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
+        """Append a chunk of the batch's line index (validation writes it in input order).
+
+        Request rows are created from the index as lines are claimed, so accepting a
+        million-line batch writes a few index chunks, not a million rows."""
+        ...
+
+    def clear_requests(self, batch_id: str) -> None:
+        """Forget the line index and the request rows (a validation that is redone)."""
+        ...
+
     def settle_unfinished(
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
     ) -> int:
-        """Move queued (and optionally running) rows to a terminal state; returns the count."""
+        """End every line not yet done: queued rows (and running ones, if asked) and lines
+        never claimed get `state` with this error. Afterwards every line has its row."""
         ...
 
     def count_running(self, batch_id: str) -> int: ...
@@ -115,7 +125,11 @@ class Store(Protocol):
 
     def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None: ...
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None: ...
-    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]: ...
+    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
+        """Claim up to `limit` lines of runnable batches: requeued rows first, then fresh
+        lines from the index (their rows are created `running` under this worker)."""
+        ...
+
     def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
         """Write results of rows this worker still holds; rows it lost are left alone.
 

@@ -8,13 +8,14 @@ line (1-based) and the field, in the shape of OpenAI's `errors.data[]`.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import orjson
 
-from batchgate.core.models import BatchError, RequestLine
+from batchgate.core.models import BatchError
 
 READ_SIZE = 1 << 20
 
@@ -81,18 +82,20 @@ def validate_input(
     stream: BinaryIO,
     endpoint: str,
     limits: ValidationLimits,
-    sink: Callable[[list[RequestLine]], None],
+    sink: Callable[[array[int]], None],
     chunk_rows: int = 20_000,
 ) -> ValidationResult:
     """Validate every line of `stream` for a batch on `endpoint`.
 
-    Valid lines go to `sink` in chunks until the first error; after that the batch is
+    Valid lines go to `sink` as a line index, in chunks: a flat `array("q")` of
+    (line number, byte offset, byte length) triples. After the first error the batch is
     going to fail anyway, so the remaining lines are only checked (up to max_errors).
     """
     result = ValidationResult()
     errors = result.errors
     seen: set[str] = set()
-    pending: list[RequestLine] = []
+    pending = array("q")
+    append = pending.append
     lineno = 0
     loads = orjson.loads
 
@@ -104,10 +107,7 @@ def validate_input(
         if len(errors) >= limits.max_errors:
             break
         if raw is None:
-            error(
-                "line_too_large",
-                f"line is {length} bytes, over the limit of {limits.max_line_bytes}.",
-            )
+            error("line_too_large", f"line is {length} bytes, over the limit of {limits.max_line_bytes}.")
             continue
         if not raw or raw.isspace():
             continue  # blank lines (e.g. a trailing one) carry no request
@@ -125,43 +125,54 @@ def validate_input(
             else:
                 error("invalid_json", f"line is not valid JSON ({exc}).")
             continue
-        if type(obj) is not dict:
-            error("invalid_type", f"each line must be a JSON object, got {_type_name(obj)}.")
-            continue
-        problem = _check_request(obj, endpoint)
-        if problem is not None:
-            error(*problem)
-            continue
-        custom_id = obj["custom_id"]
-        if custom_id in seen:
-            error(
-                "duplicate_custom_id",
-                f"custom_id {custom_id!r} is used by an earlier line.",
-                "custom_id",
+        # the fast path checks a well-formed line in one expression; anything else goes
+        # through _check_request, which finds and names the first problem
+        try:
+            custom_id, body = obj["custom_id"], obj["body"]
+            ok = (
+                obj["method"] == "POST"
+                and obj["url"] == endpoint
+                and type(custom_id) is str
+                and custom_id != ""
+                and type(body) is dict
+                and type(body.get("model")) is str
+                and body["model"] != ""
             )
-            continue
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            problem = _check_request(obj, endpoint)
+            if problem is not None:
+                error(*problem)
+                continue
+            custom_id = obj["custom_id"]
+        before = len(seen)
         seen.add(custom_id)
+        if len(seen) == before:
+            error("duplicate_custom_id", f"custom_id {custom_id!r} is used by an earlier line.", "custom_id")
+            continue
         if errors:
             continue
-        pending.append(RequestLine(lineno, custom_id, offset, length))
-        if len(pending) >= chunk_rows:
+        append(lineno)
+        append(offset)
+        append(length)
+        if len(pending) >= 3 * chunk_rows:
             sink(pending)
-            pending = []
+            pending = array("q")
+            append = pending.append
     if pending and not errors:
         sink(pending)
     if result.total == 0 and not errors:
         errors.append(
-            BatchError(
-                code="empty_file",
-                message="The input file has no request lines.",
-                param="input_file_id",
-            )
+            BatchError(code="empty_file", message="The input file has no request lines.", param="input_file_id")
         )
     return result
 
 
-def _check_request(obj: dict, endpoint: str) -> tuple[str, str, str] | None:
+def _check_request(obj: object, endpoint: str) -> tuple[str, str, str | None] | None:
     """The first problem of one request object as (code, message, param), or None."""
+    if type(obj) is not dict:
+        return "invalid_type", f"each line must be a JSON object, got {_type_name(obj)}.", None
     for name in ("custom_id", "method", "url", "body"):
         if name not in obj:
             return "missing_required_parameter", f"missing required field '{name}'.", name

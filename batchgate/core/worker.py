@@ -245,9 +245,11 @@ class Worker:
         started = time.perf_counter()
         attempts = claim.attempts
 
+        custom_id: str | None = None
+
         def failed(code: str, message: str) -> RequestResult:
             return RequestResult(
-                claim.batch_id, claim.line, RequestState.FAILED, attempts, request_id,
+                claim.batch_id, claim.line, RequestState.FAILED, attempts, request_id, custom_id,
                 error_code=code, error_message=message, latency_ms=int((time.perf_counter() - started) * 1000),
                 backend=self.backend.name,
             )  # fmt: skip
@@ -258,11 +260,12 @@ class Worker:
                 f"The request was attempted {attempts - 1} times without a result.",
             )
         try:
-            body = orjson.loads(self.blobs.read_range(claim.input_file_id, claim.offset, claim.length))["body"]
+            line = orjson.loads(self.blobs.read_range(claim.input_file_id, claim.offset, claim.length))
+            custom_id, body = line["custom_id"], line["body"]
         except Exception as exc:
             log.exception("batch %s line %d: cannot read input", claim.batch_id, claim.line)
             return failed("input_unreadable", f"The input line could not be read: {exc}")
-        request = BackendRequest(claim.custom_id, claim.endpoint, body)
+        request = BackendRequest(custom_id, claim.endpoint, body)
         while True:
             try:
                 response = await self.backend.execute(request)
@@ -282,6 +285,7 @@ class Worker:
                 RequestState.SUCCEEDED if ok else RequestState.FAILED,
                 attempts,
                 request_id,
+                custom_id,
                 status_code=response.status_code,
                 body=orjson.dumps(response.body),
                 input_tokens=response.input_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +27,8 @@ from batchgate.core.models import (
     ClaimedRequest,
     FileRecord,
     FinishedRow,
+    LineIndex,
     Project,
-    RequestLine,
     RequestResult,
     RequestState,
 )
@@ -72,6 +73,7 @@ class SQLiteStore:
         upgrade_sqlite(path)
         self._local = threading.local()
         self._pks: dict[str, int] = {}
+        self._chunk_cache: dict[tuple[int, int], array[int]] = {}
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
@@ -311,29 +313,65 @@ class SQLiteStore:
 
     # ---- request rows -------------------------------------------------------------
 
-    def add_requests(self, batch_id: str, lines: list[RequestLine]) -> None:
-        base = self._pk(batch_id) << LINE_BITS
+    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
+        pk = self._pk(batch_id)
         with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO requests (id, custom_id, offset, length) VALUES (?, ?, ?, ?)",
-                [(base | r.line, r.custom_id, r.offset, r.length) for r in lines],
+            (first,) = conn.execute(
+                "SELECT coalesce(sum(count), 0) FROM line_chunks WHERE batch_pk = ?", (pk,)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO line_chunks (batch_pk, first, count, data) VALUES (?, ?, ?, ?)",
+                (pk, first, len(lines) // 3, lines.tobytes()),
             )
 
+    def _lines(self, conn: sqlite3.Connection, pk: int, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(line, offset, length) for positions [start, stop) of a batch's line index."""
+        rows = conn.execute(
+            "SELECT first, count, data FROM line_chunks WHERE batch_pk = ? AND first < ? AND first + count > ? "
+            "ORDER BY first",
+            (pk, stop, start),
+        ).fetchall()
+        for first, _count, data in rows:
+            chunk = self._chunk_cache.get((pk, first))
+            if chunk is None:
+                chunk = array("q")
+                chunk.frombytes(data)
+                self._chunk_cache.clear()  # claims walk forward: the last chunk is all we reuse
+                self._chunk_cache[(pk, first)] = chunk
+            lo, hi = max(start - first, 0), min(stop - first, len(chunk) // 3)
+            for i in range(3 * lo, 3 * hi, 3):
+                yield chunk[i], chunk[i + 1], chunk[i + 2]
+
     def clear_requests(self, batch_id: str) -> None:
+        pk = self._pk(batch_id)
         with self._write() as conn:
             conn.execute("DELETE FROM requests WHERE id BETWEEN ? AND ?", self._range(batch_id))
+            conn.execute("DELETE FROM line_chunks WHERE batch_pk = ?", (pk,))
+        self._chunk_cache.clear()
 
     def settle_unfinished(
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
     ) -> int:
         states = ("queued", "running") if include_running else ("queued", "queued")
+        pk = self._pk(batch_id)
+        base = pk << LINE_BITS
         with self._write() as conn:
-            cur = conn.execute(
+            settled = conn.execute(
                 "UPDATE requests SET state = ?, error_code = ?, error_message = ?, worker_id = NULL "
                 "WHERE id BETWEEN ? AND ? AND state IN (?, ?)",
                 (state.value, code, message, *self._range(batch_id), *states),
-            )
-            return cur.rowcount
+            ).rowcount
+            cursor, total = conn.execute("SELECT claim_cursor, total FROM batches WHERE pk = ?", (pk,)).fetchone()
+            if cursor is not None and cursor < total:
+                settled += conn.executemany(
+                    "INSERT INTO requests (id, offset, length, state, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        (base | line, offset, length, state.value, code, message)
+                        for line, offset, length in self._lines(conn, pk, cursor, total)
+                    ),
+                ).rowcount
+            conn.execute("UPDATE batches SET claim_cursor = total, requeued = 0 WHERE pk = ?", (pk,))
+            return settled
 
     def count_running(self, batch_id: str) -> int:
         row = (
@@ -352,13 +390,13 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
         try:
             cur = conn.execute(
-                "SELECT id, custom_id, state, request_id, status_code, result, error_code, error_message "
-                "FROM requests WHERE id BETWEEN ? AND ? ORDER BY id",
+                "SELECT id, custom_id, offset, length, state, request_id, status_code, result, error_code, "
+                "error_message FROM requests WHERE id BETWEEN ? AND ? ORDER BY id",
                 self._range(batch_id),
             )
             while rows := cur.fetchmany(5000):
                 for r in rows:
-                    yield FinishedRow(r[0] & LINE_MASK, r[1], RequestState(r[2]), r[3], r[4], r[5], r[6], r[7])
+                    yield FinishedRow(r[0] & LINE_MASK, r[1], r[2], r[3], RequestState(r[4]), *r[5:])
         finally:
             conn.close()
 
@@ -391,13 +429,8 @@ class SQLiteStore:
                 "UPDATE requests SET state = 'queued', worker_id = NULL WHERE state = 'running' AND worker_id = ?",
                 (worker_id,),
             )
-            first_line: dict[int, int] = {}
-            for rid in ids:
-                pk, line = rid >> LINE_BITS, rid & LINE_MASK
-                first_line[pk] = min(line, first_line.get(pk, line))
             conn.executemany(
-                "UPDATE batches SET claim_cursor = min(coalesce(claim_cursor, ?), ?) WHERE pk = ?",
-                [(line, line, pk) for pk, line in first_line.items()],
+                "UPDATE batches SET requeued = 1 WHERE pk = ?", [(pk,) for pk in {rid >> LINE_BITS for rid in ids}]
             )
             conn.execute("UPDATE batches SET owner = NULL WHERE owner = ?", (worker_id,))
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
@@ -435,36 +468,44 @@ class SQLiteStore:
         claims: list[ClaimedRequest] = []
         with self._write() as conn:
             batches = conn.execute(
-                "SELECT pk, id, input_file_id, endpoint, claim_cursor FROM batches "
-                "WHERE status = 'in_progress' AND claim_cursor IS NOT NULL AND expires_at > ? "
+                "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
+                "WHERE status = 'in_progress' AND expires_at > ? AND (claim_cursor < total OR requeued) "
                 "ORDER BY priority DESC, pk LIMIT 16",
                 (now,),
             ).fetchall()
             # share the slots among runnable batches so a small batch is not stuck behind
             # a million-line one; slots a batch cannot use are claimed on the next call
             share = -(-limit // max(len(batches), 1))
-            for pk, batch_id, file_id, endpoint, cursor in batches:
+            for pk, batch_id, file_id, endpoint, cursor, total, requeued in batches:
                 want = min(share, limit - len(claims))
                 if want <= 0:
                     break
                 base = pk << LINE_BITS
-                rows = conn.execute(
-                    "SELECT id, custom_id, offset, length, attempts FROM requests "
-                    "WHERE id BETWEEN ? AND ? AND state = 'queued' ORDER BY id LIMIT ?",
-                    (base | cursor, base | LINE_MASK, want),
-                ).fetchall()
+                taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
+                if requeued:
+                    rows = conn.execute(
+                        "SELECT id, offset, length, attempts FROM requests INDEXED BY requests_queued "
+                        "WHERE state = 'queued' AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+                        (base, base | LINE_MASK, want),
+                    ).fetchall()
+                    conn.executemany(
+                        "UPDATE requests SET state = 'running', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
+                        [(worker_id, r[0]) for r in rows],
+                    )
+                    taken += [(r[0] & LINE_MASK, r[1], r[2], r[3] + 1) for r in rows]
+                    requeued = len(rows) == want
+                fresh = list(self._lines(conn, pk, cursor, min(cursor + want - len(taken), total)))
                 conn.executemany(
-                    "UPDATE requests SET state = 'running', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
-                    [(worker_id, r[0]) for r in rows],
+                    "INSERT INTO requests (id, offset, length, state, worker_id, attempts) "
+                    "VALUES (?, ?, ?, 'running', ?, 1)",
+                    [(base | line, offset, length, worker_id) for line, offset, length in fresh],
                 )
-                # rows skipped between the old and new cursor are running or done; if a
-                # running one is requeued later, reap_worker moves the cursor back to it
-                next_cursor = (rows[-1][0] & LINE_MASK) + 1 if len(rows) == want else None
-                conn.execute("UPDATE batches SET claim_cursor = ? WHERE pk = ?", (next_cursor, pk))
-                claims.extend(
-                    ClaimedRequest(batch_id, file_id, endpoint, r[0] & LINE_MASK, r[1], r[2], r[3], r[4] + 1)
-                    for r in rows
+                taken += [(line, offset, length, 1) for line, offset, length in fresh]
+                conn.execute(
+                    "UPDATE batches SET claim_cursor = ?, requeued = ? WHERE pk = ?",
+                    (cursor + len(fresh), requeued, pk),
                 )
+                claims += [ClaimedRequest(batch_id, file_id, endpoint, *t) for t in taken]
         return claims
 
     def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
@@ -472,11 +513,12 @@ class SQLiteStore:
         with self._write() as conn:
             for r in results:
                 cur = conn.execute(
-                    "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, status_code = ?, "
+                    "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, "
+                    "custom_id = coalesce(?, custom_id), status_code = ?, "
                     "result = ?, error_code = ?, error_message = ?, input_tokens = ?, output_tokens = ?, cost = ?, "
                     "latency_ms = ?, backend = ?, model = ? WHERE id = ? AND state = 'running' AND worker_id = ?",
                     (
-                        r.state.value, r.attempts, r.request_id, r.status_code, r.body, r.error_code,
+                        r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
                         r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend,
                         r.model, (self._pk(r.batch_id) << LINE_BITS) | r.line, worker_id,
                     ),

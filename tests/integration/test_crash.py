@@ -43,9 +43,9 @@ def finish_and_check(server: Server, key: str, batch_id: str, custom_ids: list[s
 def test_kill_during_validating(start_server: Callable[..., Server]) -> None:
     server = start_server()
     key = server.create_key("p")
-    ids = [f"v{i}" for i in range(60_000)]
+    ids = [f"v{i}" for i in range(200_000)]  # validation takes a few hundred ms
     _, batch_id = submit(server, key, [chat_line(i) for i in ids])
-    time.sleep(0.15)
+    time.sleep(0.08)
     assert status_in_store(server, batch_id) == "validating"
     server.kill()
     restarted = start_server(data_dir=server.data_dir)

@@ -217,7 +217,7 @@ def test_results_of_a_reaped_worker_are_not_recorded_twice(harness: Harness) -> 
     batch = harness.run_to_end(batch_id)
     from batchgate.core.models import RequestResult
 
-    late = RequestResult(batch_id, claim.line, RequestState.SUCCEEDED, 1, "late", status_code=200, body=b"{}")
+    late = RequestResult(batch_id, claim.line, RequestState.SUCCEEDED, 1, "late", "r0", status_code=200, body=b"{}")
     store.record_results("slow", [late])  # the zombie reports back: ignored
     assert harness.batch(batch_id).completed == batch.completed == 3
 
@@ -228,7 +228,7 @@ def test_poison_line_is_failed_after_max_attempts(harness: Harness) -> None:
     harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
     for i in range(3):  # three workers crash while holding the same row
         store.register_worker(WorkerInfo(f"crashy{i}", "elsewhere", 1, time.time()))
-        assert [c.custom_id for c in store.claim_requests(f"crashy{i}", 1, int(time.time()))] == ["poison"]
+        assert [c.line for c in store.claim_requests(f"crashy{i}", 1, int(time.time()))] == [1]
         store.reap_worker(f"crashy{i}")
     batch = harness.run_to_end(batch_id)
     _, err = harness.assert_exactly_once(batch, ["poison", "fine"])
@@ -245,7 +245,7 @@ def test_graceful_stop_gives_unfinished_rows_back(harness: Harness) -> None:
     assert batch.status == BatchStatus.IN_PROGRESS and batch.completed == 0
     # nothing is lost: another worker picks the rows up from the queue
     claims = harness.services.store.claim_requests("next", 10, int(time.time()))
-    assert sorted(c.custom_id for c in claims) == ids(6)
+    assert sorted(c.line for c in claims) == list(range(1, 7))
 
 
 def test_embeddings_and_completions_endpoints(harness: Harness) -> None:

@@ -3,43 +3,46 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from support import chat_line, jsonl
 
-from batchgate.core.models import RequestLine
 from batchgate.core.validation import ValidationLimits, iter_raw_lines, validate_input
 
 ENDPOINT = "/v1/chat/completions"
 
 
-def run(data: bytes, limits: ValidationLimits | None = None) -> tuple[list[RequestLine], list]:
-    rows: list[RequestLine] = []
-    result = validate_input(io.BytesIO(data), ENDPOINT, limits or ValidationLimits(), rows.extend, chunk_rows=3)
-    return rows, result.errors
+def run(data: bytes, limits: ValidationLimits | None = None) -> tuple[list[tuple[int, int, int]], list]:
+    """Validate `data`; returns the line index as (line, offset, length) triples, and the errors."""
+    index: list[int] = []
+    result = validate_input(io.BytesIO(data), ENDPOINT, limits or ValidationLimits(), index.extend, chunk_rows=3)
+    return [(index[i], index[i + 1], index[i + 2]) for i in range(0, len(index), 3)], result.errors
+
+
+def custom_id(data: bytes, row: tuple[int, int, int]) -> str:
+    return str(json.loads(data[row[1] : row[1] + row[2]])["custom_id"])
 
 
 def test_valid_file_yields_every_line_with_offsets() -> None:
     data = jsonl([chat_line(f"r{i}") for i in range(10)])
     rows, errors = run(data)
     assert errors == []
-    assert [r.line for r in rows] == list(range(1, 11))
-    for r in rows:
-        assert data[r.offset : r.offset + r.length].startswith(b'{"custom_id": "r')
-    assert rows[3].custom_id == "r3"
+    assert [line for line, _, _ in rows] == list(range(1, 11))
+    assert [custom_id(data, r) for r in rows] == [f"r{i}" for i in range(10)]
 
 
 def test_blank_lines_are_skipped_but_counted_for_line_numbers() -> None:
     data = jsonl([chat_line("a")]) + b"\n   \n" + jsonl([chat_line("b")])
     rows, errors = run(data)
     assert errors == []
-    assert [(r.line, r.custom_id) for r in rows] == [(1, "a"), (4, "b")]
+    assert [(r[0], custom_id(data, r)) for r in rows] == [(1, "a"), (4, "b")]
 
 
 def test_no_trailing_newline() -> None:
     data = jsonl([chat_line("a"), chat_line("b")]).rstrip(b"\n")
     rows, errors = run(data)
-    assert errors == [] and [r.custom_id for r in rows] == ["a", "b"]
+    assert errors == [] and [custom_id(data, r) for r in rows] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -114,4 +117,4 @@ def test_no_rows_are_emitted_after_the_first_error() -> None:
     data = jsonl([chat_line("a"), {"bad": 1}, chat_line("c"), chat_line("d")])
     rows, errors = run(data)
     assert len(errors) == 1
-    assert all(r.line < 2 for r in rows)
+    assert all(r[0] < 2 for r in rows)

@@ -10,9 +10,13 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Validation stores a batch's line index in chunks (`line_chunks`: packed (line, offset,
+# length) triples); request rows are created from it as lines are claimed, so accepting a
+# million-line batch costs a few blob writes, not a million row inserts.
 # Request rows are keyed by id = (batch_pk << 32) | line: one integer primary key keeps a
-# batch's rows clustered in input order (fast range scans for claiming and finalizing)
-# without a second index to maintain on a million-row insert.
+# batch's rows clustered in input order (fast range scans for settling and finalizing).
+# `claim_cursor` is the position in the line index of the next line never claimed;
+# `requeued` flags rows given back to the queue by a dead or stopping worker.
 STATEMENTS = [
     """CREATE TABLE projects (
         id TEXT PRIMARY KEY,
@@ -65,14 +69,21 @@ STATEMENTS = [
         priority INTEGER NOT NULL DEFAULT 0,
         source TEXT NOT NULL DEFAULT 'openai',
         claim_cursor INTEGER,
+        requeued INTEGER NOT NULL DEFAULT 0,
         owner TEXT,
         wake_at INTEGER NOT NULL DEFAULT 0)""",
     "CREATE INDEX batches_by_project ON batches(project_id, pk)",
     "CREATE INDEX batches_by_input ON batches(input_file_id)",
     "CREATE INDEX batches_by_status ON batches(status, priority, pk)",
+    """CREATE TABLE line_chunks (
+        batch_pk INTEGER NOT NULL,
+        first INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (batch_pk, first))""",
     """CREATE TABLE requests (
         id INTEGER PRIMARY KEY,
-        custom_id TEXT NOT NULL,
+        custom_id TEXT,
         offset INTEGER NOT NULL,
         length INTEGER NOT NULL,
         state TEXT NOT NULL DEFAULT 'queued',
@@ -91,6 +102,7 @@ STATEMENTS = [
         model TEXT,
         updated_at INTEGER)""",
     "CREATE INDEX requests_running ON requests(id, worker_id) WHERE state = 'running'",
+    "CREATE INDEX requests_queued ON requests(id) WHERE state = 'queued'",
     """CREATE TABLE workers (
         id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
@@ -105,5 +117,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("workers", "requests", "batches", "files", "api_keys", "projects"):
+    for table in ("workers", "requests", "line_chunks", "batches", "files", "api_keys", "projects"):
         op.execute(f"DROP TABLE {table}")
