@@ -74,6 +74,13 @@ def build_worker(services: Services, backend: Backend | None = None) -> Worker:
 class WorkerThread:
     """Runs a worker's event loop in a background thread of the server process."""
 
+    @classmethod
+    def for_services(cls, services: Services) -> WorkerThread:
+        """A worker on these services, woken whenever a batch is created or cancelled."""
+        thread = cls(build_worker(services))
+        services.batches.on_change = thread.wake
+        return thread
+
     def __init__(self, worker: Worker):
         self.worker = worker
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +103,11 @@ class WorkerThread:
                 await self.worker.backend.aclose()
 
         asyncio.run(main())
+
+    def wake(self) -> None:
+        """Thread-safe: make the worker look for work now."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.worker.wake)
 
     def stop(self, timeout: float) -> None:
         if self._loop is not None and self._stop is not None:

@@ -65,12 +65,12 @@ def serve(
     import uvicorn
 
     from batchgate.api import create_app
-    from batchgate.app import WorkerThread, build_services, build_worker
+    from batchgate.app import WorkerThread, build_services
 
     _logging(log_level)
     settings = _settings(host=host, port=port, home=data_dir, insecure_no_auth=insecure_no_auth or None)
     services = build_services(settings)
-    worker = None if no_worker else WorkerThread(build_worker(services))
+    worker = None if no_worker else WorkerThread.for_services(services)
     app = create_app(services, worker)
     console.print(f"[bold]batchgate {__version__}[/] serving on [cyan]http://{settings.host}:{settings.port}/v1[/]")
     console.print(f"data dir: {settings.home.resolve()}  worker: {'separate' if no_worker else 'in-process'}")

@@ -6,6 +6,8 @@ The asynchronous side, validation, running and finalization, is the worker's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from batchgate.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batchgate.core.files import check_limit
 from batchgate.core.ids import new_id, now
@@ -19,8 +21,11 @@ MAX_METADATA_VALUE = 512
 
 
 class BatchService:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, on_change: Callable[[], None] | None = None):
         self.store = store
+        # called after a batch is created or cancelled, so an in-process worker can act
+        # at once instead of at its next poll
+        self.on_change = on_change or (lambda: None)
 
     def create(
         self,
@@ -62,6 +67,7 @@ class BatchService:
             metadata=metadata or None,
         )
         self.store.add_batch(batch)
+        self.on_change()
         return batch
 
     def get(self, project_id: str, batch_id: str) -> BatchRecord:
@@ -90,6 +96,7 @@ class BatchService:
                     param="batch_id",
                     code="batch_not_cancellable",
                 )
+        self.on_change()
         return self.get(project_id, batch_id)
 
 

@@ -80,6 +80,10 @@ class Worker:
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
 
+    def wake(self) -> None:
+        """Look for work now rather than at the next poll (call from the worker's loop)."""
+        self._wake.set()
+
     # ---- the loop -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:

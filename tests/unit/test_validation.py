@@ -8,7 +8,7 @@ import json
 import pytest
 from support import chat_line, jsonl
 
-from batchgate.core.validation import ValidationLimits, iter_raw_lines, validate_input
+from batchgate.core.validation import ValidationLimits, iter_line_batches, validate_input
 
 ENDPOINT = "/v1/chat/completions"
 
@@ -99,11 +99,15 @@ def test_line_over_size_limit_is_reported_without_buffering_it() -> None:
 def test_oversize_line_spanning_read_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("batchgate.core.validation.READ_SIZE", 64)
     data = jsonl([chat_line("a"), chat_line("big", content="y" * 700), chat_line("c")])
-    lines = list(iter_raw_lines(io.BytesIO(data), max_line_bytes=300))
-    assert [raw is None for _, _, raw in lines] == [False, True, False]
-    offsets = [(o, n) for o, n, _ in lines]
+    flat: list[tuple[int, bytes | int]] = []
+    for offset, lines in iter_line_batches(io.BytesIO(data), max_line_bytes=300):
+        for item in lines:
+            flat.append((offset, item))
+            offset += (item if isinstance(item, int) else len(item)) + 1
     pieces = data.split(b"\n")
-    assert offsets[2] == (len(pieces[0]) + len(pieces[1]) + 2, len(pieces[2]))
+    assert [isinstance(item, int) for _, item in flat] == [False, True, False]
+    assert flat[1] == (len(pieces[0]) + 1, len(pieces[1]))  # the oversize line, as its length
+    assert flat[2] == (len(pieces[0]) + len(pieces[1]) + 2, pieces[2])
 
 
 def test_error_count_is_capped() -> None:
@@ -118,3 +122,16 @@ def test_no_rows_are_emitted_after_the_first_error() -> None:
     rows, errors = run(data)
     assert len(errors) == 1
     assert all(r[0] < 2 for r in rows)
+
+
+def test_duplicates_across_chunks_are_merged_in_line_order_with_other_errors() -> None:
+    rows = [chat_line("a"), b"{bad", chat_line("b"), chat_line("c"), chat_line("d"), chat_line("a"), chat_line("b")]
+    _, errors = run(jsonl(rows))
+    assert [(e.line, e.code) for e in errors] == [
+        (2, "invalid_json"),
+        (6, "duplicate_custom_id"),
+        (7, "duplicate_custom_id"),
+    ]
+    assert "already used by line 1" in errors[1].message
+    _, capped = run(jsonl(rows), ValidationLimits(max_errors=2))
+    assert [(e.line, e.code) for e in capped] == [(2, "invalid_json"), (6, "duplicate_custom_id")]
