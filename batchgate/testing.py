@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from batchgate.core.errors import BackendError, NotFoundError
-from batchgate.core.ids import new_id
+from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -432,24 +432,30 @@ class ScriptedBackend:
       {"status": 400}              answer with that HTTP status and an error body
       {"fail": "message"}          fail without a response (a permanent backend error)
       {"transient_failures": 2}    fail transiently on the first 2 attempts, then answer
-    `calls` counts attempts per custom_id.
+    With `count_calls`, `calls` counts attempts per custom_id (for tests; it grows with
+    every distinct id, so a server leaves it off).
     """
 
     name = "scripted"
 
-    def __init__(self, default_sleep: float = 0.0):
+    def __init__(self, default_sleep: float = 0.0, count_calls: bool = False):
         self.default_sleep = default_sleep
+        self.count_calls = count_calls
         self.calls: Counter[str] = Counter()
+        self._transient: Counter[str] = Counter()  # attempts of lines that script failures
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        self.calls[request.custom_id] += 1
+        if self.count_calls:
+            self.calls[request.custom_id] += 1
         body = request.body
         mock = body.get("mock") or {}
         sleep = mock.get("sleep", self.default_sleep)
         if sleep:
             await asyncio.sleep(sleep)
-        if self.calls[request.custom_id] <= mock.get("transient_failures", 0):
-            raise BackendError("scripted transient failure", code="server_error", transient=True, retry_after=0.01)
+        if mock.get("transient_failures"):
+            self._transient[request.custom_id] += 1
+            if self._transient[request.custom_id] <= mock["transient_failures"]:
+                raise BackendError("scripted transient failure", code="server_error", transient=True, retry_after=0.01)
         if "fail" in mock:
             raise BackendError(str(mock["fail"]), code="backend_error")
         if "status" in mock:
@@ -472,6 +478,9 @@ def _words(value: Any) -> int:
     if isinstance(value, dict):
         return _words(value.get("content", ""))
     return 0
+
+
+_completion_ids = IdSequence("cmpl-")
 
 
 def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
@@ -511,7 +520,7 @@ def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
         "total_tokens": tokens_in + tokens_out,
     }
     response = {
-        "id": new_id("cmpl-"),
+        "id": _completion_ids.next(),
         "object": kind,
         "created": created,
         "model": model,

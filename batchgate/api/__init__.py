@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from fastapi.responses import ORJSONResponse
 from batchgate import __version__
 from batchgate.api import batches, errors, files, health
 from batchgate.app import Services, WorkerThread
+from batchgate.core.ids import IdSequence
 
 log = logging.getLogger("batchgate.api")
 
@@ -25,12 +25,13 @@ class RequestLog:
 
     def __init__(self, app: Any):
         self.app = app
+        self._ids = IdSequence("req_")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(8)
+        request_id = self._ids.next()
         started = time.perf_counter()
         status = 500
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import time
 
@@ -18,3 +19,16 @@ def derived_id(prefix: str, *parts: str) -> str:
 
 def now() -> int:
     return int(time.time())
+
+
+class IdSequence:
+    """Unique ids for high-rate, non-secret uses (one per request line or HTTP request):
+    a random per-process prefix and a counter. `secrets.token_hex` reads os.urandom,
+    which drops the GIL on every call and stalls under thread contention."""
+
+    def __init__(self, prefix: str = ""):
+        self._prefix = prefix + secrets.token_hex(6)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):012x}"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import orjson
 
 from batchgate.core.errors import BackendError
+from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobRunner
 from batchgate.core.models import BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
@@ -75,6 +76,7 @@ class Worker:
         self.pid = os.getpid()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
         self.last_tick = 0.0
+        self._request_ids = IdSequence()
         self._inflight: dict[tuple[str, int], asyncio.Task[RequestResult]] = {}
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
         self._results: list[RequestResult] = []
@@ -202,7 +204,7 @@ class Worker:
                         claim.line,
                         state,
                         claim.attempts,
-                        secrets.token_hex(12),
+                        self._request_ids.next(),
                         error_code=code,
                         error_message=msg,
                     )
@@ -245,7 +247,7 @@ class Worker:
 
     async def _execute(self, claim: ClaimedRequest) -> RequestResult:
         cfg = self.config
-        request_id = secrets.token_hex(12)
+        request_id = self._request_ids.next()
         started = time.perf_counter()
         attempts = claim.attempts
 

@@ -86,7 +86,7 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA cache_size=-8192")  # per connection, and there is one per thread
             conn.execute("PRAGMA temp_store=MEMORY")
             self._local.conn = conn
             with self._lock:
@@ -99,10 +99,11 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # never leave a connection holding the write lock
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -511,24 +512,35 @@ class SQLiteStore:
     def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
         totals: dict[str, list[int]] = {}
         with self._write() as conn:
-            for r in results:
-                cur = conn.execute(
-                    "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, "
-                    "custom_id = coalesce(?, custom_id), status_code = ?, "
-                    "result = ?, error_code = ?, error_message = ?, input_tokens = ?, output_tokens = ?, cost = ?, "
-                    "latency_ms = ?, backend = ?, model = ? WHERE id = ? AND state = 'running' AND worker_id = ?",
+            # only rows this worker still holds are written: one that was reaped and
+            # requeued while it ran belongs to someone else now
+            held = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' AND worker_id = ?",
+                    (worker_id,),
+                )
+            }
+            keyed = [((self._pk(r.batch_id) << LINE_BITS) | r.line, r) for r in results]
+            keyed = [(rid, r) for rid, r in keyed if rid in held]
+            conn.executemany(
+                "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, "
+                "custom_id = coalesce(?, custom_id), status_code = ?, result = ?, error_code = ?, error_message = ?, "
+                "input_tokens = ?, output_tokens = ?, cost = ?, latency_ms = ?, backend = ?, model = ? WHERE id = ?",
+                [
                     (
                         r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
-                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend,
-                        r.model, (self._pk(r.batch_id) << LINE_BITS) | r.line, worker_id,
-                    ),
-                )  # fmt: skip
-                if cur.rowcount:
-                    t = totals.setdefault(r.batch_id, [0, 0, 0, 0])
-                    t[0] += r.state == RequestState.SUCCEEDED
-                    t[1] += r.state == RequestState.FAILED
-                    t[2] += r.input_tokens
-                    t[3] += r.output_tokens
+                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend, r.model, rid,
+                    )
+                    for rid, r in keyed
+                ],
+            )  # fmt: skip
+            for _, r in keyed:
+                t = totals.setdefault(r.batch_id, [0, 0, 0, 0])
+                t[0] += r.state == RequestState.SUCCEEDED
+                t[1] += r.state == RequestState.FAILED
+                t[2] += r.input_tokens
+                t[3] += r.output_tokens
             for batch_id, (done, failed, tokens_in, tokens_out) in totals.items():
                 pk = self._pk(batch_id)
                 conn.execute(

@@ -26,7 +26,7 @@ class Harness:
     def __init__(self, services: Services, **worker_overrides: float):
         self.services = services
         self.project = services.keys.default_project().id
-        self.backend = ScriptedBackend()
+        self.backend = ScriptedBackend(count_calls=True)
         self.worker_overrides = worker_overrides
         self.worker = self.new_worker()
 
