@@ -26,9 +26,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 bench: setup
-	$(PY) bench/record.py
-	$(PY) bench/ingest.py
-	$(PY) bench/output.py
+	bench/run_all.sh
 
 clean:
 	rm -rf $(VENV) .batchgate examples/out

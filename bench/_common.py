@@ -47,22 +47,23 @@ MB = 1_000_000  # decimal megabytes, as in the targets ("300 MB")
 
 # ---- the input file ---------------------------------------------------------------
 
-_WORDS = (
+_SEED_TEXT = (
     "summarize the following customer review in one short sentence and classify its "
     "sentiment as positive negative or neutral the product arrived late but works well "
     "battery life is great screen is dim support answered quickly translate this paragraph "
     "into french keeping the tone formal extract all dates and amounts from the invoice "
     "below write a polite reply declining the meeting request explain recursion to a child"
-).split()
+)
 
 
 @functools.lru_cache(maxsize=1)
 def _text_pool() -> str:
     # a long, deterministic, varied text to slice contents from
+    words = _SEED_TEXT.split()
     out, x = [], 12345
     for _ in range(20_000):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
-        out.append(_WORDS[x % len(_WORDS)])
+        out.append(words[x % len(words)])
     return " ".join(out)
 
 
@@ -134,7 +135,7 @@ def machine_info() -> dict[str, Any]:
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "batchgate"],
             capture_output=True,
             text=True,
             timeout=5,
@@ -223,10 +224,7 @@ def append_results_md(name: str, result: dict[str, Any], table: list[tuple[str, 
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in table],
         "",
-        *[
-            f"- `TARGET {t['target']}: {fmt(t['value'])} {'PASS' if t['pass'] else 'MISS'}`"
-            for t in result["targets"]
-        ],
+        *[f"- `TARGET {t['target']}: {fmt(t['value'])} {'PASS' if t['pass'] else 'MISS'}`" for t in result["targets"]],
         "",
     ]
     with open(RESULTS_MD, "a") as f:
@@ -240,6 +238,8 @@ def base_parser(description: str, default_lines: int) -> argparse.ArgumentParser
     p.add_argument("--timeout", type=float, default=1800.0, help="hard cap in seconds for the server-side wait")
     p.add_argument("--poll", type=float, default=0.02, help="GET /v1/batches/{id} polling interval (default 0.02 s)")
     p.add_argument("--profile", action="store_true", help="py-spy the server during the measured phase")
+    p.add_argument("--profile-gil", action="store_true", help="with --profile: only samples holding the GIL")
+    p.add_argument("--profile-idle", action="store_true", help="with --profile: include idle/waiting threads")
     p.add_argument("--record-results", action="store_true", help="append the results to bench/RESULTS.md")
     return p
 
@@ -248,22 +248,24 @@ def base_parser(description: str, default_lines: int) -> argparse.ArgumentParser
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's RSS every `interval` seconds until stopped."""
+    """Samples a process's RSS and CPU time (user + system) every `interval` s until stopped."""
 
     def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(daemon=True, name="rss-sampler")
         self.proc = psutil.Process(pid)
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float]] = []  # (perf_counter, rss bytes, cpu seconds)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             try:
-                rss = self.proc.memory_info().rss
+                with self.proc.oneshot():
+                    rss = self.proc.memory_info().rss
+                    cpu = self.proc.cpu_times()
             except psutil.Error:
                 return
-            self.samples.append((time.perf_counter(), rss))
+            self.samples.append((time.perf_counter(), rss, cpu.user + cpu.system))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -271,12 +273,21 @@ class RssSampler(threading.Thread):
         self.join(5)
 
     def peak(self, t0: float = 0.0, t1: float = float("inf")) -> int:
-        window = [rss for t, rss in self.samples if t0 <= t <= t1]
+        window = [rss for t, rss, _ in self.samples if t0 <= t <= t1]
         return max(window) if window else 0
 
+    def _last(self, t: float) -> tuple[float, int, float]:
+        before = [s for s in self.samples if s[0] <= t]
+        return before[-1] if before else self.samples[0]
+
     def at(self, t: float) -> int:
-        before = [rss for ts, rss in self.samples if ts <= t]
-        return before[-1] if before else (self.samples[0][1] if self.samples else 0)
+        """RSS of the last sample at or before t."""
+        return self._last(t)[1] if self.samples else 0
+
+    def cpu_cores(self, t0: float, t1: float) -> float:
+        """Average cores the process used between t0 and t1 (CPU seconds / wall seconds)."""
+        a, b = self._last(t0), self._last(t1)
+        return (b[2] - a[2]) / (b[0] - a[0]) if b[0] > a[0] else 0.0
 
 
 def _free_port() -> int:
@@ -312,9 +323,20 @@ def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | Non
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGATE_")}
     full_env.update(extra)
     cmd = [
-        sys.executable, "-m", "batchgate", "serve", "--host", HOST, "--port", str(port),
-        "--data-dir", str(data_dir), "--insecure-no-auth", "--log-level", "warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "batchgate",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--insecure-no-auth",
+        "--log-level",
+        "warning",
+    ]
     proc: subprocess.Popen[bytes] | None = None
     sampler: RssSampler | None = None
     try:
@@ -350,8 +372,10 @@ def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | Non
 
 
 @contextmanager
-def profiler(enabled: bool, pid: int, name: str) -> Iterator[None]:
-    """py-spy the server (all threads, GIL-less native frames off) while the block runs."""
+def profiler(enabled: bool, pid: int, name: str, gil_only: bool = False, idle: bool = False) -> Iterator[None]:
+    """py-spy the server (all threads, 100 Hz) while the block runs; `gil_only` keeps only
+    samples of the thread holding the GIL (py-spy --gil), i.e. Python CPU time; `idle`
+    also samples threads that wait (py-spy --idle: locks, the GIL, sleeps, I/O)."""
     if not enabled:
         yield
         return
@@ -365,7 +389,21 @@ def profiler(enabled: bool, pid: int, name: str) -> Iterator[None]:
     svg = OUT_DIR / f"{name}-profile.svg"
     procs = [
         subprocess.Popen(
-            [spy, "record", "--pid", str(pid), "--rate", "100", "--format", fmt_, "-o", str(path), "--threads"],
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--format",
+                fmt_,
+                "-o",
+                str(path),
+                "--threads",
+                *(["--gil"] if gil_only else []),
+                *(["--idle"] if idle else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
@@ -390,7 +428,8 @@ def profiler(enabled: bool, pid: int, name: str) -> Iterator[None]:
 
 
 def client(server: Server) -> httpx.Client:
-    return httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(600.0, connect=10.0))
+    # long reads for the big upload and download; status polls pass their own, shorter timeout
+    return httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(300.0, connect=10.0))
 
 
 def upload(c: httpx.Client, path: Path) -> dict[str, Any]:
@@ -425,7 +464,7 @@ def wait_status(
     goal = ORDER.index(until)
     while True:
         t_req = time.perf_counter()
-        r = c.get(f"/v1/batches/{batch_id}")
+        r = c.get(f"/v1/batches/{batch_id}", timeout=60)
         t = time.perf_counter()
         latencies.append(t - t_req)
         r.raise_for_status()
@@ -454,8 +493,9 @@ def mb(n: int) -> str:
     return f"{n / MB:.1f} MB"
 
 
-def report(name: str, args: argparse.Namespace, table: list[tuple[str, str]], result: dict[str, Any],
-           targets: Targets) -> None:  # fmt: skip
+def report(
+    name: str, args: argparse.Namespace, table: list[tuple[str, str]], result: dict[str, Any], targets: Targets
+) -> None:
     print_table(name, table)
     result["targets"] = targets.as_json()
     targets.print()
@@ -463,6 +503,8 @@ def report(name: str, args: argparse.Namespace, table: list[tuple[str, str]], re
 
 
 def default_result(args: argparse.Namespace) -> dict[str, Any]:
-    return {"command": command_line(), "machine": machine_info(), "args": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-    }}  # fmt: skip
+    return {
+        "command": command_line(),
+        "machine": machine_info(),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }

@@ -27,7 +27,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as bc  # noqa: E402
+import _common as bc
 
 NAME = "output"
 RATIO_TARGET = 0.5
@@ -91,14 +91,15 @@ def main() -> None:
                 "run (in_progress -> finalizing)": seen["finalizing"] - seen["in_progress"],
                 "finalize (finalizing -> completed)": seen["completed"] - seen["finalizing"],
             }
-            print(f"batch completed in {produce_s:.1f} s: "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))  # fmt: skip
+            print(f"batch completed in {produce_s:.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
             if batch["request_counts"]["completed"] != n:
                 raise RuntimeError(f"unexpected request counts {batch['request_counts']}")
+            rss_produce = server.rss.peak(t_start, seen["completed"])
+            cpu_run = server.rss.cpu_cores(seen["in_progress"], seen["finalizing"])
             out_id = batch["output_file_id"]
             out_bytes = c.get(f"/v1/files/{out_id}").raise_for_status().json()["bytes"]
             time.sleep(1.0)  # let the worker go idle and RSS settle
-            with bc.profiler(args.profile, server.pid, NAME):
+            with bc.profiler(args.profile, server.pid, NAME, args.profile_gil, args.profile_idle):
                 for k in range(args.repeat):
                     rss_before = server.rss.at(time.perf_counter())
                     got = 0
@@ -113,8 +114,10 @@ def main() -> None:
                     if got != out_bytes:
                         raise RuntimeError(f"downloaded {got} bytes, the file has {out_bytes}")
                     downloads.append((t1 - t0, got, rss_before, peak))
-                    print(f"download {k + 1}: {t1 - t0:.2f} s, {got / (t1 - t0) / bc.MB:.0f} MB/s, "
-                          f"server RSS {bc.mb(rss_before)} -> peak {bc.mb(peak)}")  # fmt: skip
+                    print(
+                        f"download {k + 1}: {t1 - t0:.2f} s, {got / (t1 - t0) / bc.MB:.0f} MB/s, "
+                        f"server RSS {bc.mb(rss_before)} -> peak {bc.mb(peak)}"
+                    )
         ref_after, _ = reference(n, args.line_bytes)
         print(f"reference again: {ref_after:.2f} s")
     finally:
@@ -131,13 +134,21 @@ def main() -> None:
     table = [
         ("lines", f"{n:,} (output file {bc.mb(out_bytes)}, {out_bytes / n:.0f} B/line)"),
         ("producing the batch", f"{produce_s:.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()) + ")"),
-        ("reference orjson.dumps", f"{ref:.2f} s for {bc.mb(ref_bytes)} = {ref_bps / bc.MB:.0f} MB/s "
-                                   f"(runs: {ref_before:.2f}, {ref_after:.2f})"),  # fmt: skip
-        ("download (best of %d)" % len(downloads), f"{dl_s:.2f} s = {dl_bps / bc.MB:.0f} MB/s "
-                                                   f"(runs: {', '.join(f'{d[0]:.2f}' for d in downloads)})"),  # fmt: skip
+        (
+            "reference orjson.dumps",
+            f"{ref:.2f} s for {bc.mb(ref_bytes)} = {ref_bps / bc.MB:.0f} MB/s "
+            f"(runs: {ref_before:.2f}, {ref_after:.2f})",
+        ),
+        (
+            f"download (best of {len(downloads)})",
+            f"{dl_s:.2f} s = {dl_bps / bc.MB:.0f} MB/s (runs: {', '.join(f'{d[0]:.2f}' for d in downloads)})",
+        ),
+        ("server while producing: peak RSS, CPU in run", f"{bc.mb(rss_produce)}, {cpu_run:.2f} cores busy"),
         ("ratio download/reference", f"{ratio:.2f}x"),
-        ("server RSS before -> peak during download", f"{bc.mb(rss_before)} -> {bc.mb(rss_peak)} "
-                                                      f"(+{bc.mb(rss_peak - rss_before)})"),  # fmt: skip
+        (
+            "server RSS before -> peak during download",
+            f"{bc.mb(rss_before)} -> {bc.mb(rss_peak)} (+{bc.mb(rss_peak - rss_before)})",
+        ),
     ]
     result = bc.default_result(args) | {
         "lines": n,
@@ -153,6 +164,8 @@ def main() -> None:
         "download_s": dl_s,
         "download_bytes_per_s": dl_bps,
         "ratio_download_over_reference": ratio,
+        "server_rss_peak_producing_bytes": rss_produce,
+        "server_cpu_cores_run": cpu_run,
         "server_rss_before_download_bytes": rss_before,
         "server_rss_peak_download_bytes": rss_peak,
     }

@@ -17,6 +17,7 @@ comparison across machines.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as bc  # noqa: E402
+import _common as bc
 
 NAME = "record"
 RATE_TARGET = 10_000.0
@@ -36,8 +37,7 @@ RATE_TARGET = 10_000.0
 def reference(lines: int, line_bytes: int, tmp_dir: Path | None) -> float:
     """Seconds to insert `lines` result rows into a fresh WAL database in one transaction."""
     rows = [
-        (i, f"req-{i:07d}", orjson.dumps(bc.echo_body(i, bc.input_content(i, line_bytes))))
-        for i in range(1, lines + 1)
+        (i, f"req-{i:07d}", orjson.dumps(bc.echo_body(i, bc.input_content(i, line_bytes)))) for i in range(1, lines + 1)
     ]
     work = Path(tempfile.mkdtemp(prefix="batchgate-bench-ref-", dir=tmp_dir))
     try:
@@ -76,13 +76,15 @@ def main() -> None:
             batch, seen = bc.wait_status(c, batch["id"], "in_progress", args.timeout, args.poll)
             skipped = batch["status"] != "in_progress"
             seen["_poll_latencies"].clear()
-            with bc.profiler(args.profile, server.pid, NAME):
+            with bc.profiler(args.profile, server.pid, NAME, args.profile_gil, args.profile_idle):
                 batch, seen = bc.wait_status(c, batch["id"], "completed", args.timeout, args.poll, seen)
             t_ip, t_fin, t_done = seen["in_progress"], seen["finalizing"], seen["completed"]
             counts = batch["request_counts"]
             if counts["completed"] != n or counts["failed"]:
                 raise RuntimeError(f"unexpected request counts {counts}")
             rss_peak = server.rss.peak(t_ip, t_done)
+            time.sleep(0.05)
+            cpu = server.rss.cpu_cores(t_ip, t_done)
         ref_after = reference(n, args.line_bytes, args.tmp_dir)
         print(f"reference again: {ref_after:.2f} s")
     finally:
@@ -104,6 +106,7 @@ def main() -> None:
         ("in_progress -> completed", f"{total_s:.2f} s = {rate:,.0f} lines/s"),
         ("ratio lines/s / reference rows/s", f"{ratio:.3f} (reference is {1 / ratio:.1f}x faster)"),
         ("GET /v1/batches/{id} during the run", bc.latency_summary(seen["_poll_latencies"])),
+        (f"server CPU during the run (cores busy, of {os.cpu_count()})", f"{cpu:.2f}"),
         ("server peak RSS during the run", bc.mb(rss_peak)),
     ]
     result = bc.default_result(args) | {
@@ -119,6 +122,7 @@ def main() -> None:
         "ratio_rate_over_reference": ratio,
         "poll_interval_s": args.poll,
         "poll_latencies_s": seen["_poll_latencies"],
+        "server_cpu_cores": cpu,
         "server_rss_peak_bytes": rss_peak,
     }
     targets = bc.Targets()
