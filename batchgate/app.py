@@ -4,15 +4,25 @@ them into the services, the worker and the HTTP app."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
 from batchgate.core.batches import BatchService
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
-from batchgate.core.jobs import JobConfig, JobRunner
+from batchgate.core.jobs import JobConfig, JobRunner, in_thread
 from batchgate.core.keys import KeyService
+from batchgate.core.models import BatchJob
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.worker import Worker, WorkerConfig
@@ -56,10 +66,17 @@ def build_services(settings: Settings, store: Store | None = None, blobs: BlobSt
     )
 
 
-def build_worker(services: Services, backend: Backend | None = None) -> Worker:
+def job_runner(services: Services) -> JobRunner:
     s = services.settings
     limits = ValidationLimits(max_line_bytes=s.max_line_bytes, max_lines=s.max_lines, max_errors=s.max_errors)
-    jobs = JobRunner(services.store, services.blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
+    return JobRunner(services.store, services.blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
+
+
+def build_worker(services: Services, backend: Backend | None = None, jobs_in_subprocess: bool = False) -> Worker:
+    """A worker on these services. With `jobs_in_subprocess` (the store must be the one
+    `services.settings` names), batch jobs run in a child process: see SubprocessJobs."""
+    s = services.settings
+    jobs = SubprocessJobs(s) if jobs_in_subprocess else in_thread(job_runner(services))
     config = WorkerConfig(
         concurrency=s.concurrency,
         max_attempts=s.max_attempts,
@@ -71,13 +88,80 @@ def build_worker(services: Services, backend: Backend | None = None) -> Worker:
     return Worker(services.store, services.blobs, backend or make_backend(s.backend), jobs, config)
 
 
+async def close_worker(worker: Worker) -> None:
+    """Release what a stopped worker holds: its backend's connections, its job process."""
+    await worker.backend.aclose()
+    if isinstance(worker.jobs, SubprocessJobs):
+        await asyncio.to_thread(worker.jobs.close)
+
+
+class SubprocessJobs:
+    """Runs batch jobs in one child process.
+
+    Validating or finalizing a million-line batch is seconds of pure-Python CPU; in a
+    thread it would hold the GIL and slow every running batch and API call of the server
+    several-fold. A child process uses the other core instead. The child opens the same
+    SQLite store and files by path, and dies with its parent (PR_SET_PDEATHSIG), so a
+    kill -9 of the server can never leave it writing a batch another worker redoes.
+    """
+
+    def __init__(self, settings: Settings):
+        self._settings = settings.model_dump()
+        self._pool: ProcessPoolExecutor | None = None
+        self._warmup = self._executor().submit(_child_ready)  # start the child now, not on the first batch
+
+    @property
+    def ready(self) -> bool:
+        return self._warmup.done() and not self._warmup.exception()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")  # never fork a threaded server
+            self._pool = ProcessPoolExecutor(1, context, initializer=_child_init, initargs=(self._settings,))
+        return self._pool
+
+    async def __call__(self, job: BatchJob) -> int | None:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor(), _child_run, job)
+        except BrokenProcessPool:
+            self._pool = None  # the child died (e.g. OOM-killed); the next job starts a new one
+            raise
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+_child_runner: JobRunner | None = None
+
+
+def _child_init(settings: dict[str, Any]) -> None:
+    global _child_runner
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the child may outlive us
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        os._exit(1)  # the parent died before the line above took effect
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
+    _child_runner = job_runner(build_services(Settings(**settings)))
+
+
+def _child_ready() -> bool:
+    return _child_runner is not None
+
+
+def _child_run(job: BatchJob) -> int | None:
+    assert _child_runner is not None
+    return _child_runner.run(job)
+
+
 class WorkerThread:
     """Runs a worker's event loop in a background thread of the server process."""
 
     @classmethod
     def for_services(cls, services: Services) -> WorkerThread:
         """A worker on these services, woken whenever a batch is created or cancelled."""
-        thread = cls(build_worker(services))
+        thread = cls(build_worker(services, jobs_in_subprocess=True))
         services.batches.on_change = thread.wake
         return thread
 
@@ -100,7 +184,7 @@ class WorkerThread:
             try:
                 await self.worker.run(self._stop)
             finally:
-                await self.worker.backend.aclose()
+                await close_worker(self.worker)
 
         asyncio.run(main())
 
@@ -115,6 +199,6 @@ class WorkerThread:
         self._thread.join(timeout)
 
     def alive(self, within: float = 10.0) -> bool:
-        import time
-
-        return self._thread.is_alive() and time.time() - self.worker.last_tick < within
+        """The loop ticked recently, and its job process (if any) has started."""
+        jobs_ready = not isinstance(self.worker.jobs, SubprocessJobs) or self.worker.jobs.ready
+        return self._thread.is_alive() and time.time() - self.worker.last_tick < within and jobs_ready

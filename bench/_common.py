@@ -259,13 +259,23 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
+            # the server and its children (batch jobs run in a child process): their sum
+            # is what the server costs
             try:
-                with self.proc.oneshot():
-                    rss = self.proc.memory_info().rss
-                    cpu = self.proc.cpu_times()
+                procs = [self.proc, *self.proc.children(recursive=True)]
             except psutil.Error:
                 return
-            self.samples.append((time.perf_counter(), rss, cpu.user + cpu.system))
+            rss, cpu_seconds = 0, 0.0
+            for proc in procs:
+                try:
+                    with proc.oneshot():
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        cpu_seconds += times.user + times.system
+                except psutil.Error:
+                    if proc is self.proc:
+                        return
+            self.samples.append((time.perf_counter(), rss, cpu_seconds))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:

@@ -84,11 +84,11 @@ def serve(
 @click.option("--log-level", default="info", show_default=True)
 def worker(data_dir: Path | None, log_level: str) -> None:
     """Run a worker process on the data dir (alongside `serve --no-worker`, or more workers)."""
-    from batchgate.app import build_services, build_worker
+    from batchgate.app import build_services, build_worker, close_worker
 
     _logging(log_level)
     services = build_services(_settings(home=data_dir))
-    w = build_worker(services)
+    w = build_worker(services, jobs_in_subprocess=True)
     console.print(f"worker {w.id} on {services.settings.home.resolve()}")
 
     async def run() -> None:
@@ -99,7 +99,7 @@ def worker(data_dir: Path | None, log_level: str) -> None:
         try:
             await w.run(stop)
         finally:
-            await w.backend.aclose()
+            await close_worker(w)
 
     asyncio.run(run())
     services.close()

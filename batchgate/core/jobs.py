@@ -7,7 +7,9 @@ cannot redo from the store. They block (file I/O, many rows) and run in a thread
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from batchgate.core.ids import now
@@ -17,6 +19,9 @@ from batchgate.core.ports import BlobStore, Store
 from batchgate.core.validation import ValidationLimits, validate_input
 
 log = logging.getLogger("batchgate.jobs")
+
+# How a worker runs a job: returns a time to look at the batch again, or None when done.
+JobExecutor = Callable[[BatchJob], Awaitable[int | None]]
 
 
 @dataclass(slots=True)
@@ -97,3 +102,12 @@ class JobRunner:
             files.completed,
             files.failed,
         )
+
+
+def in_thread(runner: JobRunner) -> JobExecutor:
+    """Run jobs in a thread of the worker's process (the default; fakes need it)."""
+
+    async def run(job: BatchJob) -> int | None:
+        return await asyncio.to_thread(runner.run, job)
+
+    return run

@@ -25,8 +25,8 @@ import orjson
 
 from batchgate.core.errors import BackendError
 from batchgate.core.ids import IdSequence
-from batchgate.core.jobs import JobRunner
-from batchgate.core.models import BatchStatus, ClaimedRequest, RequestResult, RequestState
+from batchgate.core.jobs import JobExecutor
+from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 
 log = logging.getLogger("batchgate.worker")
@@ -64,7 +64,7 @@ class Worker:
         store: Store,
         blobs: BlobStore,
         backend: Backend,
-        jobs: JobRunner,
+        jobs: JobExecutor,
         config: WorkerConfig | None = None,
     ):
         self.store = store
@@ -131,21 +131,18 @@ class Worker:
 
     def _start_job(self) -> asyncio.Task[None] | None:
         job = self.store.claim_batch_job(self.id, int(time.time()))
-        if job is None:
-            return None
+        return asyncio.create_task(self._run_job(job)) if job is not None else None
 
-        def run() -> None:
-            wake_at = 0
-            try:
-                wake_at = self.jobs.run(job) or 0
-            except Exception:
-                log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
-                wake_at = int(time.time()) + 5
-            finally:
-                # a no-op when the job ended the batch (which clears the owner itself)
-                self.store.release_batch_job(job.batch.id, self.id, wake_at)
-
-        return asyncio.create_task(asyncio.to_thread(run))
+    async def _run_job(self, job: BatchJob) -> None:
+        wake_at = 0
+        try:
+            wake_at = await self.jobs(job) or 0
+        except Exception:
+            log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
+            wake_at = int(time.time()) + 5
+        finally:
+            # a no-op when the job ended the batch (which clears the owner itself)
+            self.store.release_batch_job(job.batch.id, self.id, wake_at)
 
     def _fill(self, now: int) -> int:
         cfg = self.config

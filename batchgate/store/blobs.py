@@ -18,6 +18,19 @@ from batchgate.core.errors import NotFoundError
 MAX_OPEN_FILES = 32
 
 
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that writes this temp file (`<id>.tmp-<pid>-<thread>`) still
+    runs: several processes share a data dir, and one's start must not eat another's upload."""
+    try:
+        pid = int(temp_name.rsplit(".tmp-", 1)[1].split("-")[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
 class _FileWriter:
     def __init__(self, handle: BinaryIO):
         self._handle = handle
@@ -32,8 +45,9 @@ class LocalBlobStore:
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("*.tmp-*"):
-            stale.unlink(missing_ok=True)  # left by a crash mid-write
+        for temp in root.glob("*.tmp-*"):
+            if not _writer_alive(temp.name):
+                temp.unlink(missing_ok=True)  # left by a crash mid-write
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 

@@ -1,3 +1,5 @@
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,9 +38,16 @@ def test_read_range_keeps_a_bounded_set_of_descriptors(tmp_path: Path) -> None:
     blobs.close()
 
 
-def test_stale_temp_files_are_swept_and_ids_cannot_escape(tmp_path: Path) -> None:
-    (tmp_path / "file-x.tmp-1-2").write_bytes(b"left by a crash")
+def test_only_temp_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"file-x.tmp-{dead.pid}-2").write_bytes(b"left by a crash")
+    (tmp_path / f"file-y.tmp-{os.getppid()}-2").write_bytes(b"another process is uploading this")
+    LocalBlobStore(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"file-y.tmp-{os.getppid()}-2"]
+
+
+def test_ids_cannot_escape_the_store(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
-    assert list(tmp_path.iterdir()) == []
     with pytest.raises(NotFoundError):
         blobs.open("../etc/passwd")
