@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from batchgate.api.convert import batch_object
+from batchgate.api.convert import batch_list, batch_object
 from batchgate.api.deps import project_id, services
 from batchgate.app import Services
 from batchgate.core.errors import InvalidRequestError
@@ -42,14 +42,7 @@ def create_batch(body: wire.BatchCreate, project: Project, svc: Svc) -> wire.Bat
 
 @router.get("", response_model=wire.BatchList)
 def list_batches(project: Project, svc: Svc, after: str | None = None, limit: int = 20) -> wire.BatchList:
-    page = svc.batches.list(project, after, limit)
-    data = [batch_object(b) for b in page.data]
-    return wire.BatchList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )
+    return batch_list(svc.batches.list(project, after, limit))
 
 
 @router.get("/{batch_id}", response_model=wire.Batch)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from batchgate.core.models import BatchRecord, FileRecord
+from batchgate.core.ports import Page
 from batchgate.protocol import openai as wire
 
 
@@ -51,3 +54,20 @@ def batch_object(b: BatchRecord) -> wire.Batch:
         ),
         metadata=b.metadata,
     )
+
+
+def file_list(page: Page[FileRecord]) -> wire.FileList:
+    data = [file_object(f) for f in page.data]
+    first_id, last_id = _ends(data)
+    return wire.FileList(data=data, first_id=first_id, last_id=last_id, has_more=page.has_more)
+
+
+def batch_list(page: Page[BatchRecord]) -> wire.BatchList:
+    data = [batch_object(b) for b in page.data]
+    first_id, last_id = _ends(data)
+    return wire.BatchList(data=data, first_id=first_id, last_id=last_id, has_more=page.has_more)
+
+
+def _ends(data: Sequence[wire.FileObject | wire.Batch]) -> tuple[str | None, str | None]:
+    """first_id and last_id of a list page: the cursors for `after`."""
+    return (data[0].id, data[-1].id) if data else (None, None)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from batchgate.api.convert import file_object
+from batchgate.api.convert import file_list, file_object
 from batchgate.api.deps import project_id, services
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
@@ -37,14 +37,7 @@ def list_files(
     limit: Annotated[int, Query()] = 10_000,
     order: str = "desc",
 ) -> wire.FileList:
-    page = svc.files.list(project, purpose, after, limit, order)
-    data = [file_object(f) for f in page.data]
-    return wire.FileList(
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=page.has_more,
-    )
+    return file_list(svc.files.list(project, purpose, after, limit, order))
 
 
 @router.get("/{file_id}", response_model=wire.FileObject)
