@@ -117,7 +117,9 @@ class SubprocessJobs:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # never fork a threaded server
-            self._pool = ProcessPoolExecutor(1, context, initializer=_child_init, initargs=(self._settings,))
+            self._pool = ProcessPoolExecutor(
+                1, context, initializer=_child_init, initargs=(self._settings, os.getpid())
+            )
         return self._pool
 
     async def __call__(self, job: BatchJob) -> int | None:
@@ -136,11 +138,11 @@ class SubprocessJobs:
 _child_runner: JobRunner | None = None
 
 
-def _child_init(settings: dict[str, Any]) -> None:
+def _child_init(settings: dict[str, Any], parent_pid: int) -> None:
     global _child_runner
     with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the child may outlive us
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
+    if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the line above took effect
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
     _child_runner = job_runner(build_services(Settings(**settings)))
