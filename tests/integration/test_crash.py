@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import psutil
 from support import TERMINAL, Server, chat_line, jsonl, parse_jsonl, wait_for
 
 
@@ -47,7 +48,14 @@ def test_kill_during_validating(start_server: Callable[..., Server]) -> None:
     _, batch_id = submit(server, key, [chat_line(i) for i in ids])
     time.sleep(0.08)
     assert status_in_store(server, batch_id) == "validating"
+    assert server.proc is not None
+    job_process = psutil.Process(server.proc.pid).children()  # validating right now
+    assert job_process
     server.kill()
+    # the job process dies with the server: it cannot go on writing a batch that the
+    # restarted server validates again
+    _, alive = psutil.wait_procs(job_process, timeout=5)
+    assert not alive
     restarted = start_server(data_dir=server.data_dir)
     finish_and_check(restarted, key, batch_id, ids)
 
