@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from batchgate.core.errors import BackendError, NotFoundError
+from batchgate.core.errors import BackendError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import (
     ApiKey,
@@ -47,6 +47,11 @@ JOB_KINDS = {
     BatchStatus.FINALIZING: "finalize",
     BatchStatus.CANCELLING: "cancel",
     BatchStatus.IN_PROGRESS: "expire",
+}
+ENDING_FROM = {
+    BatchStatus.COMPLETED: BatchStatus.FINALIZING,
+    BatchStatus.CANCELLED: BatchStatus.CANCELLING,
+    BatchStatus.EXPIRED: BatchStatus.IN_PROGRESS,
 }
 STAMPS = {
     BatchStatus.COMPLETED: "completed_at",
@@ -176,28 +181,22 @@ class InMemoryStore:
                 setattr(b.record, name, value)
             return True
 
-    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
         with self._lock:
-            ok = self._transition(
-                batch_id,
-                {BatchStatus.VALIDATING},
-                BatchStatus.IN_PROGRESS,
-                in_progress_at=now,
-                total=total,
-            )
-            if ok:
-                b = self._batches[batch_id]
-                b.cursor, b.owner = 0, None
-            return ok
+            b = self._batches[batch_id]
+            if b.owner != owner or b.record.status not in (BatchStatus.VALIDATING, BatchStatus.CANCELLING):
+                return False
+            b.record.total, b.cursor = total, 0
+            if b.record.status == BatchStatus.VALIDATING:
+                b.record.status, b.record.in_progress_at = BatchStatus.IN_PROGRESS, now
+            return True
 
-    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool:
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
         with self._lock:
+            if self._batches[batch_id].owner != owner:
+                return False
             ok = self._transition(
-                batch_id,
-                {BatchStatus.VALIDATING},
-                BatchStatus.FAILED,
-                failed_at=now,
-                errors=list(errors),
+                batch_id, {BatchStatus.VALIDATING}, BatchStatus.FAILED, failed_at=now, errors=list(errors)
             )
             if ok:
                 self._batches[batch_id].owner = None
@@ -218,6 +217,7 @@ class InMemoryStore:
     def finish_batch(
         self,
         batch_id: str,
+        owner: str,
         status: BatchStatus,
         files: list[FileRecord],
         output_file_id: str | None,
@@ -225,29 +225,34 @@ class InMemoryStore:
         completed: int,
         failed: int,
         now: int,
-    ) -> None:
+    ) -> bool:
         with self._lock:
-            for f in files:
-                self._files[f.id] = replace(f)
             b = self._batches[batch_id]
             rec = b.record
-            rec.status, rec.output_file_id, rec.error_file_id = (
-                status,
-                output_file_id,
-                error_file_id,
-            )
+            if b.owner != owner or rec.status != ENDING_FROM[status]:
+                return False
+            for f in files:
+                self._files[f.id] = replace(f)
+            rec.status, rec.output_file_id, rec.error_file_id = status, output_file_id, error_file_id
             rec.completed, rec.failed, rec.total = completed, failed, completed + failed
             setattr(rec, STAMPS[status], now)
             b.owner = None
+            return True
 
     # request rows
-    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
+    def _check_owner(self, batch_id: str, owner: str) -> None:
+        if self._batches[batch_id].owner != owner:
+            raise JobLostError(f"batch job now belongs to {self._batches[batch_id].owner!r}, not {owner!r}")
+
+    def add_lines(self, batch_id: str, lines: LineIndex, owner: str) -> None:
         with self._lock:
+            self._check_owner(batch_id, owner)
             index = self._batches[batch_id].lines
             index.extend((lines[i], lines[i + 1], lines[i + 2]) for i in range(0, len(lines), 3))
 
-    def clear_requests(self, batch_id: str) -> None:
+    def clear_requests(self, batch_id: str, owner: str) -> None:
         with self._lock:
+            self._check_owner(batch_id, owner)
             b = self._batches[batch_id]
             b.rows.clear()
             b.lines.clear()
@@ -287,10 +292,12 @@ class InMemoryStore:
         with self._lock:
             self._workers[info.id] = replace(info)
 
-    def heartbeat(self, worker_id: str, now: float) -> None:
+    def heartbeat(self, worker_id: str, now: float) -> bool:
         with self._lock:
-            if worker_id in self._workers:
-                self._workers[worker_id].heartbeat_at = now
+            if worker_id not in self._workers:
+                return False
+            self._workers[worker_id].heartbeat_at = now
+            return True
 
     def list_workers(self) -> list[WorkerInfo]:
         return [replace(w) for w in self._workers.values()]
@@ -309,6 +316,18 @@ class InMemoryStore:
             self._workers.pop(worker_id, None)
         return count
 
+    def requeue_orphans(self) -> int:
+        count = 0
+        with self._lock:
+            for b in self._batches.values():
+                for row in b.rows.values():
+                    if row.state == RequestState.RUNNING and row.worker_id not in self._workers:
+                        row.state, row.worker_id, b.requeued = RequestState.QUEUED, None, True
+                        count += 1
+                if b.owner is not None and b.owner not in self._workers:
+                    b.owner = None
+        return count
+
     def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
         with self._lock:
             for b in self._batches.values():
@@ -318,7 +337,7 @@ class InMemoryStore:
                 if status == BatchStatus.IN_PROGRESS and b.record.expires_at > now:
                     continue
                 b.owner = worker_id
-                return BatchJob(JOB_KINDS[status], replace(b.record))
+                return BatchJob(JOB_KINDS[status], replace(b.record), worker_id)
         return None
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:

@@ -68,6 +68,8 @@ async def receive_upload(request: Request, upload: Upload, max_bytes: int) -> di
         raw_filename = options.get(b"filename")
         state.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
         if state.name == "file":
+            if state.saw_file:
+                raise InvalidRequestError("Send exactly one 'file' part per upload.", param="file")
             state.saw_file = True
             state.file_name = state.filename
 

@@ -68,6 +68,11 @@ class RateLimitError(BatchgateError):
     default_code = "rate_limit_exceeded"
 
 
+class JobLostError(Exception):
+    """A batch job's worker no longer owns the job (it was presumed dead and the job was
+    handed to another worker): the job stops without writing anything more."""
+
+
 class BackendError(Exception):
     """A backend failed to produce a response for one request line.
 

@@ -12,8 +12,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from batchgate.core.errors import JobLostError, NotFoundError
 from batchgate.core.ids import now
-from batchgate.core.models import BatchJob, BatchRecord, BatchStatus, RequestState
+from batchgate.core.models import BatchError, BatchJob, BatchStatus, RequestState
 from batchgate.core.output import write_result_files
 from batchgate.core.ports import BlobStore, Store
 from batchgate.core.validation import ValidationLimits, validate_input
@@ -40,34 +41,45 @@ class JobRunner:
 
     def run(self, job: BatchJob) -> int | None:
         """Run one job; returns a time to look at the batch again, or None when done."""
-        batch = job.batch
-        if job.kind == "validate":
-            self.validate(batch)
+        try:
+            if job.kind == "validate":
+                self.validate(job)
+                return None
+            if job.kind == "finalize":
+                self.finalize(job, BatchStatus.COMPLETED)
+                return None
+            if job.kind == "cancel":
+                return self.settle(job, BatchStatus.CANCELLED, job.batch.cancelling_at or now())
+            return self.settle(job, BatchStatus.EXPIRED, job.batch.expires_at)
+        except JobLostError as exc:
+            log.warning("batch %s: %s job handed to another worker, stopping (%s)", job.batch.id, job.kind, exc)
             return None
-        if job.kind == "finalize":
-            self.finalize(batch, BatchStatus.COMPLETED)
-            return None
-        if job.kind == "cancel":
-            return self.settle(batch, BatchStatus.CANCELLED, batch.cancelling_at or now())
-        return self.settle(batch, BatchStatus.EXPIRED, batch.expires_at)
 
-    def validate(self, batch: BatchRecord) -> None:
-        self.store.clear_requests(batch.id)  # a previous attempt may have died half-way
-        with self.blobs.open(batch.input_file_id) as stream:
+    def validate(self, job: BatchJob) -> None:
+        batch = job.batch
+        self.store.clear_requests(batch.id, job.owner)  # a previous attempt may have died half-way
+        try:
+            stream = self.blobs.open(batch.input_file_id)
+        except NotFoundError:
+            missing = BatchError("input_file_missing", "The input file was deleted.", None, "input_file_id")
+            self.store.fail_batch(batch.id, [missing], now(), job.owner)
+            return
+        with stream:
             result = validate_input(
                 stream,
                 batch.endpoint,
                 self.config.limits,
-                lambda lines: self.store.add_lines(batch.id, lines),
+                lambda lines: self.store.add_lines(batch.id, lines, job.owner),
             )
         if result.errors:
-            self.store.clear_requests(batch.id)
-            self.store.fail_batch(batch.id, result.errors, now())
+            self.store.clear_requests(batch.id, job.owner)
+            self.store.fail_batch(batch.id, result.errors, now(), job.owner)
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
-        elif self.store.start_batch(batch.id, result.total, now()):
-            log.info("batch %s validated: %d request lines, in_progress", batch.id, result.total)
+        elif self.store.start_batch(batch.id, result.total, now(), job.owner):
+            log.info("batch %s validated: %d request lines", batch.id, result.total)
 
-    def settle(self, batch: BatchRecord, final: BatchStatus, since: int) -> int | None:
+    def settle(self, job: BatchJob, final: BatchStatus, since: int) -> int | None:
+        batch = job.batch
         state = RequestState.CANCELLED if final == BatchStatus.CANCELLED else RequestState.EXPIRED
         code = "batch_cancelled" if final == BatchStatus.CANCELLED else "batch_expired"
         message = (
@@ -76,32 +88,27 @@ class JobRunner:
             else "The batch's completion window ended before this request ran."
         )
         self.store.settle_unfinished(batch.id, state, code, message, include_running=False)
-        if self.store.count_running(batch.id):
-            if now() < since + self.config.settle_grace:
-                return now() + 1
-            self.store.settle_unfinished(batch.id, state, code, message, include_running=True)
-        self.finalize(batch, final)
+        if self.store.count_running(batch.id) and now() < since + self.config.settle_grace:
+            return now() + 1  # give other workers' in-flight lines a moment to finish
+        # settle again, running rows included: this also catches rows a reaper requeued
+        # after the first pass, so none is left unsettled when the files are written
+        self.store.settle_unfinished(batch.id, state, code, message, include_running=True)
+        self.finalize(job, final)
         return None
 
-    def finalize(self, batch: BatchRecord, final: BatchStatus) -> None:
+    def finalize(self, job: BatchJob, final: BatchStatus) -> None:
+        batch = job.batch
         files = write_result_files(self.store, self.blobs, batch)
-        self.store.finish_batch(
-            batch.id,
-            final,
-            files.files,
-            files.output_file_id,
-            files.error_file_id,
-            files.completed,
-            files.failed,
-            now(),
-        )
-        log.info(
-            "batch %s %s: %d completed, %d failed",
-            batch.id,
-            final.value,
-            files.completed,
-            files.failed,
-        )
+        ended = self.store.finish_batch(
+            batch.id, job.owner, final, files.files, files.output_file_id, files.error_file_id,
+            files.completed, files.failed, now(),
+        )  # fmt: skip
+        if ended:
+            log.info("batch %s %s: %d completed, %d failed", batch.id, final.value, files.completed, files.failed)
+        else:
+            # e.g. an expiry raced with the last result moving the batch to finalizing:
+            # the job that now applies runs next and rewrites the same files
+            log.info("batch %s is no longer ready to end as %s; leaving it to the next job", batch.id, final.value)
 
 
 def in_thread(runner: JobRunner) -> JobExecutor:

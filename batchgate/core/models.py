@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 
 class BatchStatus(enum.StrEnum):
@@ -33,8 +32,7 @@ class RequestState(enum.StrEnum):
 
 class FilePurpose(enum.StrEnum):
     BATCH = "batch"
-    BATCH_OUTPUT = "batch_output"
-    BATCH_ERRORS = "batch_errors"
+    BATCH_OUTPUT = "batch_output"  # both result files, as OpenAI (there is no "batch_errors")
 
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -177,4 +175,4 @@ class BatchJob:
 
     kind: str  # "validate" | "finalize" | "cancel" | "expire"
     batch: BatchRecord
-    extra: dict[str, Any] = field(default_factory=dict)
+    owner: str  # the worker that claimed it; the job's writes check it still holds it

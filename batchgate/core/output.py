@@ -68,7 +68,7 @@ def write_result_files(store: Store, blobs: BlobStore, batch: BatchRecord) -> Re
     files = []
     for file_id, count, purpose, name in (
         (output_id, completed, FilePurpose.BATCH_OUTPUT, "batch_output.jsonl"),
-        (error_id, failed, FilePurpose.BATCH_ERRORS, "batch_errors.jsonl"),
+        (error_id, failed, FilePurpose.BATCH_OUTPUT, "batch_errors.jsonl"),
     ):
         if count:
             files.append(

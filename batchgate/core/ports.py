@@ -70,11 +70,13 @@ class Store(Protocol):
     def add_batch(self, batch: BatchRecord) -> None: ...
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None: ...
     def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]: ...
-    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
-        """validating -> in_progress with `total` request rows; False if no longer validating."""
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
+        """Record `total` lines and move validating -> in_progress. A batch cancelled while
+        it validated keeps its status but gets its lines (to settle as cancelled).
+        False if `owner` no longer holds the validation job."""
         ...
 
-    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool: ...
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool: ...
     def request_cancel(self, batch_id: str, now: int) -> bool:
         """validating|in_progress -> cancelling; False if the batch is in another status."""
         ...
@@ -82,6 +84,7 @@ class Store(Protocol):
     def finish_batch(
         self,
         batch_id: str,
+        owner: str,
         status: BatchStatus,
         files: list[FileRecord],
         output_file_id: str | None,
@@ -89,19 +92,22 @@ class Store(Protocol):
         completed: int,
         failed: int,
         now: int,
-    ) -> None:
-        """Register the result files and move the batch to its terminal status, atomically."""
+    ) -> bool:
+        """Register the result files and move the batch to its terminal status, atomically;
+        only if `owner` still holds the job and the batch is still in the status that leads
+        there (finalizing -> completed, cancelling -> cancelled, in_progress -> expired)."""
         ...
 
     # request rows
-    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
+    def add_lines(self, batch_id: str, lines: LineIndex, owner: str) -> None:
         """Append a chunk of the batch's line index (validation writes it in input order).
 
         Request rows are created from the index as lines are claimed, so accepting a
-        million-line batch writes a few index chunks, not a million rows."""
+        million-line batch writes a few index chunks, not a million rows. Raises
+        JobLostError if `owner` no longer holds the validation job."""
         ...
 
-    def clear_requests(self, batch_id: str) -> None:
+    def clear_requests(self, batch_id: str, owner: str) -> None:
         """Forget the line index and the request rows (a validation that is redone)."""
         ...
 
@@ -117,10 +123,17 @@ class Store(Protocol):
 
     # the worker's side
     def register_worker(self, info: WorkerInfo) -> None: ...
-    def heartbeat(self, worker_id: str, now: float) -> None: ...
+    def heartbeat(self, worker_id: str, now: float) -> bool:
+        """False when the worker is no longer registered (it was reaped as dead)."""
+        ...
+
     def list_workers(self) -> list[WorkerInfo]: ...
     def reap_worker(self, worker_id: str) -> int:
         """Forget a dead worker: requeue its running rows and release its batch jobs."""
+        ...
+
+    def requeue_orphans(self) -> int:
+        """Requeue running rows, and release batch jobs, of workers that are not registered."""
         ...
 
     def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None: ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, Request
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 
 log = logging.getLogger("batchgate.worker")
+PROCESS_STARTED = time.time()
 
 
 @dataclass(slots=True)
@@ -101,7 +103,8 @@ class Worker:
                 self.last_tick = t
                 try:
                     if t - last_beat >= cfg.heartbeat_interval:
-                        self.store.heartbeat(self.id, t)
+                        if not self.store.heartbeat(self.id, t):
+                            self._rejoin(t)
                         last_beat = t
                     if t - last_reap >= min(cfg.dead_after / 3, 5.0):
                         self.reap_dead_workers(t)
@@ -129,6 +132,18 @@ class Worker:
         finally:
             await self._drain(job_task)
 
+    def _rejoin(self, now: float) -> None:
+        """We were presumed dead (paused past dead_after) and reaped: our rows and job now
+        belong to others. Drop them and come back under a new id."""
+        log.warning("worker %s was reaped while alive; dropping %d in-flight rows", self.id, len(self._inflight))
+        for task in self._inflight.values():
+            task.cancel()
+        self._inflight.clear()
+        self._claims.clear()
+        self._results.clear()
+        self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
+        self.store.register_worker(WorkerInfo(self.id, self.host, self.pid, now))
+
     def _start_job(self) -> asyncio.Task[None] | None:
         job = self.store.claim_batch_job(self.id, int(time.time()))
         return asyncio.create_task(self._run_job(job)) if job is not None else None
@@ -154,23 +169,38 @@ class Worker:
         for claim in claims:
             key = (claim.batch_id, claim.line)
             task = asyncio.create_task(self._execute(claim))
-            task.add_done_callback(self._on_done)
+            task.add_done_callback(functools.partial(self._on_done, key))
             self._inflight[key] = task
             self._claims[key] = claim
         return len(claims)
 
-    def _on_done(self, task: asyncio.Task[RequestResult]) -> None:
-        if not task.cancelled():
-            result = task.result()
-            key = (result.batch_id, result.line)
-            self._inflight.pop(key, None)
-            self._claims.pop(key, None)
-            self._results.append(result)
+    def _on_done(self, key: tuple[str, int], task: asyncio.Task[RequestResult]) -> None:
         self._wake.set()
+        if self._inflight.get(key) is not task:
+            return  # abandoned (cancel, expiry, rejoin): its outcome is settled elsewhere
+        del self._inflight[key]
+        claim = self._claims.pop(key)
+        if task.cancelled():
+            return  # drain: the row goes back to the queue
+        exc = task.exception()
+        if exc is None:
+            self._results.append(task.result())
+        else:  # a bug, not the backend's failure; the line must still end with a result
+            log.error("batch %s line %d: %r", claim.batch_id, claim.line, exc, exc_info=exc)
+            self._results.append(
+                RequestResult(
+                    claim.batch_id, claim.line, RequestState.FAILED, claim.attempts, self._request_ids.next(),
+                    error_code="internal_error", error_message=f"{type(exc).__name__}: {exc}",
+                )
+            )  # fmt: skip
 
     def _flush(self) -> None:
         results, self._results = self._results, []
-        self.store.record_results(self.id, results)
+        try:
+            self.store.record_results(self.id, results)
+        except BaseException:
+            self._results[:0] = results  # keep them for the next flush; the rows are still ours
+            raise
 
     def _abandon_stopped_batches(self, now: int) -> None:
         """Stop work on batches that were cancelled or expired while their rows ran here."""
@@ -206,7 +236,8 @@ class Worker:
                         error_message=msg,
                     )
                 )
-        self._flush()
+        if self._results:
+            self._flush()
 
     async def _drain(self, job_task: asyncio.Task[None] | None) -> None:
         """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
@@ -230,15 +261,19 @@ class Worker:
             if info.id != self.id and self._is_dead(info, now):
                 requeued = self.store.reap_worker(info.id)
                 log.warning("reaped dead worker %s; %d rows back in the queue", info.id, requeued)
+        if orphans := self.store.requeue_orphans():
+            log.warning("%d rows of unregistered workers back in the queue", orphans)
 
     def _is_dead(self, info: WorkerInfo, now: float) -> bool:
         if now - info.heartbeat_at > self.config.dead_after:
             return True
         if info.host != self.host:
             return False
-        # same host: a missing pid means it died; our own pid under another id is a
-        # previous incarnation of this process slot (containers reuse pid 1)
-        return info.pid == self.pid or not _pid_alive(info.pid)
+        # same host: a missing pid means it died; our own pid with a heartbeat from before
+        # this process started is a previous incarnation (containers reuse pid 1)
+        if info.pid == self.pid:
+            return info.heartbeat_at < PROCESS_STARTED
+        return not _pid_alive(info.pid)
 
     # ---- one request ------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from batchgate.core.errors import JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.models import (
     ApiKey,
@@ -38,6 +39,12 @@ from batchgate.store.migrate import upgrade_sqlite
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+# the status a batch must still have for a job to end it with each final status
+ENDING_FROM = {
+    BatchStatus.COMPLETED: "finalizing",
+    BatchStatus.CANCELLED: "cancelling",
+    BatchStatus.EXPIRED: "in_progress",
+}
 
 BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
@@ -250,22 +257,25 @@ class SQLiteStore:
         rows = self._conn().execute(sql + " ORDER BY pk DESC LIMIT ?", (*params, limit + 1)).fetchall()
         return Page([_batch(r) for r in rows[:limit]], len(rows) > limit)
 
-    def start_batch(self, batch_id: str, total: int, now: int) -> bool:
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
         with self._write() as conn:
+            # a batch cancelled while it validated still gets its lines, to settle as cancelled
             cur = conn.execute(
-                "UPDATE batches SET status = 'in_progress', in_progress_at = ?, total = ?, claim_cursor = 0, "
-                "owner = NULL WHERE id = ? AND status = 'validating'",
-                (now, total, batch_id),
+                "UPDATE batches SET total = ?, claim_cursor = 0, "
+                "status = CASE status WHEN 'validating' THEN 'in_progress' ELSE status END, "
+                "in_progress_at = CASE status WHEN 'validating' THEN ? ELSE in_progress_at END "
+                "WHERE id = ? AND owner = ? AND status IN ('validating', 'cancelling')",
+                (total, now, batch_id, owner),
             )
             return cur.rowcount > 0
 
-    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int) -> bool:
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
         data = orjson.dumps([{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors])
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE batches SET status = 'failed', failed_at = ?, errors = ?, owner = NULL "
-                "WHERE id = ? AND status = 'validating'",
-                (now, data.decode(), batch_id),
+                "WHERE id = ? AND status = 'validating' AND owner = ?",
+                (now, data.decode(), batch_id, owner),
             )
             return cur.rowcount > 0
 
@@ -281,6 +291,7 @@ class SQLiteStore:
     def finish_batch(
         self,
         batch_id: str,
+        owner: str,
         status: BatchStatus,
         files: list[FileRecord],
         output_file_id: str | None,
@@ -288,35 +299,33 @@ class SQLiteStore:
         completed: int,
         failed: int,
         now: int,
-    ) -> None:
+    ) -> bool:
         stamp = {
             BatchStatus.COMPLETED: "completed_at",
             BatchStatus.CANCELLED: "cancelled_at",
             BatchStatus.EXPIRED: "expired_at",
         }[status]
         with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?, "
+                "completed = ?, failed = ?, total = ?, owner = NULL WHERE id = ? AND owner = ? AND status = ?",
+                (
+                    status.value, now, output_file_id, error_file_id, completed, failed, completed + failed,
+                    batch_id, owner, ENDING_FROM[status],
+                ),
+            )  # fmt: skip
+            if not cur.rowcount:
+                return False
             for f in files:
                 self._insert_file(conn, f)
-            conn.execute(
-                f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?, "
-                "completed = ?, failed = ?, total = ?, owner = NULL, claim_cursor = NULL WHERE id = ?",
-                (
-                    status.value,
-                    now,
-                    output_file_id,
-                    error_file_id,
-                    completed,
-                    failed,
-                    completed + failed,
-                    batch_id,
-                ),
-            )
+            return True
 
     # ---- request rows -------------------------------------------------------------
 
-    def add_lines(self, batch_id: str, lines: LineIndex) -> None:
+    def add_lines(self, batch_id: str, lines: LineIndex, owner: str) -> None:
         pk = self._pk(batch_id)
         with self._write() as conn:
+            self._check_owner(conn, pk, owner)
             (first,) = conn.execute(
                 "SELECT coalesce(sum(count), 0) FROM line_chunks WHERE batch_pk = ?", (pk,)
             ).fetchone()
@@ -324,6 +333,12 @@ class SQLiteStore:
                 "INSERT INTO line_chunks (batch_pk, first, count, data) VALUES (?, ?, ?, ?)",
                 (pk, first, len(lines) // 3, lines.tobytes()),
             )
+
+    @staticmethod
+    def _check_owner(conn: sqlite3.Connection, pk: int, owner: str) -> None:
+        row = conn.execute("SELECT owner FROM batches WHERE pk = ?", (pk,)).fetchone()
+        if row is None or row[0] != owner:
+            raise JobLostError(f"batch job now belongs to {row[0] if row else None!r}, not {owner!r}")
 
     def _lines(self, conn: sqlite3.Connection, pk: int, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
         """(line, offset, length) for positions [start, stop) of a batch's line index."""
@@ -343,9 +358,10 @@ class SQLiteStore:
             for i in range(3 * lo, 3 * hi, 3):
                 yield chunk[i], chunk[i + 1], chunk[i + 2]
 
-    def clear_requests(self, batch_id: str) -> None:
+    def clear_requests(self, batch_id: str, owner: str) -> None:
         pk = self._pk(batch_id)
         with self._write() as conn:
+            self._check_owner(conn, pk, owner)
             conn.execute("DELETE FROM requests WHERE id BETWEEN ? AND ?", self._range(batch_id))
             conn.execute("DELETE FROM line_chunks WHERE batch_pk = ?", (pk,))
         self._chunk_cache.clear()
@@ -410,9 +426,9 @@ class SQLiteStore:
                 (info.id, info.host, info.pid, info.heartbeat_at),
             )
 
-    def heartbeat(self, worker_id: str, now: float) -> None:
+    def heartbeat(self, worker_id: str, now: float) -> bool:
         with self._write() as conn:
-            conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+            return conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id)).rowcount > 0
 
     def list_workers(self) -> list[WorkerInfo]:
         return [WorkerInfo(*r) for r in self._conn().execute("SELECT id, host, pid, heartbeat_at FROM workers")]
@@ -437,18 +453,44 @@ class SQLiteStore:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
             return len(ids)
 
-    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
+    def requeue_orphans(self) -> int:
         with self._write() as conn:
-            row = conn.execute(
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' "
+                    "AND worker_id NOT IN (SELECT id FROM workers)"
+                )
+            ]
+            conn.executemany("UPDATE requests SET state = 'queued', worker_id = NULL WHERE id = ?", [(i,) for i in ids])
+            conn.executemany(
+                "UPDATE batches SET requeued = 1 WHERE pk = ?", [(pk,) for pk in {rid >> LINE_BITS for rid in ids}]
+            )
+            conn.execute("UPDATE batches SET owner = NULL WHERE owner NOT IN (SELECT id FROM workers)")
+            return len(ids)
+
+    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
+        # look without the write lock first: this runs on every turn of every worker's loop
+        row = (
+            self._conn()
+            .execute(
                 f"SELECT {BATCH_COLUMNS}, pk FROM batches "
                 "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
                 "AND owner IS NULL AND wake_at <= ? "
                 "AND (status != 'in_progress' OR expires_at <= ?) ORDER BY pk LIMIT 1",
                 (now, now),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute("UPDATE batches SET owner = ? WHERE pk = ?", (worker_id, row[-1]))
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        with self._write() as conn:
+            claimed = conn.execute(
+                "UPDATE batches SET owner = ? WHERE pk = ? AND owner IS NULL AND status = ?",
+                (worker_id, row[-1], row[5]),
+            ).rowcount
+        if not claimed:
+            return None
         batch = _batch(row[:-1])
         kind = {
             BatchStatus.VALIDATING: "validate",
@@ -456,7 +498,7 @@ class SQLiteStore:
             BatchStatus.CANCELLING: "cancel",
             BatchStatus.IN_PROGRESS: "expire",
         }[batch.status]
-        return BatchJob(kind, batch)
+        return BatchJob(kind, batch, worker_id)
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
         with self._write() as conn:

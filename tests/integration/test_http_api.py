@@ -90,6 +90,8 @@ def test_upload_errors(server: Server) -> None:
     )
     assert_error(c.post("/files", data={"purpose": "batch"}, files={"other": ("a", b"x")}), 400, param="file")
     assert_error(c.post("/files", content=b"raw"), 400, param="file")
+    two_files = [("file", ("a", b"x")), ("file", ("b", b"y"))]
+    assert_error(c.post("/files", data={"purpose": "batch"}, files=two_files), 400, param="file")
     assert c.get("/files").json()["data"] == []
 
 

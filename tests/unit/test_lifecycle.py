@@ -270,3 +270,85 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one(harness: Harness) -> None
     small = harness.submit([chat_line(f"s{i}", mock={"sleep": 0.05}) for i in range(8)])
     harness.drive(lambda: harness.batch(small).status == BatchStatus.COMPLETED, timeout=10)
     assert harness.batch(big).status == BatchStatus.IN_PROGRESS, "the small batch finished first"
+
+
+def test_a_worker_reaped_while_alive_rejoins_and_nothing_runs_twice(harness: Harness) -> None:
+    harness.worker.config.heartbeat_interval = 0.05
+    harness.worker.config.concurrency = 4
+    store = harness.services.store
+    batch_id = harness.submit([chat_line(c, mock={"sleep": 0.05}) for c in ids(40)])
+    first_id = harness.worker.id
+    reaped = []
+
+    def reap_once_then_finish() -> bool:
+        if not reaped and harness.batch(batch_id).completed >= 4:
+            reaped.append(store.reap_worker(first_id))  # as a peer would after a long pause
+        return harness.batch(batch_id).status == BatchStatus.COMPLETED
+
+    harness.drive(reap_once_then_finish)
+    assert reaped and reaped[0] > 0 and harness.worker.id != first_id
+    harness.assert_exactly_once(harness.batch(batch_id), ids(40))
+
+
+def test_rows_of_an_unregistered_worker_are_requeued(harness: Harness) -> None:
+    store = harness.services.store
+    batch_id = harness.submit([chat_line(c) for c in ids(10)])
+    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    assert len(store.claim_requests("phantom", 5, int(time.time()))) == 5  # never registered
+    batch = harness.run_to_end(batch_id)
+    harness.assert_exactly_once(batch, ids(10))
+
+
+def test_a_failed_flush_keeps_its_results(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = harness.services.store
+    real = store.record_results
+    failures = []
+
+    def flaky(worker_id, results):  # type: ignore[no-untyped-def]
+        if results and not failures:
+            failures.append(len(results))
+            raise RuntimeError("database is locked")
+        return real(worker_id, results)
+
+    monkeypatch.setattr(store, "record_results", flaky)
+    batch = harness.run_to_end(harness.submit([chat_line(c) for c in ids(20)]))
+    assert failures and batch.status == BatchStatus.COMPLETED
+    harness.assert_exactly_once(batch, ids(20))
+
+
+def test_a_bug_while_running_a_line_fails_that_line_only(harness: Harness) -> None:
+    async def broken(request):  # type: ignore[no-untyped-def]
+        from batchgate.core.ports import BackendResponse
+
+        if request.custom_id == "r1":
+            return BackendResponse(200, {"not json": {1, 2}})  # orjson cannot encode a set
+        return await ScriptedBackend().execute(request)
+
+    harness.worker.backend.execute = broken  # type: ignore[method-assign]
+    batch = harness.run_to_end(harness.submit([chat_line(c) for c in ids(3)]))
+    _, err = harness.assert_exactly_once(batch, ids(3))
+    assert [(r["custom_id"], r["error"]["code"]) for r in err] == [("r1", "internal_error")]
+
+
+def test_cancel_during_validation_settles_every_line(harness: Harness) -> None:
+    store = harness.services.store
+    batch_id = harness.submit([chat_line(c) for c in ids(5)])
+    job = store.claim_batch_job("validator", int(time.time()))
+    assert job is not None and job.kind == "validate"
+    harness.services.batches.cancel(harness.project, batch_id)  # arrives while it validates
+    from batchgate.app import job_runner
+
+    job_runner(harness.services).run(job)
+    store.release_batch_job(batch_id, "validator", 0)
+    batch = harness.run_to_end(batch_id)
+    assert batch.status == BatchStatus.CANCELLED
+    _, err = harness.assert_exactly_once(batch, ids(5))
+    assert {r["error"]["code"] for r in err} == {"batch_cancelled"}
+
+
+def test_a_deleted_input_file_fails_validation(harness: Harness) -> None:
+    batch_id = harness.submit([chat_line("a")])
+    harness.services.blobs.delete(harness.batch(batch_id).input_file_id)
+    batch = harness.run_to_end(batch_id)
+    assert batch.status == BatchStatus.FAILED
+    assert [(e.code, e.param) for e in batch.errors or []] == [("input_file_missing", "input_file_id")]

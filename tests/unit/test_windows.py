@@ -16,3 +16,10 @@ def test_invalid(window: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
         parse_completion_window(window)
     assert info.value.param == "completion_window"
+
+
+def test_longer_than_a_year_is_refused() -> None:
+    assert parse_completion_window("365d") == 365 * 86400
+    for window in ("366d", "999999999999999d"):
+        with pytest.raises(InvalidRequestError):
+            parse_completion_window(window)
