@@ -42,3 +42,8 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.home / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where models assembled from split packages are cached."""
+        return self.home / "models"

@@ -155,3 +155,28 @@ def keys_revoke(key_id: str, data_dir: Path | None) -> None:
     finally:
         services.close()
     console.print(f"revoked {key_id}")
+
+
+@main.group()
+def models() -> None:
+    """Models of the embedded engine."""
+
+
+@models.command("list")
+@data_dir_option
+def models_list(data_dir: Path | None) -> None:
+    """The model catalog: what is installed, its size, and whether it is verified."""
+    from batchgate.engines.local.catalog import ModelCatalog
+
+    settings = _settings(home=data_dir)
+    from batchgate.engines.local.catalog import CATALOG
+
+    table = Table("model", "size", "status", "description")
+    rows = ModelCatalog(settings.models_dir).status()
+    for row in rows:
+        size = f"{row.size / 1e6:,.0f} MB" if row.size else "-"
+        table.add_row(row.name, size, row.state, row.description)
+    Console().print(table)
+    for row in rows:
+        if not row.installed:
+            console.print(f"install {row.name}: {CATALOG[row.name].install_command}", soft_wrap=True)

@@ -1,0 +1,1 @@
+"""The embedded engine: GGUF models from a verified catalog, run in-process by llama.cpp."""
