@@ -32,12 +32,23 @@ from batchgate.store import LocalBlobStore, SQLiteStore
 log = logging.getLogger("batchgate")
 
 
-def make_backend(name: str) -> Backend:
-    if name == "scripted":
+def make_backend(settings: Settings) -> Backend:
+    if settings.backend == "local":
+        from batchgate.engines.local.backend import LocalBackend
+        from batchgate.engines.local.catalog import ModelCatalog
+
+        return LocalBackend(
+            ModelCatalog(settings.models_dir),
+            settings.default_model,
+            settings.engine_slots,
+            settings.engine_ctx_per_slot,
+            settings.engine_threads,
+        )
+    if settings.backend == "scripted":
         from batchgate.testing import ScriptedBackend
 
         return ScriptedBackend()
-    raise InvalidRequestError(f"Unknown backend {name!r}; available: scripted.", param="backend")
+    raise InvalidRequestError(f"Unknown backend {settings.backend!r}; available: local, scripted.", param="backend")
 
 
 @dataclass
@@ -85,7 +96,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         dead_after=s.dead_worker_after,
         poll_interval=s.poll_interval,
     )
-    return Worker(services.store, services.blobs, backend or make_backend(s.backend), jobs, config)
+    return Worker(services.store, services.blobs, backend or make_backend(s), jobs, config)
 
 
 async def close_worker(worker: Worker) -> None:

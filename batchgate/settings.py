@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -15,9 +16,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     insecure_no_auth: bool = False
-    # which backend runs the requests; "scripted" is the deterministic fake of
-    # batchgate.testing, for tests and benchmarks
+    # which backend runs the requests: "local" (the embedded llama.cpp engine) or
+    # "scripted" (the deterministic echo fake of batchgate.testing, for tests and benchmarks)
     backend: str = "scripted"
+    # the local engine: the model behind `"model": "default"`, and its sequences decoded
+    # together, context per sequence and CPU threads
+    default_model: str = "qwen2.5-1.5b"
+    engine_slots: int = 8
+    engine_ctx_per_slot: int = 2048
+    engine_threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     run_worker: bool = True
 
     # limits

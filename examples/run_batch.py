@@ -8,6 +8,7 @@ It uses a throwaway data dir under examples/out/ and stops the server at the end
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def main() -> int:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "reviews.jsonl"
     out_dir = HERE / "out"
     data_dir = out_dir / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a throwaway store: each run starts clean
     out_dir.mkdir(exist_ok=True)
     port = _free_port()
     batchgate = [sys.executable, "-m", "batchgate"]

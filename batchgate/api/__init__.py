@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from batchgate import __version__
 from batchgate.api import batches, errors, files, health
@@ -66,7 +65,6 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app = FastAPI(
         title="batchgate",
         version=__version__,
-        default_response_class=ORJSONResponse,
         lifespan=lifespan,
         description="OpenAI-compatible Files and Batches API for bulk LLM work.",
     )

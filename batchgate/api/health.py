@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 
 router = APIRouter(tags=["health"])
 
@@ -15,7 +15,7 @@ def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-def ready(request: Request) -> ORJSONResponse:
+def ready(request: Request) -> JSONResponse:
     """Readiness: the store answers, and the in-process worker (if any) is looping."""
     checks: dict[str, str] = {}
     try:
@@ -27,4 +27,4 @@ def ready(request: Request) -> ORJSONResponse:
     if worker is not None:
         checks["worker"] = "ok" if worker.alive() else "not running"
     ok = all(v == "ok" for v in checks.values())
-    return ORJSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,138 @@
+"""The `local` backend: chat and text completions on the embedded llama.cpp engine.
+
+A line's `model` is a catalog name (see `catalog.py`), `default` (the configured default
+model) or a path to a `.gguf` file. Models load on first use, one engine per model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from batchgate.core.errors import BatchgateError
+from batchgate.core.ids import IdSequence
+from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.engines.local.catalog import ModelCatalog
+from batchgate.engines.local.engine import Generation, LlamaEngine, PromptTooLongError, SamplingParams
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self, catalog: ModelCatalog, default_model: str, slots: int = 8, ctx_per_slot: int = 2048, threads: int = 2
+    ):
+        self.catalog = catalog
+        self.default_model = default_model
+        self.slots, self.ctx_per_slot, self.threads = slots, ctx_per_slot, threads
+        self._engines: dict[Path, LlamaEngine] = {}
+        self._loading = threading.Lock()
+        self._ids = IdSequence("cmpl-")
+
+    async def execute(self, request: BackendRequest) -> BackendResponse:
+        body = request.body
+        if request.url not in ("/v1/chat/completions", "/v1/completions"):
+            return _error(400, f"The local engine does not serve {request.url} yet.", "url", "unsupported_endpoint")
+        try:
+            params = _sampling_params(body)
+            model = str(body["model"])
+            engine = await asyncio.to_thread(self._engine, model)
+            if request.url == "/v1/chat/completions":
+                text = engine.chat_prompt(_messages(body))
+            elif isinstance(prompt := body.get("prompt"), str):
+                text = prompt
+            else:
+                raise _BadRequest("'prompt' must be a string.", "prompt")
+            tokens = engine.tokenize(text)
+            generation = await asyncio.wrap_future(engine.submit(tokens, params))
+        except _BadRequest as exc:
+            return _error(400, exc.message, exc.param, "invalid_value")
+        except PromptTooLongError as exc:
+            return _error(400, str(exc), "messages", "context_length_exceeded")
+        except BatchgateError as exc:
+            status = 404 if exc.code == "model_not_found" else 400
+            return _error(status, exc.message, exc.param, exc.code)
+        return BackendResponse(
+            200,
+            self._response(request.url, model, generation),
+            generation.prompt_tokens,
+            generation.completion_tokens,
+            model,
+        )
+
+    def _engine(self, model: str) -> LlamaEngine:
+        path = self.catalog.resolve(self.default_model if model == "default" else model)
+        with self._loading:
+            engine = self._engines.get(path)
+            if engine is None:
+                engine = self._engines[path] = LlamaEngine(path, self.slots, self.ctx_per_slot, self.threads)
+            return engine
+
+    def _response(self, url: str, model: str, g: Generation) -> dict[str, Any]:
+        usage = {
+            "prompt_tokens": g.prompt_tokens,
+            "completion_tokens": g.completion_tokens,
+            "total_tokens": g.prompt_tokens + g.completion_tokens,
+        }
+        if url == "/v1/completions":
+            choice: dict[str, Any] = {"index": 0, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}
+            kind = "text_completion"
+        else:
+            message = {"role": "assistant", "content": g.text}
+            choice = {"index": 0, "message": message, "finish_reason": g.finish_reason, "logprobs": None}
+            kind = "chat.completion"
+        return {
+            "id": self._ids.next(),
+            "object": kind,
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+
+    async def aclose(self) -> None:
+        for engine in self._engines.values():
+            await asyncio.to_thread(engine.close)
+        self._engines.clear()
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+def _error(status: int, message: str, param: str | None, code: str | None) -> BackendResponse:
+    return BackendResponse(
+        status, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    )
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise _BadRequest("'messages' must be a non-empty array of message objects.", "messages")
+    return messages
+
+
+def _sampling_params(body: dict[str, Any]) -> SamplingParams:
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", 256))
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise _BadRequest("'max_tokens' must be a positive integer.", "max_tokens")
+    temperature = body.get("temperature", 1.0)
+    top_p = body.get("top_p", 1.0)
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise _BadRequest("'temperature' must be a number between 0 and 2.", "temperature")
+    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise _BadRequest("'top_p' must be a number in (0, 1].", "top_p")
+    stop = body.get("stop") or ()
+    stop = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
+        raise _BadRequest("'stop' must be a string or up to 4 non-empty strings.", "stop")
+    seed = body.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        raise _BadRequest("'seed' must be an integer.", "seed")
+    return SamplingParams(max_tokens, float(temperature), float(top_p), seed, tuple(stop))

@@ -1,0 +1,268 @@
+"""Continuous batching on one llama.cpp context.
+
+Many sequences are decoded together: every step builds one `llama_batch` holding the
+next token of each decoding sequence plus a chunk of prompt tokens of sequences still
+being prefilled, so prompt processing and decoding interleave and a short request is
+never stuck behind a long one. A sequence that finishes frees its slot at once and a
+waiting one takes it on the next step.
+
+Each slot has its own KV stream (`kv_unified = false`): attention then never mixes
+sequences' cache layouts, and greedy output is the same token for token whatever else
+shares the batch (tests/integration/test_local_engine.py checks it against one-at-a-time
+generation). The price is a fixed context per slot (`ctx_per_slot`).
+
+The decode loop runs in its own thread; llama.cpp calls release the GIL.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import logging
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as L
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+log = logging.getLogger("batchgate.engine")
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+class PromptTooLongError(ValueError):
+    def __init__(self, prompt_tokens: int, limit: int):
+        super().__init__(f"The prompt is {prompt_tokens} tokens; this model's context per request is {limit} tokens.")
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+@dataclass(eq=False)
+class _Sequence:
+    prompt: list[int]
+    params: SamplingParams
+    future: concurrent.futures.Future[Generation]
+    max_tokens: int
+    slot: int = -1
+    fed: int = 0  # prompt tokens already in the KV cache
+    sampler: Any = None
+    logits_at: int = -1  # index in the current batch whose logits are this sequence's
+    pending: int | None = None  # the sampled token to feed on the next step
+    output: bytearray = field(default_factory=bytearray)
+    generated: int = 0
+
+
+def _silence_llama_logs() -> None:
+    # llama.cpp logs every tensor it loads to stderr; keep only our own logging
+    callback = L.llama_log_callback(lambda level, text, data: None)
+    _silence_llama_logs.callback = callback  # type: ignore[attr-defined]  # must outlive the call
+    L.llama_log_set(callback, ctypes.c_void_p(0))
+
+
+class LlamaEngine:
+    """One GGUF model with `slots` sequences decoded together."""
+
+    def __init__(
+        self, model_path: Path, slots: int = 8, ctx_per_slot: int = 2048, threads: int = 2, batch_tokens: int = 512
+    ):
+        _silence_llama_logs()
+        L.llama_backend_init()
+        self.model_path = model_path
+        self.slots = slots
+        self.ctx_per_slot = ctx_per_slot
+        self.batch_tokens = batch_tokens
+        self._model = L.llama_model_load_from_file(str(model_path).encode(), L.llama_model_default_params())
+        if not self._model:
+            raise ValueError(f"llama.cpp could not load {model_path}")
+        self._vocab = L.llama_model_get_vocab(self._model)
+        params = L.llama_context_default_params()
+        params.n_ctx = slots * ctx_per_slot
+        params.n_batch = batch_tokens
+        params.n_seq_max = slots
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False
+        self._ctx = L.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise ValueError(f"llama.cpp could not create a context for {model_path}")
+        self._memory = L.llama_get_memory(self._ctx)
+        self._batch = L.llama_batch_init(batch_tokens, 0, slots)
+        template = L.llama_model_chat_template(self._model, None)
+        self._chat = Jinja2ChatFormatter(
+            template=(template or b"").decode(),
+            eos_token=self._piece(L.llama_vocab_eos(self._vocab)).decode(errors="replace"),
+            bos_token=self._piece(L.llama_vocab_bos(self._vocab)).decode(errors="replace"),
+        ) if template else None  # fmt: skip
+        self._waiting: deque[_Sequence] = deque()
+        self._active: dict[int, _Sequence] = {}
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"llama-{model_path.stem}", daemon=True)
+        self._thread.start()
+
+    # ---- text <-> tokens ----------------------------------------------------------
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+        """The prompt for a chat, with the model's own template from the GGUF."""
+        if self._chat is None:
+            return "".join(f"{m.get('role', 'user')}: {m.get('content', '')}\n" for m in messages) + "assistant: "
+        return self._chat(messages=messages).prompt  # type: ignore[arg-type]  # plain dicts are the wire shape
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode()
+        buffer = (L.llama_token * (len(data) + 16))()
+        n = L.llama_tokenize(self._vocab, data, len(data), buffer, len(buffer), add_special, True)
+        if n < 0:
+            raise ValueError("tokenization failed")
+        return list(buffer[:n])
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:n] if n > 0 else b""
+
+    # ---- requests -----------------------------------------------------------------
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> concurrent.futures.Future[Generation]:
+        """Queue a generation. Raises PromptTooLongError when the prompt leaves no room.
+
+        `max_tokens` beyond the room left in the slot's context is clamped to it (the
+        generation then ends with finish_reason "length")."""
+        room = self.ctx_per_slot - len(prompt)
+        if room < 1:
+            raise PromptTooLongError(len(prompt), self.ctx_per_slot)
+        future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
+        sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)))
+        with self._wake:
+            self._waiting.append(sequence)
+            self._wake.notify()
+        return future
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(30)
+        L.llama_batch_free(self._batch)
+        L.llama_free(self._ctx)
+        L.llama_model_free(self._model)
+
+    # ---- the decode loop ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._waiting and not self._active:
+                    self._wake.wait()
+                if self._closed:
+                    break
+                self._admit()
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode must not strand the waiting callers
+                log.exception("llama.cpp decode step failed")
+                for sequence in list(self._active.values()):
+                    self._finish(sequence, error=exc)
+        for sequence in [*self._active.values(), *self._waiting]:
+            if not sequence.future.done():
+                sequence.future.set_exception(RuntimeError("the engine was closed"))
+
+    def _admit(self) -> None:
+        free = [slot for slot in range(self.slots) if slot not in self._active]
+        while free and self._waiting:
+            sequence = self._waiting.popleft()
+            if not sequence.future.set_running_or_notify_cancel():
+                continue
+            sequence.slot = free.pop(0)
+            sequence.sampler = self._sampler(sequence.params)
+            self._active[sequence.slot] = sequence
+
+    def _sampler(self, params: SamplingParams) -> Any:
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if params.top_p < 1:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _step(self) -> None:
+        batch, n = self._batch, 0
+
+        def add(token: int, pos: int, slot: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+            batch.seq_id[n][0], batch.logits[n] = slot, logits
+            n += 1
+
+        for sequence in self._active.values():  # decoding sequences: one token each
+            if sequence.pending is not None:
+                sequence.logits_at = n
+                add(sequence.pending, len(sequence.prompt) + sequence.generated - 1, sequence.slot, True)
+                sequence.pending = None
+        for sequence in self._active.values():  # prefilling ones share what room is left
+            while sequence.fed < len(sequence.prompt) and n < self.batch_tokens:
+                last = sequence.fed == len(sequence.prompt) - 1
+                if last:
+                    sequence.logits_at = n
+                add(sequence.prompt[sequence.fed], sequence.fed, sequence.slot, last)
+                sequence.fed += 1
+        if n == 0:
+            return
+        batch.n_tokens = n
+        status = L.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for sequence in list(self._active.values()):
+            if sequence.logits_at >= 0:
+                self._advance(sequence, L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at))
+                sequence.logits_at = -1
+
+    def _advance(self, sequence: _Sequence, token: int) -> None:
+        if L.llama_vocab_is_eog(self._vocab, token):
+            self._finish(sequence, "stop")
+            return
+        sequence.generated += 1
+        sequence.output += self._piece(token)
+        if sequence.params.stop:
+            text = sequence.output.decode(errors="ignore")
+            cut = min((i for s in sequence.params.stop if (i := text.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                sequence.output = bytearray(text[:cut].encode())
+                self._finish(sequence, "stop")
+                return
+        if sequence.generated >= sequence.max_tokens:
+            self._finish(sequence, "length")
+            return
+        sequence.pending = token
+
+    def _finish(self, sequence: _Sequence, reason: str = "stop", error: Exception | None = None) -> None:
+        self._active.pop(sequence.slot, None)
+        L.llama_memory_seq_rm(self._memory, sequence.slot, -1, -1)
+        L.llama_sampler_free(sequence.sampler)
+        if error is not None:
+            sequence.future.set_exception(error)
+            return
+        text = sequence.output.decode(errors="replace")
+        sequence.future.set_result(Generation(text, len(sequence.prompt), sequence.generated, reason))
