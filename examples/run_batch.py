@@ -8,6 +8,7 @@ It uses a throwaway data dir under examples/out/ and stops the server at the end
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -36,8 +37,13 @@ def main() -> int:
         check=True, capture_output=True, text=True,
     ).stdout.split()[-1]  # fmt: skip
     log = open(out_dir / "server.log", "wb")  # noqa: SIM115 - closed after the server stops
+    # the embedded engine on its default model (qwen2.5-1.5b) unless the environment says otherwise
+    env = {"BATCHGATE_BACKEND": "local", **os.environ}
     server = subprocess.Popen(
-        [*batchgate, "serve", "--port", str(port), "--data-dir", str(data_dir)], stdout=log, stderr=subprocess.STDOUT
+        [*batchgate, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=5)

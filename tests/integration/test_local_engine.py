@@ -82,20 +82,40 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
 
     async def run() -> None:
         try:
-            chat = await backend.execute(BackendRequest("a", "/v1/chat/completions", chat_line("a", "Hi", model="default", temperature=0, max_tokens=8)["body"]))
+            chat = await backend.execute(
+                BackendRequest(
+                    "a",
+                    "/v1/chat/completions",
+                    chat_line("a", "Hi", model="default", temperature=0, max_tokens=8)["body"],
+                )
+            )
             assert chat.status_code == 200 and chat.body["object"] == "chat.completion"
             usage = chat.body["usage"]
             assert (chat.input_tokens, chat.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
             assert 0 < usage["completion_tokens"] <= 8
-            text = await backend.execute(BackendRequest("b", "/v1/completions", {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}))
+            text = await backend.execute(
+                BackendRequest(
+                    "b",
+                    "/v1/completions",
+                    {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0},
+                )
+            )
             assert text.status_code == 200 and text.body["choices"][0]["finish_reason"] == "length"
-            unknown = await backend.execute(BackendRequest("c", "/v1/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}))
+            unknown = await backend.execute(
+                BackendRequest(
+                    "c", "/v1/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}
+                )
+            )
             assert unknown.status_code == 404 and unknown.body["error"]["code"] == "model_not_found"
             assert MODEL in unknown.body["error"]["message"]
-            long = await backend.execute(BackendRequest("d", "/v1/completions", {"model": MODEL, "prompt": "word " * 400}))
+            long = await backend.execute(
+                BackendRequest("d", "/v1/completions", {"model": MODEL, "prompt": "word " * 400})
+            )
             assert long.status_code == 400 and long.body["error"]["code"] == "context_length_exceeded"
             assert "256 tokens" in long.body["error"]["message"]
-            bad = await backend.execute(BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0}))
+            bad = await backend.execute(
+                BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0})
+            )
             assert bad.status_code == 400 and bad.body["error"]["param"] == "max_tokens"
         finally:
             await backend.aclose()

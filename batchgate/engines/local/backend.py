@@ -64,8 +64,8 @@ class LocalBackend:
         )
 
     def _engine(self, model: str) -> LlamaEngine:
-        path = self.catalog.resolve(self.default_model if model == "default" else model)
-        with self._loading:
+        with self._loading:  # the first lines of a batch arrive together: load (and verify) once
+            path = self.catalog.resolve(self.default_model if model == "default" else model)
             engine = self._engines.get(path)
             if engine is None:
                 engine = self._engines[path] = LlamaEngine(path, self.slots, self.ctx_per_slot, self.threads)

@@ -9,6 +9,7 @@ A path to any local `.gguf` file works too (checked only for the GGUF magic).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -99,9 +100,12 @@ class ModelCatalog:
             self._verify(spec, parts[0], parts)
             return parts[0]
         cached = self.cache_dir / spec.filename
-        if not cached.exists():
-            self._assemble(spec, parts, cached)
-        self._verify(spec, cached, parts)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / f"{spec.filename}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # server, workers and job processes share the cache
+            if not cached.exists():
+                self._assemble(spec, parts, cached)
+            self._verify(spec, cached, parts)
         return cached
 
     def status(self) -> list[ModelStatus]:
@@ -131,7 +135,6 @@ class ModelCatalog:
         return [p for d in spec.distributions if (p := _data_file(d)) is not None]
 
     def _assemble(self, spec: ModelSpec, parts: list[Path], target: Path) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + f".partial-{os.getpid()}")
         digest = hashlib.sha256()
         try:
