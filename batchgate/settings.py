@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = False
     # which backend runs the requests: "local" (the embedded llama.cpp engine) or
     # "scripted" (the deterministic echo fake of batchgate.testing, for tests and benchmarks)
-    backend: str = "scripted"
+    backend: str = "local"
     # the local engine: the model behind `"model": "default"`, and its sequences decoded
     # together, context per sequence and CPU threads
     default_model: str = "qwen2.5-1.5b"

@@ -331,6 +331,7 @@ def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | Non
     port = _free_port()
     extra = {k: str(v) for k, v in (env or {}).items()}
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGATE_")}
+    full_env["BATCHGATE_BACKEND"] = "scripted"  # the instant echo backend: these measure the gateway
     full_env.update(extra)
     cmd = [
         sys.executable,

