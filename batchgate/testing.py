@@ -398,7 +398,7 @@ class InMemoryStore:
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:
     if after is not None:
-        ids = [getattr(i, "id") for i in items]  # noqa: B009
+        ids = [item.id for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
     items = [i for i in items if keep(i)]
     return Page(items[:limit], len(items) > limit)

@@ -71,11 +71,13 @@ class _Sequence:
     generated: int = 0
 
 
+# llama.cpp logs every tensor it loads to stderr; keep only our own logging. The ctypes
+# callback must stay referenced for as long as llama.cpp may call it: module lifetime.
+_QUIET = L.llama_log_callback(lambda level, text, data: None)
+
+
 def _silence_llama_logs() -> None:
-    # llama.cpp logs every tensor it loads to stderr; keep only our own logging
-    callback = L.llama_log_callback(lambda level, text, data: None)
-    _silence_llama_logs.callback = callback  # type: ignore[attr-defined]  # must outlive the call
-    L.llama_log_set(callback, ctypes.c_void_p(0))
+    L.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
 
 class LlamaEngine:
