@@ -1,0 +1,220 @@
+"""Engine: generated tokens/s of a 64-request batch on the embedded llama.cpp engine.
+
+Three ways over the same 64 short chat prompts (greedy, max_tokens 64, 2 threads), one
+after another on the same model:
+  (a) batchgate: a batch through a real `batchgate serve` (local backend, 64 slots), from
+      `POST /v1/batches` to `completed`; also the time to the first finished line;
+  (b) reference: a sequential loop of `llama_cpp.Llama.create_chat_completion`;
+  (c) reference: llama.cpp's multi-sequence decode driven directly (one low-level
+      `llama_batch` carrying all 64 sequences: prompts, then one token each per step),
+      with the same per-sequence KV layout the engine uses.
+Targets (issue 3): (a) >= 1.8x (b) and >= 90% of (c); server RSS <= model file + 600 MB.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as bc
+import llama_cpp as L
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from batchgate.engines.local.catalog import ModelCatalog
+
+NAME = "engine"
+_QUIET = L.llama_log_callback(lambda *a: None)  # referenced for the process's lifetime
+TOPICS = ["rivers", "bread", "stars", "trains", "owls", "rain", "chess", "salt", "maps", "bees", "glass", "tea"]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (note {i})." for i in range(n)]
+
+
+def sequential(model: Path, questions: list[str], max_tokens: int, threads: int) -> tuple[float, int]:
+    llm = L.Llama(str(model), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+    t0, tokens = time.perf_counter(), 0
+    for q in questions:
+        out = llm.create_chat_completion([{"role": "user", "content": q}], max_tokens=max_tokens, temperature=0)
+        tokens += out["usage"]["completion_tokens"]
+    elapsed = time.perf_counter() - t0
+    del llm
+    return elapsed, tokens
+
+
+def direct(
+    model_path: Path, questions: list[str], max_tokens: int, threads: int, ctx_per_seq: int
+) -> tuple[float, int]:
+    n = len(questions)
+    model = L.llama_model_load_from_file(str(model_path).encode(), L.llama_model_default_params())
+    vocab = L.llama_model_get_vocab(model)
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_seq_max = n * ctx_per_seq, 4096, n
+    params.n_threads = params.n_threads_batch = threads
+    params.kv_unified = False
+    ctx = L.llama_init_from_model(model, params)
+    chat = Jinja2ChatFormatter(template=L.llama_model_chat_template(model, None).decode(), eos_token="", bos_token="")
+    token_lists = []
+    for q in questions:
+        text = chat(messages=[{"role": "user", "content": q}]).prompt.encode()
+        buf = (L.llama_token * (len(text) + 16))()
+        token_lists.append(list(buf[: L.llama_tokenize(vocab, text, len(text), buf, len(buf), True, True)]))
+    batch = L.llama_batch_init(4096, 0, n)
+    samplers = []
+    for _ in range(n):
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        samplers.append(chain)
+    t0, generated = time.perf_counter(), 0
+    k, logits_at = 0, {}
+    for s, toks in enumerate(token_lists):
+        for j, t in enumerate(toks):
+            batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.seq_id[k][0] = t, j, 1, s
+            batch.logits[k] = j == len(toks) - 1
+            if j == len(toks) - 1:
+                logits_at[s] = k
+            k += 1
+    batch.n_tokens = k
+    assert L.llama_decode(ctx, batch) == 0
+    pos, counts = [len(t) for t in token_lists], [0] * n
+    while logits_at:
+        k, nxt = 0, {}
+        for s, i in logits_at.items():
+            tok = L.llama_sampler_sample(samplers[s], ctx, i)
+            if L.llama_vocab_is_eog(vocab, tok):
+                continue
+            counts[s] += 1
+            generated += 1
+            if counts[s] >= max_tokens:
+                continue
+            batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.seq_id[k][0], batch.logits[k] = tok, pos[s], 1, s, 1
+            pos[s] += 1
+            nxt[s] = k
+            k += 1
+        if not k:
+            break
+        batch.n_tokens = k
+        assert L.llama_decode(ctx, batch) == 0
+        logits_at = nxt
+    elapsed = time.perf_counter() - t0
+    for chain in samplers:
+        L.llama_sampler_free(chain)
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    L.llama_model_free(model)
+    return elapsed, generated
+
+
+def gateway(questions: list[str], model: str, max_tokens: int, threads: int, ctx_per_seq: int, args) -> dict:  # type: ignore[no-untyped-def]
+    env = {
+        "BATCHGATE_BACKEND": "local",
+        "BATCHGATE_ENGINE_SLOTS": len(questions),
+        "BATCHGATE_ENGINE_CTX_PER_SLOT": ctx_per_seq,
+        "BATCHGATE_ENGINE_THREADS": threads,
+        "BATCHGATE_CONCURRENCY": len(questions),
+    }
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": bc.ENDPOINT,
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": q}],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            },
+        }
+        for i, q in enumerate(questions)
+    ]
+    with bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir) as server, bc.client(server) as c:
+        # warm-up: load the model before the clock starts, as a long-running server has
+        warm = c.post(
+            "/v1/files", files={"file": ("w.jsonl", json.dumps(lines[0]).encode())}, data={"purpose": "batch"}
+        )
+        bc.wait_status(c, bc.create_batch(c, warm.json()["id"])["id"], "completed", args.timeout, 0.1)
+        data = "\n".join(json.dumps(line) for line in lines).encode()
+        file_id = c.post("/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"}).json()["id"]
+        t0 = time.perf_counter()
+        batch_id = bc.create_batch(c, file_id)["id"]
+        first = None
+        while True:
+            batch = c.get(f"/v1/batches/{batch_id}").json()
+            now = time.perf_counter()
+            if first is None and batch["request_counts"]["completed"]:
+                first = now - t0
+            if batch["status"] == "completed":
+                break
+            if now - t0 > args.timeout:
+                raise RuntimeError("timed out")
+            time.sleep(args.poll)
+        elapsed = now - t0
+        rss_peak = server.rss.peak(t0, now)
+    return {
+        "elapsed": elapsed,
+        "tokens": batch["usage"]["output_tokens"],
+        "first": first,
+        "rss": rss_peak,
+        "completed": batch["request_counts"]["completed"],
+    }
+
+
+def main() -> None:
+    parser = bc.base_parser(__doc__.splitlines()[0], 64)
+    parser.add_argument("--model", default="smollm2-135m", help="catalog name (default smollm2-135m)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ctx-per-seq", type=int, default=256)
+    args = parser.parse_args()
+    L.llama_log_set(_QUIET, ctypes.c_void_p(0))
+    path = ModelCatalog(Path(os.environ.get("TMPDIR", "/tmp")) / "batchgate-bench-models").resolve(args.model)
+    questions = prompts(args.lines)
+    seq_s, seq_tokens = sequential(path, questions, args.max_tokens, args.threads)
+    print(f"(b) sequential create_chat_completion: {seq_tokens} tokens in {seq_s:.1f} s")
+    dir_s, dir_tokens = direct(path, questions, args.max_tokens, args.threads, args.ctx_per_seq)
+    print(f"(c) direct multi-sequence decode: {dir_tokens} tokens in {dir_s:.1f} s")
+    g = gateway(questions, args.model, args.max_tokens, args.threads, args.ctx_per_seq, args)
+    print(f"(a) batchgate: {g['tokens']} tokens in {g['elapsed']:.1f} s")
+    seq_rate, dir_rate, gw_rate = seq_tokens / seq_s, dir_tokens / dir_s, g["tokens"] / g["elapsed"]
+    model_mb = path.stat().st_size
+    table = [
+        (
+            "model",
+            f"{args.model} ({bc.mb(model_mb)}), {args.lines} requests, max_tokens {args.max_tokens}, {args.threads} threads",
+        ),
+        (
+            "(b) sequential Llama.create_chat_completion",
+            f"{seq_rate:.1f} tokens/s ({seq_tokens} tokens, {seq_s:.1f} s)",
+        ),
+        ("(c) direct llama_batch, all sequences", f"{dir_rate:.1f} tokens/s ({dir_tokens} tokens, {dir_s:.1f} s)"),
+        (
+            "(a) batchgate batch, create -> completed",
+            f"{gw_rate:.1f} tokens/s ({g['tokens']} tokens, {g['elapsed']:.1f} s)",
+        ),
+        ("(a) time to first result", f"{g['first']:.1f} s"),
+        ("ratio (a)/(b)", f"{gw_rate / seq_rate:.2f}x"),
+        ("ratio (a)/(c)", f"{gw_rate / dir_rate:.2f}"),
+        ("server peak RSS (with job process)", f"{bc.mb(g['rss'])} (model file {bc.mb(model_mb)})"),
+    ]
+    result = bc.default_result(args) | {
+        "sequential_tokens_per_s": seq_rate,
+        "direct_tokens_per_s": dir_rate,
+        "gateway_tokens_per_s": gw_rate,
+        "time_to_first_result_s": g["first"],
+        "server_rss_peak_bytes": g["rss"],
+    }
+    targets = bc.Targets()
+    targets.check("engine_vs_sequential>=1.8", gw_rate / seq_rate, gw_rate / seq_rate >= 1.8)
+    targets.check("engine_vs_direct>=0.9", gw_rate / dir_rate, gw_rate / dir_rate >= 0.9)
+    rss_limit = model_mb + 600 * bc.MB
+    targets.check("engine_rss_mb<=model+600", g["rss"] / bc.MB, g["rss"] <= rss_limit)
+    bc.report(NAME, args, table, result, targets)
+
+
+if __name__ == "__main__":
+    main()
