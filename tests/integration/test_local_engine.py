@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -117,17 +118,71 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
                 BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0})
             )
             assert bad.status_code == 400 and bad.body["error"]["param"] == "max_tokens"
-            schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
-            unsupported = await backend.execute(
-                BackendRequest(
-                    "f", "/v1/chat/completions", chat_line("f", "x", model=MODEL, response_format=schema)["body"]
-                )
-            )
-            assert unsupported.status_code == 400 and unsupported.body["error"]["param"] == "response_format"
+            bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": "not a schema"}}
+            body = chat_line("f", "x", model=MODEL, response_format=bad_schema)["body"]
+            refused = await backend.execute(BackendRequest("f", "/v1/chat/completions", body))
+            assert refused.status_code == 400 and refused.body["error"]["param"] == "response_format.json_schema"
+            body = chat_line("g", "x", model=MODEL, logprobs=True)["body"]
+            logprobs = await backend.execute(BackendRequest("g", "/v1/chat/completions", body))
+            assert logprobs.status_code == 400 and logprobs.body["error"]["param"] == "logprobs"
         finally:
             await backend.aclose()
 
     asyncio.run(run())
+
+
+REVIEW_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+        "summary": {"type": "string"},
+    },
+    "required": ["sentiment", "stars", "summary"],
+}
+
+
+def test_structured_output_always_parses_and_matches_the_schema(tmp_path: Path) -> None:
+    backend = LocalBackend(ModelCatalog(tmp_path), default_model=MODEL, slots=4, ctx_per_slot=512)
+    reviews = [
+        "Great sound, lasts all day.",
+        "Broke after a week.",
+        "It is fine.",
+        "Love it!",
+        "Too loud, returned it.",
+    ]
+    schema_format = {"type": "json_schema", "json_schema": {"name": "review", "schema": REVIEW_SCHEMA}}
+
+    def body(i: int, text: str) -> dict:
+        response_format = schema_format if i % 2 else {"type": "json_object"}
+        line = chat_line(
+            str(i), f"Review: {text}\nAnswer in JSON.", model=MODEL, temperature=0.7, seed=i, max_tokens=96
+        )
+        return {**line["body"], "response_format": response_format}
+
+    async def run() -> list:
+        try:
+            calls = [
+                backend.execute(BackendRequest(str(i), "/v1/chat/completions", body(i, text)))
+                for i, text in enumerate(reviews * 2)
+            ]
+            return await asyncio.gather(*calls)
+        finally:
+            await backend.aclose()
+
+    for i, response in enumerate(asyncio.run(run())):
+        assert response.status_code == 200
+        choice = response.body["choices"][0]
+        if choice["finish_reason"] == "length":
+            continue  # cut off by max_tokens: valid so far, but not a whole document
+        parsed = json.loads(choice["message"]["content"])
+        if i % 2:
+            assert set(parsed) == {"sentiment", "stars", "summary"}
+            assert parsed["sentiment"] in ("positive", "negative", "neutral")
+            assert isinstance(parsed["stars"], int) and 1 <= parsed["stars"] <= 5
+            assert isinstance(parsed["summary"], str)
+        else:
+            assert isinstance(parsed, dict)
 
 
 def test_a_batch_on_the_local_model(start_server: Callable[..., Server]) -> None:

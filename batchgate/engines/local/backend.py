@@ -7,16 +7,25 @@ model) or a path to a `.gguf` file. Models load on first use, one engine per mod
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
 from batchgate.core.errors import BatchgateError
 from batchgate.core.ids import IdSequence
 from batchgate.core.ports import BackendRequest, BackendResponse
 from batchgate.engines.local.catalog import ModelCatalog
-from batchgate.engines.local.engine import Generation, LlamaEngine, PromptTooLongError, SamplingParams
+from batchgate.engines.local.engine import (
+    Generation,
+    InvalidGrammarError,
+    LlamaEngine,
+    PromptTooLongError,
+    SamplingParams,
+)
 
 
 class LocalBackend:
@@ -52,6 +61,8 @@ class LocalBackend:
             return _error(400, exc.message, exc.param, "invalid_value")
         except PromptTooLongError as exc:
             return _error(400, str(exc), "messages", "context_length_exceeded")
+        except InvalidGrammarError as exc:
+            return _error(400, f"Invalid or unsupported json_schema: {exc}", "response_format", "invalid_value")
         except BatchgateError as exc:
             status = 404 if exc.code == "model_not_found" else 400
             return _error(status, exc.message, exc.param, exc.code)
@@ -121,11 +132,6 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 # Parameters the engine does not implement yet: refused per line rather than ignored, so
 # nobody gets unconstrained text where they asked for a schema.
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    response_format = body.get("response_format")
-    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
-        raise _BadRequest(
-            "The local engine does not support 'response_format' yet (only type 'text').", "response_format"
-        )
     if body.get("logprobs") or body.get("top_logprobs"):
         raise _BadRequest("The local engine does not return logprobs yet.", "logprobs")
     if body.get("n", 1) != 1:
@@ -153,4 +159,33 @@ def _sampling_params(body: dict[str, Any]) -> SamplingParams:
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise _BadRequest("'seed' must be an integer.", "seed")
-    return SamplingParams(max_tokens, float(temperature), float(top_p), seed, tuple(stop))
+    return SamplingParams(max_tokens, float(temperature), float(top_p), seed, tuple(stop), _grammar(body))
+
+
+def _grammar(body: dict[str, Any]) -> str | None:
+    """The GBNF grammar that enforces `response_format`: JSON, or JSON matching a schema."""
+    response_format = body.get("response_format")
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JSON_GBNF
+    if kind != "json_schema":
+        raise _BadRequest(
+            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
+        )
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise _BadRequest(
+            "'response_format.json_schema.schema' must be a JSON Schema object.", "response_format.json_schema"
+        )
+    try:
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
+        raise _BadRequest(f"Invalid or unsupported json_schema: {exc}", "response_format.json_schema") from exc
+    # this converter lets raw control characters into strings, which JSON forbids (and
+    # json.loads refuses): exclude them, as llama.cpp's own JSON grammar does
+    return grammar.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')

@@ -39,6 +39,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF the output must match (structured output)
 
 
 @dataclass(slots=True)
@@ -47,6 +48,10 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+
+
+class InvalidGrammarError(ValueError):
+    pass
 
 
 class PromptTooLongError(ValueError):
@@ -151,6 +156,8 @@ class LlamaEngine:
         room = self.ctx_per_slot - len(prompt)
         if room < 1:
             raise PromptTooLongError(len(prompt), self.ctx_per_slot)
+        if params.grammar is not None:  # refuse a bad grammar now, not when the slot opens
+            L.llama_sampler_free(self._grammar_sampler(params.grammar))
         future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)))
         with self._wake:
@@ -197,8 +204,16 @@ class LlamaEngine:
             sequence.sampler = self._sampler(sequence.params)
             self._active[sequence.slot] = sequence
 
+    def _grammar_sampler(self, grammar: str) -> Any:
+        sampler = L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        if not sampler:
+            raise InvalidGrammarError("llama.cpp rejected the grammar")
+        return sampler
+
     def _sampler(self, params: SamplingParams) -> Any:
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if params.grammar is not None:  # first: later samplers only see what it allows
+            L.llama_sampler_chain_add(chain, self._grammar_sampler(params.grammar))
         if params.temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
             return chain
