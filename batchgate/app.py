@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgate.core.batches import BatchService
+from batchgate.core.completions import CompletionService
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobRunner, in_thread
@@ -59,14 +60,19 @@ class Services:
     keys: KeyService
     files: FileService
     batches: BatchService
+    backend: Backend  # shared by the worker and the synchronous endpoints
+    completions: CompletionService
 
     def close(self) -> None:
         self.store.close()
 
 
-def build_services(settings: Settings, store: Store | None = None, blobs: BlobStore | None = None) -> Services:
+def build_services(
+    settings: Settings, store: Store | None = None, blobs: BlobStore | None = None, backend: Backend | None = None
+) -> Services:
     store = store or SQLiteStore(settings.db_path)
     blobs = blobs or LocalBlobStore(settings.files_dir)
+    backend = backend or make_backend(settings)  # cheap: a local model loads on first use
     return Services(
         settings=settings,
         store=store,
@@ -74,6 +80,8 @@ def build_services(settings: Settings, store: Store | None = None, blobs: BlobSt
         keys=KeyService(store),
         files=FileService(store, blobs, settings.max_file_bytes),
         batches=BatchService(store),
+        backend=backend,
+        completions=CompletionService(backend),
     )
 
 
@@ -96,7 +104,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         dead_after=s.dead_worker_after,
         poll_interval=s.poll_interval,
     )
-    return Worker(services.store, services.blobs, backend or make_backend(s), jobs, config)
+    return Worker(services.store, services.blobs, backend or services.backend, jobs, config)
 
 
 async def close_worker(worker: Worker) -> None:

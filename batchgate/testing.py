@@ -485,6 +485,9 @@ class ScriptedBackend:
             return BackendResponse(int(mock["status"]), {"error": message})
         return _echo(request.url, body)
 
+    def models(self) -> list[str]:
+        return []  # it answers for any model name
+
     async def aclose(self) -> None:
         pass
 

@@ -21,6 +21,7 @@ STATUS = {
     errors.PayloadTooLargeError: 413,
     errors.UnprocessableError: 422,
     errors.RateLimitError: 429,
+    errors.BackendUnavailableError: 503,
 }
 
 

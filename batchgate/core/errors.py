@@ -68,6 +68,13 @@ class RateLimitError(BatchgateError):
     default_code = "rate_limit_exceeded"
 
 
+class BackendUnavailableError(BatchgateError):
+    """The backend could not answer a synchronous request (HTTP 503)."""
+
+    type = "server_error"
+    default_code = "backend_unavailable"
+
+
 class JobLostError(Exception):
     """A batch job's worker no longer owns the job (it was presumed dead and the job was
     handed to another worker): the job stops without writing anything more."""

@@ -175,6 +175,7 @@ class BackendRequest:
     custom_id: str
     url: str
     body: dict[str, Any]
+    interactive: bool = False  # a synchronous API call: served ahead of batch lines
 
 
 @dataclass(slots=True)
@@ -194,4 +195,8 @@ class Backend(Protocol):
     name: str
 
     async def execute(self, request: BackendRequest) -> BackendResponse: ...
+    def models(self) -> list[str]:
+        """Model names this backend serves now (for GET /v1/models)."""
+        ...
+
     async def aclose(self) -> None: ...

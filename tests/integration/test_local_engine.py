@@ -201,3 +201,50 @@ def test_a_batch_on_the_local_model(start_server: Callable[..., Server]) -> None
     assert batch["usage"]["output_tokens"] == sum(r["response"]["body"]["usage"]["completion_tokens"] for r in output)
     errors = parse_jsonl(c.get(f"/files/{batch['error_file_id']}/content").content)
     assert errors[0]["response"]["status_code"] == 404
+
+
+def test_synchronous_endpoints_with_the_openai_client(start_server: Callable[..., Server]) -> None:
+    import openai
+
+    server = start_server(env={"BATCHGATE_BACKEND": "local", "BATCHGATE_DEFAULT_MODEL": MODEL}, insecure=True)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    assert {m.id for m in client.models.list()} >= {"default", MODEL}
+    chat = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, temperature=0
+    )
+    assert chat.choices[0].message.content and chat.usage is not None and 0 < chat.usage.completion_tokens <= 8
+    text = client.completions.create(model="default", prompt="The sky is", max_tokens=4, temperature=0)
+    assert text.choices[0].finish_reason == "length" and text.usage is not None and text.usage.completion_tokens == 4
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
+
+
+def test_a_synchronous_request_is_served_ahead_of_a_running_batch(start_server: Callable[..., Server]) -> None:
+    import time
+
+    import httpx
+
+    env = {"BATCHGATE_BACKEND": "local", "BATCHGATE_DEFAULT_MODEL": MODEL, "BATCHGATE_ENGINE_SLOTS": "2"}
+    server = start_server(env=env, insecure=True)
+    c = httpx.Client(base_url=server.url + "/v1", timeout=120)
+    rows = [
+        chat_line(f"b{i}", f"Tell a long story about {i}.", model=MODEL, temperature=0, max_tokens=48)
+        for i in range(40)
+    ]
+    file_id = c.post("/files", files={"file": ("in.jsonl", jsonl(rows))}, data={"purpose": "batch"}).json()["id"]
+    batch_id = c.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()["id"]
+    wait_for(lambda: c.get(f"/batches/{batch_id}").json()["request_counts"]["completed"] >= 2, 120, 0.1)
+    started = time.perf_counter()
+    reply = c.post(
+        "/chat/completions", json=chat_line("s", "Say hi.", model=MODEL, temperature=0, max_tokens=8)["body"]
+    )
+    took = time.perf_counter() - started
+    assert reply.status_code == 200
+    remaining = c.get(f"/batches/{batch_id}").json()["request_counts"]
+    # 40 lines on 2 slots take far longer than one short answer: had it queued behind
+    # the batch, the batch would be (nearly) done by now
+    assert remaining["completed"] < 30, (took, remaining)
+    assert took < 10

@@ -56,7 +56,7 @@ class LocalBackend:
             else:
                 raise _BadRequest("'prompt' must be a string.", "prompt")
             tokens = engine.tokenize(text)
-            generation = await asyncio.wrap_future(engine.submit(tokens, params))
+            generation = await asyncio.wrap_future(engine.submit(tokens, params, request.interactive))
         except _BadRequest as exc:
             return _error(400, exc.message, exc.param, "invalid_value")
         except PromptTooLongError as exc:
@@ -103,6 +103,10 @@ class LocalBackend:
             "choices": [choice],
             "usage": usage,
         }
+
+    def models(self) -> list[str]:
+        installed = [row.name for row in self.catalog.status() if row.installed]
+        return ["default", *installed] if self.default_model in installed else installed
 
     async def aclose(self) -> None:
         for engine in self._engines.values():

@@ -148,8 +148,12 @@ class LlamaEngine:
 
     # ---- requests -----------------------------------------------------------------
 
-    def submit(self, prompt: list[int], params: SamplingParams) -> concurrent.futures.Future[Generation]:
-        """Queue a generation. Raises PromptTooLongError when the prompt leaves no room.
+    def submit(
+        self, prompt: list[int], params: SamplingParams, priority: bool = False
+    ) -> concurrent.futures.Future[Generation]:
+        """Queue a generation; with `priority` ahead of every waiting one (a synchronous
+        request takes the next free slot instead of queueing behind a batch).
+        Raises PromptTooLongError when the prompt leaves no room.
 
         `max_tokens` beyond the room left in the slot's context is clamped to it (the
         generation then ends with finish_reason "length")."""
@@ -161,7 +165,10 @@ class LlamaEngine:
         future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
         sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)))
         with self._wake:
-            self._waiting.append(sequence)
+            if priority:
+                self._waiting.appendleft(sequence)
+            else:
+                self._waiting.append(sequence)
             self._wake.notify()
         return future
 
