@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,13 +123,47 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
             body = chat_line("f", "x", model=MODEL, response_format=bad_schema)["body"]
             refused = await backend.execute(BackendRequest("f", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "response_format.json_schema"
-            body = chat_line("g", "x", model=MODEL, logprobs=True)["body"]
-            logprobs = await backend.execute(BackendRequest("g", "/v1/chat/completions", body))
-            assert logprobs.status_code == 400 and logprobs.body["error"]["param"] == "logprobs"
+            body = chat_line("g", "x", model=MODEL, top_logprobs=3)["body"]
+            refused = await backend.execute(BackendRequest("g", "/v1/chat/completions", body))
+            assert refused.status_code == 400 and refused.body["error"]["param"] == "top_logprobs"
+            body = chat_line("h", "x", model=MODEL, n=2)["body"]
+            refused = await backend.execute(BackendRequest("h", "/v1/chat/completions", body))
+            assert refused.status_code == 400 and refused.body["error"]["param"] == "n"
         finally:
             await backend.aclose()
 
     asyncio.run(run())
+
+
+def test_logprobs_are_the_models_own(tmp_path: Path) -> None:
+    backend = LocalBackend(ModelCatalog(tmp_path), default_model=MODEL, slots=2, ctx_per_slot=256)
+    chat_body = chat_line("a", "Name a fruit.", model=MODEL, temperature=0, max_tokens=6, logprobs=True, top_logprobs=3)
+    text_body = {"model": MODEL, "prompt": "One, two,", "max_tokens": 3, "temperature": 0, "logprobs": 2}
+
+    async def run() -> tuple:
+        try:
+            chat = await backend.execute(BackendRequest("a", "/v1/chat/completions", chat_body["body"]))
+            text = await backend.execute(BackendRequest("b", "/v1/completions", text_body))
+            return chat, text
+        finally:
+            await backend.aclose()
+
+    chat, text = asyncio.run(run())
+    choice = chat.body["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert len(content) == chat.output_tokens and "".join(t["token"] for t in content) == choice["message"]["content"]
+    for t in content:
+        assert t["logprob"] <= 0 and len(t["top_logprobs"]) == 3
+        assert bytes(t["bytes"]).decode(errors="replace") == t["token"]
+        # greedy: the chosen token is the most likely one, and the alternatives are ranked
+        assert t["top_logprobs"][0]["token"] == t["token"] and t["top_logprobs"][0]["logprob"] == t["logprob"]
+        assert [a["logprob"] for a in t["top_logprobs"]] == sorted(
+            (a["logprob"] for a in t["top_logprobs"]), reverse=True
+        )
+        assert sum(math.exp(a["logprob"]) for a in t["top_logprobs"]) <= 1 + 1e-6
+    legacy = text.body["choices"][0]["logprobs"]
+    assert len(legacy["tokens"]) == len(legacy["token_logprobs"]) == len(legacy["top_logprobs"]) == 3
+    assert all(len(top) <= 2 for top in legacy["top_logprobs"]) and legacy["text_offset"][0] == 0
 
 
 REVIEW_SCHEMA = {

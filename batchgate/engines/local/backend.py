@@ -25,6 +25,7 @@ from batchgate.engines.local.engine import (
     LlamaEngine,
     PromptTooLongError,
     SamplingParams,
+    TokenLogprob,
 )
 
 
@@ -46,7 +47,7 @@ class LocalBackend:
         if request.url not in ("/v1/chat/completions", "/v1/completions"):
             return _error(400, f"The local engine does not serve {request.url} yet.", "url", "unsupported_endpoint")
         try:
-            params = _sampling_params(body)
+            params = _sampling_params(request.url, body)
             model = str(body["model"])
             engine = await asyncio.to_thread(self._engine, model)
             if request.url == "/v1/chat/completions":
@@ -89,11 +90,18 @@ class LocalBackend:
             "total_tokens": g.prompt_tokens + g.completion_tokens,
         }
         if url == "/v1/completions":
-            choice: dict[str, Any] = {"index": 0, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}
+            logprobs = _text_logprobs(g.logprobs) if g.logprobs is not None else None
+            choice: dict[str, Any] = {
+                "index": 0,
+                "text": g.text,
+                "finish_reason": g.finish_reason,
+                "logprobs": logprobs,
+            }
             kind = "text_completion"
         else:
             message = {"role": "assistant", "content": g.text}
-            choice = {"index": 0, "message": message, "finish_reason": g.finish_reason, "logprobs": None}
+            logprobs = {"content": [_chat_logprob(t) for t in g.logprobs]} if g.logprobs is not None else None
+            choice = {"index": 0, "message": message, "finish_reason": g.finish_reason, "logprobs": logprobs}
             kind = "chat.completion"
         return {
             "id": self._ids.next(),
@@ -112,6 +120,30 @@ class LocalBackend:
         for engine in self._engines.values():
             await asyncio.to_thread(engine.close)
         self._engines.clear()
+
+
+def _token(piece: bytes) -> str:
+    return piece.decode(errors="replace")
+
+
+def _chat_logprob(t: TokenLogprob) -> dict[str, Any]:
+    """OpenAI's chat shape: token, logprob, bytes and the top alternatives."""
+    top = [{"token": _token(p), "logprob": lp, "bytes": list(p)} for p, lp in t.top]
+    return {"token": _token(t.token), "logprob": t.logprob, "bytes": list(t.token), "top_logprobs": top}
+
+
+def _text_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's legacy completions shape: parallel lists."""
+    offsets, offset = [], 0
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(_token(t.token))
+    return {
+        "tokens": [_token(t.token) for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{_token(p): lp for p, lp in t.top} for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 class _BadRequest(Exception):
@@ -136,8 +168,6 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 # Parameters the engine does not implement yet: refused per line rather than ignored, so
 # nobody gets unconstrained text where they asked for a schema.
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise _BadRequest("The local engine does not return logprobs yet.", "logprobs")
     if body.get("n", 1) != 1:
         raise _BadRequest("The local engine generates one choice per request ('n' must be 1).", "n")
     for name in ("tools", "functions", "stream"):
@@ -145,7 +175,7 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
             raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
 
 
-def _sampling_params(body: dict[str, Any]) -> SamplingParams:
+def _sampling_params(url: str, body: dict[str, Any]) -> SamplingParams:
     _refuse_unsupported(body)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens", 256))
     if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -163,7 +193,29 @@ def _sampling_params(body: dict[str, Any]) -> SamplingParams:
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise _BadRequest("'seed' must be an integer.", "seed")
-    return SamplingParams(max_tokens, float(temperature), float(top_p), seed, tuple(stop), _grammar(body))
+    return SamplingParams(
+        max_tokens, float(temperature), float(top_p), seed, tuple(stop), _grammar(body), _logprobs(url, body)
+    )
+
+
+def _logprobs(url: str, body: dict[str, Any]) -> int | None:
+    """How many alternatives per token to report, or None for no logprobs: chat takes
+    `logprobs: true` + `top_logprobs` (0-20), text completions `logprobs` (0-5)."""
+    if url == "/v1/completions":
+        value = body.get("logprobs")
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
+            raise _BadRequest("'logprobs' must be an integer between 0 and 5.", "logprobs")
+        return value
+    top = body.get("top_logprobs")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20):
+        raise _BadRequest("'top_logprobs' must be an integer between 0 and 20.", "top_logprobs")
+    if not body.get("logprobs"):
+        if top is not None:
+            raise _BadRequest("'top_logprobs' needs 'logprobs': true.", "top_logprobs")
+        return None
+    return top or 0
 
 
 def _grammar(body: dict[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 log = logging.getLogger("batchgate.engine")
@@ -40,6 +41,16 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF the output must match (structured output)
+    logprobs: int | None = None  # None: off; k: each token's logprob and the k most likely
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """A generated token, its log-probability under the model, and the most likely ones."""
+
+    token: bytes
+    logprob: float
+    top: list[tuple[bytes, float]]
 
 
 @dataclass(slots=True)
@@ -48,6 +59,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    logprobs: list[TokenLogprob] | None = None
 
 
 class InvalidGrammarError(ValueError):
@@ -74,6 +86,7 @@ class _Sequence:
     pending: int | None = None  # the sampled token to feed on the next step
     output: bytearray = field(default_factory=bytearray)
     generated: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 # llama.cpp logs every tensor it loads to stderr; keep only our own logging. The ctypes
@@ -101,6 +114,7 @@ class LlamaEngine:
         if not self._model:
             raise ValueError(f"llama.cpp could not load {model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
+        self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         params = L.llama_context_default_params()
         params.n_ctx = slots * ctx_per_slot
         params.n_batch = batch_tokens
@@ -260,13 +274,27 @@ class LlamaEngine:
             raise RuntimeError(f"llama_decode returned {status}")
         for sequence in list(self._active.values()):
             if sequence.logits_at >= 0:
-                self._advance(sequence, L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at))
+                token = L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at)
+                self._advance(sequence, token, sequence.logits_at)
                 sequence.logits_at = -1
 
-    def _advance(self, sequence: _Sequence, token: int) -> None:
+    def _logprob(self, token: int, at: int, top: int) -> TokenLogprob:
+        """The model's log-probability of `token` (softmax of the raw logits, before any
+        sampling transform), and the `top` most likely tokens."""
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, at), shape=(self._n_vocab,))
+        peak = float(logits.max())
+        log_total = peak + float(np.log(np.exp(logits - peak).sum()))
+        best = np.argpartition(logits, -top)[-top:] if top else np.empty(0, dtype=np.int64)
+        best = best[np.argsort(-logits[best])]
+        alternatives = [(self._piece(int(t)), float(logits[t]) - log_total) for t in best]
+        return TokenLogprob(self._piece(token), float(logits[token]) - log_total, alternatives)
+
+    def _advance(self, sequence: _Sequence, token: int, at: int) -> None:
         if L.llama_vocab_is_eog(self._vocab, token):
             self._finish(sequence, "stop")
             return
+        if sequence.params.logprobs is not None:
+            sequence.logprobs.append(self._logprob(token, at, sequence.params.logprobs))
         sequence.generated += 1
         sequence.output += self._piece(token)
         if sequence.params.stop:
@@ -289,4 +317,5 @@ class LlamaEngine:
             sequence.future.set_exception(error)
             return
         text = sequence.output.decode(errors="replace")
-        sequence.future.set_result(Generation(text, len(sequence.prompt), sequence.generated, reason))
+        logprobs = sequence.logprobs if sequence.params.logprobs is not None else None
+        sequence.future.set_result(Generation(text, len(sequence.prompt), sequence.generated, reason, logprobs))
