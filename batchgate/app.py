@@ -137,7 +137,10 @@ class SubprocessJobs:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # never fork a threaded server
             self._pool = ProcessPoolExecutor(
-                1, context, initializer=_child_init, initargs=(self._settings, os.getpid())
+                1,
+                context,
+                initializer=_child_init,
+                initargs=(self._settings, os.getpid(), logging.getLogger().getEffectiveLevel()),
             )
         return self._pool
 
@@ -157,13 +160,13 @@ class SubprocessJobs:
 _child_runner: JobRunner | None = None
 
 
-def _child_init(settings: dict[str, Any], parent_pid: int) -> None:
+def _child_init(settings: dict[str, Any], parent_pid: int, log_level: int) -> None:
     global _child_runner
     with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the child may outlive us
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the line above took effect
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
     _child_runner = job_runner(build_services(Settings(**settings)))
 
 

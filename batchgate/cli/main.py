@@ -105,6 +105,32 @@ def worker(data_dir: Path | None, log_level: str) -> None:
     services.close()
 
 
+@main.command("run")
+@click.argument("input_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Output JSONL.")
+@click.option(
+    "--errors",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Error JSONL (default: OUTPUT.errors.jsonl).",
+)
+@click.option("--model", default=None, help="Run every line on this model instead of its own.")
+@data_dir_option
+@click.option("--log-level", default="warning", show_default=True)
+def run(
+    input_file: Path, output: Path, errors: Path | None, model: str | None, data_dir: Path | None, log_level: str
+) -> None:
+    """Run a batch offline, without a server (like `vllm run-batch`).
+
+    Re-running the same command after an interruption resumes where it stopped."""
+    from batchgate.cli.offline import run_offline
+
+    _logging(log_level)
+    settings = _settings(home=data_dir)
+    errors = errors or output.with_name(output.stem + ".errors.jsonl")
+    raise SystemExit(run_offline(settings, input_file, output, errors, model, console))
+
+
 @main.group()
 def keys() -> None:
     """Create, list and revoke API keys (operates on the data dir directly)."""
