@@ -126,9 +126,18 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
             body = chat_line("g", "x", model=MODEL, top_logprobs=3)["body"]
             refused = await backend.execute(BackendRequest("g", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "top_logprobs"
-            body = chat_line("h", "x", model=MODEL, n=2)["body"]
+            body = chat_line("h", "x", model=MODEL, n=9)["body"]
             refused = await backend.execute(BackendRequest("h", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "n"
+            body = chat_line("i", "Name an animal.", model=MODEL, n=3, temperature=1.0, seed=7, max_tokens=6)["body"]
+            several = await backend.execute(BackendRequest("i", "/v1/chat/completions", body))
+            choices = several.body["choices"]
+            assert [c["index"] for c in choices] == [0, 1, 2] and all(c["message"]["content"] for c in choices)
+            assert several.output_tokens == several.body["usage"]["completion_tokens"] <= 18
+            again = await backend.execute(BackendRequest("i", "/v1/chat/completions", body))
+            assert [c["message"]["content"] for c in again.body["choices"]] == [
+                c["message"]["content"] for c in choices
+            ]
         finally:
             await backend.aclose()
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from batchgate.engines.local.engine import (
     SamplingParams,
     TokenLogprob,
 )
+
+MAX_CHOICES = 8
 
 
 class LocalBackend:
@@ -57,7 +60,14 @@ class LocalBackend:
             else:
                 raise _BadRequest("'prompt' must be a string.", "prompt")
             tokens = engine.tokenize(text)
-            generation = await asyncio.wrap_future(engine.submit(tokens, params, request.interactive))
+            # n choices are n sequences decoded together; seeded ones get seed, seed+1, …
+            submitted = [
+                engine.submit(
+                    tokens, replace(params, seed=None if params.seed is None else params.seed + i), request.interactive
+                )
+                for i in range(_choices(body))
+            ]
+            generations = await asyncio.gather(*(asyncio.wrap_future(f) for f in submitted))
         except _BadRequest as exc:
             return _error(400, exc.message, exc.param, "invalid_value")
         except PromptTooLongError as exc:
@@ -67,13 +77,9 @@ class LocalBackend:
         except BatchgateError as exc:
             status = 404 if exc.code == "model_not_found" else 400
             return _error(status, exc.message, exc.param, exc.code)
-        return BackendResponse(
-            200,
-            self._response(request.url, model, generation),
-            generation.prompt_tokens,
-            generation.completion_tokens,
-            model,
-        )
+        completion_tokens = sum(g.completion_tokens for g in generations)
+        response = self._response(request.url, model, generations, len(tokens), completion_tokens)
+        return BackendResponse(200, response, len(tokens), completion_tokens, model)
 
     def _engine(self, model: str) -> LlamaEngine:
         with self._loading:  # the first lines of a batch arrive together: load (and verify) once
@@ -83,32 +89,31 @@ class LocalBackend:
                 engine = self._engines[path] = LlamaEngine(path, self.slots, self.ctx_per_slot, self.threads)
             return engine
 
-    def _response(self, url: str, model: str, g: Generation) -> dict[str, Any]:
+    def _response(
+        self, url: str, model: str, generations: list[Generation], prompt_tokens: int, completion_tokens: int
+    ) -> dict[str, Any]:
+        choices = []
+        for index, g in enumerate(generations):
+            if url == "/v1/completions":
+                logprobs = _text_logprobs(g.logprobs) if g.logprobs is not None else None
+                choices.append({"index": index, "text": g.text, "finish_reason": g.finish_reason, "logprobs": logprobs})
+            else:
+                message = {"role": "assistant", "content": g.text}
+                logprobs = {"content": [_chat_logprob(t) for t in g.logprobs]} if g.logprobs is not None else None
+                choices.append(
+                    {"index": index, "message": message, "finish_reason": g.finish_reason, "logprobs": logprobs}
+                )
         usage = {
-            "prompt_tokens": g.prompt_tokens,
-            "completion_tokens": g.completion_tokens,
-            "total_tokens": g.prompt_tokens + g.completion_tokens,
+            "prompt_tokens": prompt_tokens,  # the prompt is counted once, as OpenAI does for n > 1
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
-        if url == "/v1/completions":
-            logprobs = _text_logprobs(g.logprobs) if g.logprobs is not None else None
-            choice: dict[str, Any] = {
-                "index": 0,
-                "text": g.text,
-                "finish_reason": g.finish_reason,
-                "logprobs": logprobs,
-            }
-            kind = "text_completion"
-        else:
-            message = {"role": "assistant", "content": g.text}
-            logprobs = {"content": [_chat_logprob(t) for t in g.logprobs]} if g.logprobs is not None else None
-            choice = {"index": 0, "message": message, "finish_reason": g.finish_reason, "logprobs": logprobs}
-            kind = "chat.completion"
         return {
             "id": self._ids.next(),
-            "object": kind,
+            "object": "text_completion" if url == "/v1/completions" else "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [choice],
+            "choices": choices,
             "usage": usage,
         }
 
@@ -168,11 +173,16 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 # Parameters the engine does not implement yet: refused per line rather than ignored, so
 # nobody gets unconstrained text where they asked for a schema.
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    if body.get("n", 1) != 1:
-        raise _BadRequest("The local engine generates one choice per request ('n' must be 1).", "n")
     for name in ("tools", "functions", "stream"):
         if body.get(name):
             raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_CHOICES:
+        raise _BadRequest(f"'n' must be an integer between 1 and {MAX_CHOICES}.", "n")
+    return n
 
 
 def _sampling_params(url: str, body: dict[str, Any]) -> SamplingParams:
