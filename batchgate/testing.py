@@ -13,12 +13,12 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from batchgate.core.errors import BackendError, JobLostError, NotFoundError
+from batchgate.core.errors import BackendError, BackendRejectedError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import (
     ApiKey,
@@ -34,7 +34,7 @@ from batchgate.core.models import (
     RequestResult,
     RequestState,
 )
-from batchgate.core.ports import BackendRequest, BackendResponse, Page, WorkerInfo
+from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
 
 ACTIVE = {
     BatchStatus.VALIDATING,
@@ -484,6 +484,18 @@ class ScriptedBackend:
             }
             return BackendResponse(int(mock["status"]), {"error": message})
         return _echo(request.url, body)
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        """The echo, a word at a time."""
+        response = await self.execute(request)
+        if response.status_code != 200:
+            raise BackendRejectedError(response.status_code, response.body)
+        choice = response.body["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        words = text.split(" ")
+        for word in words[:-1]:
+            yield StreamDelta(word + " ")
+        yield StreamDelta(words[-1], "stop", response.input_tokens, response.output_tokens)
 
     def models(self) -> list[str]:
         return []  # it answers for any model name

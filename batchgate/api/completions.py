@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 
 from batchgate.api.deps import project_id, services
 from batchgate.app import Services
@@ -23,14 +26,31 @@ async def _json(request: Request) -> Any:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    return await svc.completions.complete("/v1/chat/completions", await _json(request))
+async def _answer(svc: Services, url: str, body: Any) -> dict[str, Any] | StreamingResponse:
+    if not (isinstance(body, dict) and body.get("stream")):
+        return await svc.completions.complete(url, body)
+    chunks = svc.completions.stream(url, body)
+    first = await anext(chunks)  # a refusal is raised here, as an ordinary HTTP error
+
+    async def events() -> AsyncIterator[bytes]:
+        yield b"data: " + orjson.dumps(first) + b"\n\n"
+        async for chunk in chunks:
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
-@router.post("/completions")
-async def completions(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    return await svc.completions.complete("/v1/completions", await _json(request))
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request, project: Project, svc: Svc) -> dict[str, Any] | StreamingResponse:
+    """A chat completion; with `stream: true`, OpenAI's server-sent events."""
+    return await _answer(svc, "/v1/chat/completions", await _json(request))
+
+
+@router.post("/completions", response_model=None)
+async def completions(request: Request, project: Project, svc: Svc) -> dict[str, Any] | StreamingResponse:
+    """A text completion; with `stream: true`, OpenAI's server-sent events."""
+    return await _answer(svc, "/v1/completions", await _json(request))
 
 
 @router.get("/models")

@@ -75,6 +75,16 @@ class BackendUnavailableError(BatchgateError):
     default_code = "backend_unavailable"
 
 
+class BackendRejectedError(Exception):
+    """A backend refused a request with an HTTP-like error response (status and OpenAI
+    error body), before producing anything: raised where no response object can carry it."""
+
+    def __init__(self, status_code: int, body: dict):
+        super().__init__(body.get("error", {}).get("message", "rejected"))
+        self.status_code = status_code
+        self.body = body
+
+
 class JobLostError(Exception):
     """A batch job's worker no longer owns the job (it was presumed dead and the job was
     handed to another worker): the job stops without writing anything more."""

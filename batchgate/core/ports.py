@@ -6,7 +6,7 @@ Core never imports those packages, only these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
@@ -189,12 +189,27 @@ class BackendResponse:
     model: str | None = None
 
 
+@dataclass(slots=True)
+class StreamDelta:
+    """A piece of a streamed completion; the last one has the finish reason and usage."""
+
+    text: str
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class Backend(Protocol):
     """Runs one request line. Raises `core.errors.BackendError` when it produced no response."""
 
     name: str
 
     async def execute(self, request: BackendRequest) -> BackendResponse: ...
+    def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        """The completion as it is generated. A refusal is raised as BackendRejectedError
+        before the first delta."""
+        ...
+
     def models(self) -> list[str]:
         """Model names this backend serves now (for GET /v1/models)."""
         ...

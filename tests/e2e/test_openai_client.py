@@ -163,3 +163,16 @@ def test_embeddings_batch(client: OpenAI) -> None:
     batch = wait(client, batch.id)
     output = parse_jsonl(client.files.content(batch.output_file_id).content)  # type: ignore[arg-type]
     assert len(output) == 5 and output[0]["response"]["body"]["object"] == "list"
+
+
+def test_synchronous_chat_and_streaming(client: OpenAI) -> None:
+    messages = [{"role": "user", "content": "hello there world"}]
+    plain = client.chat.completions.create(model="any-model", messages=messages)  # type: ignore[arg-type]
+    assert plain.choices[0].message.content == "echo: hello there world"
+    stream = client.chat.completions.create(model="any-model", messages=messages, stream=True)  # type: ignore[arg-type]
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: hello there world"
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="", messages=messages)  # type: ignore[arg-type]
+    assert info.value.param == "model"

@@ -262,8 +262,23 @@ def test_synchronous_endpoints_with_the_openai_client(start_server: Callable[...
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert missing.value.code == "model_not_found"
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], stream=True)
+    # streamed chunks reassemble to the same text as the plain answer, stop strings included
+    question = [{"role": "user", "content": "Count from one to ten in words."}]
+    plain = client.chat.completions.create(model=MODEL, messages=question, max_tokens=24, temperature=0, stop=["five"])
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=question, max_tokens=24, temperature=0, stop=["five"], stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == plain.choices[0].message.content and len(chunks) > 3
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        plain.choices[0].finish_reason
+    ]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens  # type: ignore[union-attr]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=question, stream=True)
 
 
 def test_a_synchronous_request_is_served_ahead_of_a_running_batch(start_server: Callable[..., Server]) -> None:

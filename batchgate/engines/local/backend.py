@@ -10,15 +10,16 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from batchgate.core.errors import BatchgateError
+from batchgate.core.errors import BackendRejectedError, BatchgateError
 from batchgate.core.ids import IdSequence
-from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.engines.local.catalog import ModelCatalog
 from batchgate.engines.local.engine import (
     Generation,
@@ -46,40 +47,69 @@ class LocalBackend:
         self._ids = IdSequence("cmpl-")
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        body = request.body
-        if request.url not in ("/v1/chat/completions", "/v1/completions"):
-            return _error(400, f"The local engine does not serve {request.url} yet.", "url", "unsupported_endpoint")
         try:
-            params = _sampling_params(request.url, body)
-            model = str(body["model"])
-            engine = await asyncio.to_thread(self._engine, model)
-            if request.url == "/v1/chat/completions":
-                text = engine.chat_prompt(_messages(body))
-            elif isinstance(prompt := body.get("prompt"), str):
-                text = prompt
-            else:
-                raise _BadRequest("'prompt' must be a string.", "prompt")
-            tokens = engine.tokenize(text)
+            engine, tokens, params = await self._prepare(request)
             # n choices are n sequences decoded together; seeded ones get seed, seed+1, …
             submitted = [
                 engine.submit(
                     tokens, replace(params, seed=None if params.seed is None else params.seed + i), request.interactive
                 )
-                for i in range(_choices(body))
+                for i in range(_choices(request.body))
             ]
             generations = await asyncio.gather(*(asyncio.wrap_future(f) for f in submitted))
-        except _BadRequest as exc:
-            return _error(400, exc.message, exc.param, "invalid_value")
-        except PromptTooLongError as exc:
-            return _error(400, str(exc), "messages", "context_length_exceeded")
-        except InvalidGrammarError as exc:
-            return _error(400, f"Invalid or unsupported json_schema: {exc}", "response_format", "invalid_value")
-        except BatchgateError as exc:
-            status = 404 if exc.code == "model_not_found" else 400
-            return _error(status, exc.message, exc.param, exc.code)
+        except Exception as exc:
+            return _refusal(exc)
+        model = str(request.body["model"])
         completion_tokens = sum(g.completion_tokens for g in generations)
         response = self._response(request.url, model, generations, len(tokens), completion_tokens)
         return BackendResponse(200, response, len(tokens), completion_tokens, model)
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        loop = asyncio.get_running_loop()
+        texts: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            engine, tokens, params = await self._prepare(request)
+            if _choices(request.body) != 1:
+                raise _BadRequest("Streaming returns one choice: 'n' must be 1.", "n")
+
+            def on_text(text: str) -> None:  # called from the engine's thread
+                loop.call_soon_threadsafe(texts.put_nowait, text)
+
+            future = engine.submit(tokens, params, True, on_text)
+        except Exception as exc:
+            response = _refusal(exc)
+            raise BackendRejectedError(response.status_code, response.body) from exc
+        # hold back what could be the start of a stop string: it is cut if the stop completes
+        holdback = max((len(s) for s in params.stop), default=1) - 1
+        done, sent = asyncio.wrap_future(future), 0
+        while not done.done():
+            text = asyncio.ensure_future(texts.get())
+            waiting: list[asyncio.Future[Any]] = [text, done]
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not text.done():
+                text.cancel()
+                continue
+            safe = len(text.result()) - holdback
+            if safe > sent:
+                yield StreamDelta(text.result()[sent:safe])
+                sent = safe
+        g = done.result()
+        yield StreamDelta(g.text[sent:], g.finish_reason, len(tokens), g.completion_tokens)
+
+    async def _prepare(self, request: BackendRequest) -> tuple[LlamaEngine, list[int], SamplingParams]:
+        """The engine, prompt tokens and sampling parameters of a request (or an error)."""
+        body = request.body
+        if request.url not in ("/v1/chat/completions", "/v1/completions"):
+            raise _BadRequest(f"The local engine does not serve {request.url} yet.", "url")
+        params = _sampling_params(request.url, body)
+        engine = await asyncio.to_thread(self._engine, str(body["model"]))
+        if request.url == "/v1/chat/completions":
+            text = engine.chat_prompt(_messages(body))
+        elif isinstance(prompt := body.get("prompt"), str):
+            text = prompt
+        else:
+            raise _BadRequest("'prompt' must be a string.", "prompt")
+        return engine, engine.tokenize(text), params
 
     def _engine(self, model: str) -> LlamaEngine:
         with self._loading:  # the first lines of a batch arrive together: load (and verify) once
@@ -151,6 +181,19 @@ def _text_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
     }
 
 
+def _refusal(exc: Exception) -> BackendResponse:
+    """The error response for a request the engine refuses; other exceptions propagate."""
+    if isinstance(exc, _BadRequest):
+        return _error(400, exc.message, exc.param, "invalid_value")
+    if isinstance(exc, PromptTooLongError):
+        return _error(400, str(exc), "messages", "context_length_exceeded")
+    if isinstance(exc, InvalidGrammarError):
+        return _error(400, f"Invalid or unsupported json_schema: {exc}", "response_format", "invalid_value")
+    if isinstance(exc, BatchgateError):
+        return _error(404 if exc.code == "model_not_found" else 400, exc.message, exc.param, exc.code)
+    raise exc
+
+
 class _BadRequest(Exception):
     def __init__(self, message: str, param: str):
         super().__init__(message)
@@ -173,7 +216,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 # Parameters the engine does not implement yet: refused per line rather than ignored, so
 # nobody gets unconstrained text where they asked for a schema.
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    for name in ("tools", "functions", "stream"):
+    for name in ("tools", "functions"):
         if body.get(name):
             raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
 

@@ -22,6 +22,7 @@ import logging
 import random
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class _Sequence:
     output: bytearray = field(default_factory=bytearray)
     generated: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    on_text: Callable[[str], None] | None = None  # called with the text so far, per token
 
 
 # llama.cpp logs every tensor it loads to stderr; keep only our own logging. The ctypes
@@ -163,11 +165,17 @@ class LlamaEngine:
     # ---- requests -----------------------------------------------------------------
 
     def submit(
-        self, prompt: list[int], params: SamplingParams, priority: bool = False
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        priority: bool = False,
+        on_text: Callable[[str], None] | None = None,
     ) -> concurrent.futures.Future[Generation]:
         """Queue a generation; with `priority` ahead of every waiting one (a synchronous
         request takes the next free slot instead of queueing behind a batch).
-        Raises PromptTooLongError when the prompt leaves no room.
+        `on_text`, if given, is called from the engine's thread with the text generated so
+        far after each token (for streaming). Raises PromptTooLongError when the prompt
+        leaves no room.
 
         `max_tokens` beyond the room left in the slot's context is clamped to it (the
         generation then ends with finish_reason "length")."""
@@ -177,7 +185,7 @@ class LlamaEngine:
         if params.grammar is not None:  # refuse a bad grammar now, not when the slot opens
             L.llama_sampler_free(self._grammar_sampler(params.grammar))
         future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
-        sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)))
+        sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)), on_text=on_text)
         with self._wake:
             if priority:
                 self._waiting.appendleft(sequence)
@@ -307,6 +315,8 @@ class LlamaEngine:
         if sequence.generated >= sequence.max_tokens:
             self._finish(sequence, "length")
             return
+        if sequence.on_text is not None:
+            sequence.on_text(sequence.output.decode(errors="ignore"))
         sequence.pending = token
 
     def _finish(self, sequence: _Sequence, reason: str = "stop", error: Exception | None = None) -> None:
