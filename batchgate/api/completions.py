@@ -1,4 +1,4 @@
-"""Synchronous endpoints on the batch backend: /v1/chat/completions, /v1/completions, /v1/models."""
+"""Synchronous endpoints on the batch backend: chat and text completions, embeddings, models."""
 
 from __future__ import annotations
 
@@ -51,6 +51,12 @@ async def chat_completions(request: Request, project: Project, svc: Svc) -> dict
 async def completions(request: Request, project: Project, svc: Svc) -> dict[str, Any] | StreamingResponse:
     """A text completion; with `stream: true`, OpenAI's server-sent events."""
     return await _answer(svc, "/v1/completions", await _json(request))
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
+    """Embeddings of one input or an array of inputs."""
+    return await svc.completions.complete("/v1/embeddings", await _json(request))
 
 
 @router.get("/models")

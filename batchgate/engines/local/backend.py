@@ -7,7 +7,9 @@ model) or a path to a `.gguf` file. Models load on first use, one engine per mod
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -17,10 +19,12 @@ from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from batchgate.core.errors import BackendRejectedError, BatchgateError
+from batchgate.core.errors import BackendRejectedError, BatchgateError, NotFoundError
 from batchgate.core.ids import IdSequence
 from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.engines.local.catalog import ModelCatalog
+from batchgate.engines.local.embeddings import EMBEDDING_MODEL, EmbeddingEngine
+from batchgate.engines.local.embeddings import installed as embeddings_installed
 from batchgate.engines.local.engine import (
     Generation,
     InvalidGrammarError,
@@ -43,10 +47,13 @@ class LocalBackend:
         self.default_model = default_model
         self.slots, self.ctx_per_slot, self.threads = slots, ctx_per_slot, threads
         self._engines: dict[Path, LlamaEngine] = {}
+        self._embeddings: EmbeddingEngine | None = None
         self._loading = threading.Lock()
         self._ids = IdSequence("cmpl-")
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
+        if request.url == "/v1/embeddings":
+            return await self._embed(request.body)
         try:
             engine, tokens, params = await self._prepare(request)
             # n choices are n sequences decoded together; seeded ones get seed, seed+1, …
@@ -96,11 +103,42 @@ class LocalBackend:
         g = done.result()
         yield StreamDelta(g.text[sent:], g.finish_reason, len(tokens), g.completion_tokens)
 
+    async def _embed(self, body: dict[str, Any]) -> BackendResponse:
+        try:
+            model = str(body["model"])
+            if model != EMBEDDING_MODEL:
+                raise NotFoundError(
+                    f"The embedding model {model!r} does not exist. Available: {EMBEDDING_MODEL}.",
+                    param="model",
+                    code="model_not_found",
+                )
+            texts, encoding = _embedding_inputs(body)
+            engine = await asyncio.to_thread(self._embedder)
+            if body.get("dimensions") not in (None, engine.dimensions):
+                raise _BadRequest(f"This model's embeddings have {engine.dimensions} dimensions.", "dimensions")
+            result = await asyncio.wrap_future(engine.submit(texts))
+        except Exception as exc:
+            return _refusal(exc)
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(vector, encoding)}
+            for i, vector in enumerate(result.vectors)
+        ]
+        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+        return BackendResponse(
+            200, {"object": "list", "data": data, "model": model, "usage": usage}, result.tokens, 0, model
+        )
+
+    def _embedder(self) -> EmbeddingEngine:
+        with self._loading:
+            if self._embeddings is None:
+                self._embeddings = EmbeddingEngine()
+            return self._embeddings
+
     async def _prepare(self, request: BackendRequest) -> tuple[LlamaEngine, list[int], SamplingParams]:
         """The engine, prompt tokens and sampling parameters of a request (or an error)."""
         body = request.body
         if request.url not in ("/v1/chat/completions", "/v1/completions"):
-            raise _BadRequest(f"The local engine does not serve {request.url} yet.", "url")
+            raise _BadRequest(f"The local engine cannot stream {request.url}.", "url")
         params = _sampling_params(request.url, body)
         engine = await asyncio.to_thread(self._engine, str(body["model"]))
         if request.url == "/v1/chat/completions":
@@ -148,13 +186,18 @@ class LocalBackend:
         }
 
     def models(self) -> list[str]:
-        installed = [row.name for row in self.catalog.status() if row.installed]
-        return ["default", *installed] if self.default_model in installed else installed
+        names = [row.name for row in self.catalog.status() if row.installed]
+        if self.default_model in names:
+            names.insert(0, "default")
+        return [*names, EMBEDDING_MODEL] if embeddings_installed() else names
 
     async def aclose(self) -> None:
         for engine in self._engines.values():
             await asyncio.to_thread(engine.close)
         self._engines.clear()
+        if self._embeddings is not None:
+            await asyncio.to_thread(self._embeddings.close)
+            self._embeddings = None
 
 
 def _token(piece: bytes) -> str:
@@ -219,6 +262,25 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
     for name in ("tools", "functions"):
         if body.get(name):
             raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
+
+
+def _embedding_inputs(body: dict[str, Any]) -> tuple[list[str], str]:
+    """The texts of an embeddings request, and the encoding its vectors want."""
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise _BadRequest("'input' must be a non-empty string or array of non-empty strings.", "input")
+    if len(texts) > 2048:
+        raise _BadRequest("'input' may hold at most 2048 strings.", "input")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise _BadRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    return texts, encoding
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    # base64 is what the openai SDK asks for by default: little-endian float32s
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if encoding == "base64" else vector
 
 
 def _choices(body: dict[str, Any]) -> int:
