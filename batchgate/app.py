@@ -85,17 +85,16 @@ def build_services(
     )
 
 
-def job_runner(services: Services) -> JobRunner:
-    s = services.settings
+def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:
     limits = ValidationLimits(max_line_bytes=s.max_line_bytes, max_lines=s.max_lines, max_errors=s.max_errors)
-    return JobRunner(services.store, services.blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
+    return JobRunner(store, blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
 
 
 def build_worker(services: Services, backend: Backend | None = None, jobs_in_subprocess: bool = False) -> Worker:
     """A worker on these services. With `jobs_in_subprocess` (the store must be the one
     `services.settings` names), batch jobs run in a child process: see SubprocessJobs."""
     s = services.settings
-    jobs = SubprocessJobs(s) if jobs_in_subprocess else in_thread(job_runner(services))
+    jobs = SubprocessJobs(s) if jobs_in_subprocess else in_thread(job_runner(s, services.store, services.blobs))
     config = WorkerConfig(
         concurrency=s.concurrency,
         max_attempts=s.max_attempts,
@@ -167,7 +166,9 @@ def _child_init(settings: dict[str, Any], parent_pid: int, log_level: int) -> No
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the line above took effect
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
-    _child_runner = job_runner(build_services(Settings(**settings)))
+    # only the store and the files: jobs never call a backend, so none is loaded here
+    s = Settings(**settings)
+    _child_runner = job_runner(s, SQLiteStore(s.db_path), LocalBlobStore(s.files_dir))
 
 
 def _child_ready() -> bool:

@@ -338,7 +338,8 @@ def test_cancel_during_validation_settles_every_line(harness: Harness) -> None:
     harness.services.batches.cancel(harness.project, batch_id)  # arrives while it validates
     from batchgate.app import job_runner
 
-    job_runner(harness.services).run(job)
+    services = harness.services
+    job_runner(services.settings, services.store, services.blobs).run(job)
     store.release_batch_job(batch_id, "validator", 0)
     batch = harness.run_to_end(batch_id)
     assert batch.status == BatchStatus.CANCELLED

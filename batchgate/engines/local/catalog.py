@@ -124,7 +124,8 @@ class ModelCatalog:
         return rows
 
     def _parts(self, spec: ModelSpec) -> list[Path]:
-        missing = [d for d in spec.distributions if _data_file(d) is None]
+        found = {d: _data_file(d) for d in spec.distributions}
+        missing = [d for d, path in found.items() if path is None]
         if missing:
             raise InvalidRequestError(
                 f"The model {spec.name!r} is not installed (missing {', '.join(missing[:3])}"
@@ -132,7 +133,7 @@ class ModelCatalog:
                 param="model",
                 code="model_not_installed",
             )
-        return [p for d in spec.distributions if (p := _data_file(d)) is not None]
+        return [path for path in found.values() if path is not None]
 
     def _assemble(self, spec: ModelSpec, parts: list[Path], target: Path) -> None:
         partial = target.with_name(target.name + f".partial-{os.getpid()}")
