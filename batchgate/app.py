@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -83,6 +84,16 @@ def build_services(
         backend=backend,
         completions=CompletionService(backend),
     )
+
+
+@contextlib.contextmanager
+def open_keys(settings: Settings) -> Iterator[KeyService]:
+    """Key administration on the data dir: the store alone, no files, no backend."""
+    store = SQLiteStore(settings.db_path)
+    try:
+        yield KeyService(store)
+    finally:
+        store.close()
 
 
 def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:

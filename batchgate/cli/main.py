@@ -142,27 +142,25 @@ def keys() -> None:
 @data_dir_option
 def keys_create(project: str, name: str, data_dir: Path | None) -> None:
     """Create a key and print it once: only its hash is stored."""
-    from batchgate.app import build_services
+    from batchgate.app import open_keys
 
-    services = build_services(_settings(home=data_dir))
-    key, secret = services.keys.create(project, name)
+    with open_keys(_settings(home=data_dir)) as keys:
+        key, secret = keys.create(project, name)
     console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
     click.echo(secret)
-    services.close()
 
 
 @keys.command("list")
 @data_dir_option
 def keys_list(data_dir: Path | None) -> None:
     """List keys (ids and prefixes, never the secrets)."""
-    from batchgate.app import build_services
+    from batchgate.app import open_keys
 
-    services = build_services(_settings(home=data_dir))
     table = Table("id", "project", "name", "prefix", "created", "revoked")
-    for k in services.keys.list():
-        table.add_row(k.id, k.project_name, k.name, k.prefix + "…", str(k.created_at), str(k.revoked_at or ""))
+    with open_keys(_settings(home=data_dir)) as keys:
+        for k in keys.list():
+            table.add_row(k.id, k.project_name, k.name, k.prefix + "…", str(k.created_at), str(k.revoked_at or ""))
     Console().print(table)
-    services.close()
 
 
 @keys.command("revoke")
@@ -170,16 +168,14 @@ def keys_list(data_dir: Path | None) -> None:
 @data_dir_option
 def keys_revoke(key_id: str, data_dir: Path | None) -> None:
     """Revoke a key by id: requests with it get 401 from then on."""
-    from batchgate.app import build_services
+    from batchgate.app import open_keys
     from batchgate.core.errors import BatchgateError
 
-    services = build_services(_settings(home=data_dir))
-    try:
-        services.keys.revoke(key_id)
-    except BatchgateError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        services.close()
+    with open_keys(_settings(home=data_dir)) as keys:
+        try:
+            keys.revoke(key_id)
+        except BatchgateError as exc:
+            raise click.ClickException(exc.message) from exc
     console.print(f"revoked {key_id}")
 
 
