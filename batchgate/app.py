@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from batchgate.core.jobs import JobConfig, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.models import BatchJob
 from batchgate.core.ports import Backend, BlobStore, Store
+from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.worker import Worker, WorkerConfig
 from batchgate.settings import Settings
@@ -34,7 +36,8 @@ from batchgate.store import LocalBlobStore, SQLiteStore
 log = logging.getLogger("batchgate")
 
 
-def make_backend(settings: Settings) -> Backend:
+def make_builtin_backend(settings: Settings) -> Backend:
+    """The backend for models the routing config does not list: `local` or `scripted`."""
     if settings.backend == "local":
         from batchgate.engines.local.backend import LocalBackend
         from batchgate.engines.local.catalog import ModelCatalog
@@ -51,6 +54,35 @@ def make_backend(settings: Settings) -> Backend:
 
         return ScriptedBackend()
     raise InvalidRequestError(f"Unknown backend {settings.backend!r}; available: local, scripted.", param="backend")
+
+
+def builtin_model_problem(settings: Settings) -> Callable[[str], str | None] | None:
+    """The check of model names for the built-in backend (None: it takes any name)."""
+    if settings.backend != "local":
+        return None
+    from batchgate.engines.local.catalog import local_model_problem
+
+    return local_model_problem
+
+
+def make_backend(settings: Settings, routing: RoutingConfig | None = None) -> Router:
+    """The router over the built-in backend and the config's upstreams (cheap: a local
+    model loads on first use, an upstream connects on first request)."""
+    from batchgate.engines.openai_compat.backend import UpstreamBackend
+
+    routing = routing or load_config(settings.config)
+    builtin = make_builtin_backend(settings)
+    backends: dict[str, Backend] = {BUILTIN_BACKEND: builtin}
+    backends |= {name: UpstreamBackend(upstream) for name, upstream in routing.upstreams.items()}
+    return Router(routing, backends, builtin)
+
+
+def model_problem(settings: Settings) -> Callable[[str], str | None]:
+    """Why a batch line's model cannot run (no route, not in the local catalog), for
+    validation: the job process checks names without building any backend."""
+    return functools.partial(
+        load_config(settings.config).model_problem, builtin_problem=builtin_model_problem(settings)
+    )
 
 
 @dataclass
@@ -97,7 +129,12 @@ def open_keys(settings: Settings) -> Iterator[KeyService]:
 
 
 def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:
-    limits = ValidationLimits(max_line_bytes=s.max_line_bytes, max_lines=s.max_lines, max_errors=s.max_errors)
+    limits = ValidationLimits(
+        max_line_bytes=s.max_line_bytes,
+        max_lines=s.max_lines,
+        max_errors=s.max_errors,
+        check_model=model_problem(s),
+    )
     return JobRunner(store, blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
 
 

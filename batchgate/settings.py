@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     engine_ctx_per_slot: int = 2048
     engine_threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     run_worker: bool = True
+    # the routing config (batchgate.toml): upstream backends, model routes, fallbacks,
+    # prices; see batchgate/core/routing.py. Without one every model goes to `backend`.
+    config: Path | None = None
 
     # limits
     max_file_bytes: int = 512 * 1024 * 1024

@@ -285,6 +285,7 @@ class InMemoryStore:
                 line, row.custom_id, row.offset, row.length, row.state, res.request_id if res else None,
                 res.status_code if res else None, res.body if res else None,
                 res.error_code if res else row.error_code, res.error_message if res else row.error_message,
+                res.cost if res else 0.0,
             )  # fmt: skip
 
     # workers
@@ -392,6 +393,7 @@ class InMemoryStore:
                 rec.failed += r.state == RequestState.FAILED
                 rec.input_tokens += r.input_tokens
                 rec.output_tokens += r.output_tokens
+                rec.cost += r.cost
                 if rec.status == BatchStatus.IN_PROGRESS and rec.completed + rec.failed >= rec.total:
                     rec.status, rec.finalizing_at = BatchStatus.FINALIZING, int(time.time())
 

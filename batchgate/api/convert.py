@@ -51,6 +51,7 @@ def batch_object(b: BatchRecord) -> wire.Batch:
             input_tokens=b.input_tokens,
             output_tokens=b.output_tokens,
             total_tokens=b.input_tokens + b.output_tokens,
+            cost=round(b.cost, 8),
         ),
         metadata=b.metadata,
     )

@@ -103,6 +103,7 @@ class BatchRecord:
     failed: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost: float = 0.0  # USD, summed over the lines so far
     priority: int = 0
     source: str = "openai"
 
@@ -167,6 +168,7 @@ class FinishedRow:
     body: bytes | None
     error_code: str | None
     error_message: str | None
+    cost: float = 0.0
 
 
 @dataclass(slots=True)

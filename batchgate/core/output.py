@@ -36,6 +36,7 @@ def format_line(batch_id: str, row: FinishedRow, custom_id: str) -> bytes:
             + rid.encode()
             + b'","body":'
             + (row.body or b"null")
+            + (b',"cost":' + repr(row.cost).encode() if row.cost else b"")
             + b"}"
         )
         return head + response + b',"error":null}\n'

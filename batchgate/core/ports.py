@@ -187,6 +187,8 @@ class BackendResponse:
     input_tokens: int = 0
     output_tokens: int = 0
     model: str | None = None
+    cost: float = 0.0  # USD, when the route has a price
+    backend: str | None = None  # which backend answered, when a router chose among several
 
 
 @dataclass(slots=True)

@@ -25,6 +25,8 @@ class ValidationLimits:
     max_line_bytes: int = 8 << 20
     max_lines: int = 1_000_000
     max_errors: int = 100
+    # the problem with a line's `body.model` (e.g. no route serves it), or None if it runs
+    check_model: Callable[[str], str | None] | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +103,13 @@ def validate_input(
     seen: set[str] = set()
     ids: list[str] = []
     has_duplicates = False
+    # a batch names a handful of models: each is checked once, then looked up per line
+    runnable: dict[str, bool] = {}
+
+    def model_runs(model: str) -> bool:
+        if model not in runnable:
+            runnable[model] = limits.check_model is None or limits.check_model(model) is None
+        return runnable[model]
 
     def absorb_ids() -> None:
         nonlocal has_duplicates
@@ -160,11 +169,12 @@ def validate_input(
                     and body.__class__ is dict
                     and body.get("model").__class__ is str
                     and body["model"] != ""
+                    and (runnable.get(body["model"]) or model_runs(body["model"]))
                 )
             except (KeyError, TypeError):
                 ok = False
             if not ok:
-                problem = _check_request(obj, endpoint)
+                problem = _check_request(obj, endpoint, limits.check_model)
                 if problem is not None:
                     error(*problem)
                     if len(errors) >= max_errors:
@@ -224,7 +234,9 @@ def _find_duplicates(stream: BinaryIO, max_line_bytes: int, last_line: int, skip
     return found
 
 
-def _check_request(obj: object, endpoint: str) -> tuple[str, str, str | None] | None:
+def _check_request(
+    obj: object, endpoint: str, check_model: Callable[[str], str | None] | None = None
+) -> tuple[str, str, str | None] | None:
     """The first problem of one request object as (code, message, param), or None."""
     if type(obj) is not dict:
         return "invalid_type", f"each line must be a JSON object, got {_type_name(obj)}.", None
@@ -253,4 +265,6 @@ def _check_request(obj: object, endpoint: str) -> tuple[str, str, str | None] | 
             f"'body.model' must be a non-empty string, got {_type_name(model)}.",
             "body.model",
         )
+    if check_model is not None and (problem := check_model(model)) is not None:
+        return "model_not_found", problem, "body.model"
     return None

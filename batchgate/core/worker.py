@@ -328,8 +328,9 @@ class Worker:
                 body=orjson.dumps(response.body),
                 input_tokens=response.input_tokens,
                 output_tokens=response.output_tokens,
+                cost=response.cost,
                 latency_ms=int((time.perf_counter() - started) * 1000),
-                backend=self.backend.name,
+                backend=response.backend or self.backend.name,
                 model=response.model or body.get("model"),
             )
 

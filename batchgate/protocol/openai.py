@@ -68,6 +68,7 @@ class BatchUsage(BaseModel):
     total_tokens: int
     input_tokens_details: dict[str, int] = Field(default_factory=lambda: {"cached_tokens": 0})
     output_tokens_details: dict[str, int] = Field(default_factory=lambda: {"reasoning_tokens": 0})
+    cost: float = 0.0  # batchgate: USD so far, from the routing config's prices (0 when unpriced)
 
 
 class Batch(BaseModel):

@@ -50,7 +50,7 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source"
+    "output_tokens, priority, source, cost"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 
@@ -65,7 +65,7 @@ def _batch(row: tuple) -> BatchRecord:
         output_file_id=row[10], error_file_id=row[11], in_progress_at=row[12], finalizing_at=row[13],
         completed_at=row[14], failed_at=row[15], expired_at=row[16], cancelling_at=row[17],
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
-        output_tokens=row[23], priority=row[24], source=row[25],
+        output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
     )  # fmt: skip
 
 
@@ -408,7 +408,7 @@ class SQLiteStore:
         try:
             cur = conn.execute(
                 "SELECT id, custom_id, offset, length, state, request_id, status_code, result, error_code, "
-                "error_message FROM requests WHERE id BETWEEN ? AND ? ORDER BY id",
+                "error_message, cost FROM requests WHERE id BETWEEN ? AND ? ORDER BY id",
                 self._range(batch_id),
             )
             while rows := cur.fetchmany(5000):
@@ -552,7 +552,7 @@ class SQLiteStore:
         return claims
 
     def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
-        totals: dict[str, list[int]] = {}
+        totals: dict[str, list[float]] = {}
         with self._write() as conn:
             # only rows this worker still holds are written: one that was reaped and
             # requeued while it ran belongs to someone else now
@@ -578,17 +578,18 @@ class SQLiteStore:
                 ],
             )  # fmt: skip
             for _, r in keyed:
-                t = totals.setdefault(r.batch_id, [0, 0, 0, 0])
+                t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
                 t[0] += r.state == RequestState.SUCCEEDED
                 t[1] += r.state == RequestState.FAILED
                 t[2] += r.input_tokens
                 t[3] += r.output_tokens
-            for batch_id, (done, failed, tokens_in, tokens_out) in totals.items():
+                t[4] += r.cost
+            for batch_id, (done, failed, tokens_in, tokens_out, cost) in totals.items():
                 pk = self._pk(batch_id)
                 conn.execute(
                     "UPDATE batches SET completed = completed + ?, failed = failed + ?, "
-                    "input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE pk = ?",
-                    (done, failed, tokens_in, tokens_out, pk),
+                    "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, cost = cost + ? WHERE pk = ?",
+                    (done, failed, tokens_in, tokens_out, cost, pk),
                 )
                 conn.execute(
                     "UPDATE batches SET status = 'finalizing', finalizing_at = CAST(strftime('%s', 'now') AS INTEGER) "

@@ -74,6 +74,18 @@ class ModelStatus:
     state: str  # "ready", "verified on first use", "not installed"
 
 
+def local_model_problem(name: str) -> str | None:
+    """Why the local backend cannot serve `name`, or None; cheap (nothing is loaded or
+    verified), for rejecting a batch line at validation."""
+    from batchgate.engines.local.embeddings import EMBEDDING_MODEL
+
+    if name in CATALOG or name in ("default", EMBEDDING_MODEL):
+        return None
+    if name.endswith(".gguf") or os.sep in name:
+        return None if Path(name).is_file() else f"The model file {name!r} does not exist."
+    return f"The model {name!r} does not exist. Available: {', '.join(CATALOG)}, {EMBEDDING_MODEL}, or a path to a .gguf file."
+
+
 class ModelCatalog:
     """Resolves model names to verified GGUF paths; assembled files are cached in `cache_dir`."""
 

@@ -1,0 +1,329 @@
+"""Routing: which backend runs a request for a given `model`, under which upstream name,
+with which fallbacks and at what price.
+
+The routing config (`batchgate.toml`, path from `--config` / `BATCHGATE_CONFIG`):
+
+    [backends.vllm]                     # an OpenAI-compatible upstream
+    base_url = "http://gpu-1:8000/v1"
+    api_key_env = "VLLM_API_KEY"        # the NAME of the env var holding the key
+    max_concurrency = 64                # requests in flight to this upstream
+    requests_per_minute = 600           # optional caps
+    tokens_per_minute = 200000
+    connect_timeout = 5                 # seconds
+    read_timeout = 600
+    max_retries = 4                     # on 429, 5xx, timeouts, connection errors
+
+    [models.qwen-7b]                    # the name users put in `model`
+    backend = "vllm"
+    model = "Qwen/Qwen2.5-7B-Instruct"  # the upstream's name (default: the same)
+    aliases = ["qwen"]
+    fallbacks = ["qwen2.5-1.5b"]        # other model names, tried in order
+    price = { input = 0.20, output = 0.60 }  # USD per 1M tokens
+    batch_discount = 0.5                # batch lines pay half (the default)
+    batch = "native"                    # upstream /v1/batches instead of line by line
+
+A backend named `local` (the embedded engine) always exists and needs no table. Models
+the config does not list go to the built-in backend (`local` by default) unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from batchgate.core.errors import BackendError
+from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
+
+BUILTIN_BACKEND = "local"
+# statuses after which another route may do better: the upstream is overloaded or broken
+FALLBACK_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class ConfigError(ValueError):
+    """A routing config that cannot be used; the message lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]):
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """An OpenAI-compatible server (vLLM, llama.cpp, Ollama, OpenAI, another batchgate)."""
+
+    name: str
+    base_url: str  # up to and including the API version, e.g. http://host:8000/v1
+    api_key_env: str | None = None
+    max_concurrency: int = 64
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    max_retries: int = 4
+
+    @property
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input: float  # USD per 1M input tokens
+    output: float  # USD per 1M output tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    backend: str
+    model: str  # the name the backend knows the model by
+    fallbacks: tuple[str, ...] = ()
+    price: Price | None = None
+    batch_discount: float = 0.5
+    native_batch: bool = False
+
+    def cost(self, input_tokens: int, output_tokens: int, batch: bool) -> float:
+        if self.price is None:
+            return 0.0
+        full = (input_tokens * self.price.input + output_tokens * self.price.output) / 1_000_000
+        return full * (1 - self.batch_discount) if batch else full
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    routes: Mapping[str, Route] = field(default_factory=dict)  # by name and by alias
+    source: str = "(no config)"
+
+    def chain(self, model: str) -> list[Route]:
+        """The route for `model`, then its fallbacks' routes, in order (each once);
+        empty when the config does not list the model."""
+        chain: list[Route] = []
+        names = [model]
+        while names:
+            route = self.routes.get(names.pop(0))
+            if route is not None and route not in chain:
+                chain.append(route)
+                names.extend(route.fallbacks)
+        return chain
+
+    def names(self) -> list[str]:
+        return sorted(self.routes)
+
+    def model_problem(self, model: str, builtin_problem: Callable[[str], str | None] | None) -> str | None:
+        """Why `model` cannot run, or None when a route or the built-in backend (checked by
+        `builtin_problem`; None: it takes any name) runs it."""
+        if model in self.routes or builtin_problem is None:
+            return None
+        problem = builtin_problem(model)
+        if problem is not None and self.routes:
+            problem += f" Models in {self.source}: {', '.join(self.names())}."
+        return problem
+
+
+def load_config(path: Path | None) -> RoutingConfig:
+    """The routing config in `path` (none: every model goes to the built-in backend).
+    Raises ConfigError listing every problem, each naming its table and key."""
+    if path is None:
+        return RoutingConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["the file does not exist"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"not valid TOML ({exc})"]) from None
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> RoutingConfig:
+    problems: list[str] = []
+    _unknown_keys(data, {"backends", "models"}, "the top level", problems)
+    upstreams: dict[str, UpstreamConfig] = {}
+    for name, table in _tables(data, "backends", problems):
+        upstream = _parse_upstream(name, table, problems)
+        if upstream is not None:
+            upstreams[name] = upstream
+    routes: dict[str, Route] = {}
+    for name, table in _tables(data, "models", problems):
+        route = _parse_route(name, table, set(upstreams) | {BUILTIN_BACKEND}, problems)
+        if route is None:
+            continue
+        for key in (name, *table.get("aliases", ())):
+            if key in routes:
+                problems.append(f"[models.{name}]: the name {key!r} is already used by [models.{routes[key].name}]")
+            routes[key] = route
+    for route in {r.name: r for r in routes.values()}.values():
+        for fallback in route.fallbacks:
+            if fallback not in routes:
+                problems.append(f"[models.{route.name}] fallbacks: {fallback!r} is not a model in this config")
+    if problems:
+        raise ConfigError(source, problems)
+    return RoutingConfig(upstreams, routes, source)
+
+
+_UPSTREAM_KEYS: dict[str, type | tuple[type, ...]] = {
+    "base_url": str,
+    "api_key_env": str,
+    "max_concurrency": int,
+    "requests_per_minute": int,
+    "tokens_per_minute": int,
+    "connect_timeout": (int, float),
+    "read_timeout": (int, float),
+    "max_retries": int,
+}
+
+
+def _parse_upstream(name: str, table: dict[str, Any], problems: list[str]) -> UpstreamConfig | None:
+    where = f"[backends.{name}]"
+    if name == BUILTIN_BACKEND:
+        problems.append(f"{where}: 'local' is the embedded engine and takes no settings here")
+        return None
+    before = len(problems)
+    _unknown_keys(table, set(_UPSTREAM_KEYS) | {"api_key"}, where, problems)
+    if "api_key" in table:
+        problems.append(f"{where} api_key: never put a key in the file; name its env var in 'api_key_env'")
+    for key, kind in _UPSTREAM_KEYS.items():
+        if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool)):
+            problems.append(f"{where} {key}: expected {_kind_name(kind)}, got {table[key]!r}")
+    base_url = table.get("base_url")
+    if base_url is None:
+        problems.append(f"{where}: missing 'base_url' (e.g. \"http://127.0.0.1:8000/v1\")")
+    elif isinstance(base_url, str) and not base_url.startswith(("http://", "https://")):
+        problems.append(f"{where} base_url: must start with http:// or https://, got {base_url!r}")
+    for key in ("max_concurrency", "requests_per_minute", "tokens_per_minute", "connect_timeout", "read_timeout"):
+        if isinstance(table.get(key), int | float) and table[key] <= 0:
+            problems.append(f"{where} {key}: must be positive, got {table[key]!r}")
+    if isinstance(table.get("max_retries"), int) and table["max_retries"] < 0:
+        problems.append(f"{where} max_retries: must be 0 or more, got {table['max_retries']!r}")
+    if len(problems) > before:
+        return None
+    settings = {k: v for k, v in table.items() if k in _UPSTREAM_KEYS}
+    return UpstreamConfig(name=name, **{**settings, "base_url": str(base_url).rstrip("/")})
+
+
+def _parse_route(name: str, table: dict[str, Any], backends: set[str], problems: list[str]) -> Route | None:
+    where = f"[models.{name}]"
+    before = len(problems)
+    keys = {"backend", "model", "aliases", "fallbacks", "price", "batch_discount", "batch"}
+    _unknown_keys(table, keys, where, problems)
+    backend = table.get("backend")
+    if backend is None:
+        problems.append(f"{where}: missing 'backend' (one of {', '.join(sorted(backends))})")
+    elif backend not in backends:
+        problems.append(f"{where} backend: {backend!r} is not defined; backends: {', '.join(sorted(backends))}")
+    model = table.get("model", name)
+    if not isinstance(model, str) or not model:
+        problems.append(f"{where} model: expected the upstream's model name, got {model!r}")
+    for key in ("aliases", "fallbacks"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            problems.append(f"{where} {key}: expected a list of model names, got {value!r}")
+    price = table.get("price")
+    if price is not None and not (
+        isinstance(price, dict)
+        and set(price) == {"input", "output"}
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in price.values())
+    ):
+        problems.append(f"{where} price: expected {{ input = USD per 1M tokens, output = USD per 1M tokens }}")
+    discount = table.get("batch_discount", 0.5)
+    if not isinstance(discount, int | float) or isinstance(discount, bool) or not 0 <= discount <= 1:
+        problems.append(f"{where} batch_discount: expected a fraction from 0 to 1, got {discount!r}")
+    mode = table.get("batch", "lines")
+    if mode not in ("lines", "native"):
+        problems.append(f'{where} batch: expected "lines" or "native", got {mode!r}')
+    elif mode == "native" and backend == BUILTIN_BACKEND:
+        problems.append(f'{where} batch: "native" needs an upstream with /v1/batches, not the local engine')
+    if len(problems) > before:
+        return None
+    return Route(
+        name=name,
+        backend=str(backend),
+        model=model,
+        fallbacks=tuple(table.get("fallbacks", ())),
+        price=Price(float(price["input"]), float(price["output"])) if price else None,
+        batch_discount=float(discount),
+        native_batch=mode == "native",
+    )
+
+
+def _tables(data: dict[str, Any], key: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    section = data.get(key, {})
+    if not isinstance(section, dict):
+        problems.append(f"[{key}]: expected a table of tables")
+        return []
+    found = []
+    for name, table in section.items():
+        if isinstance(table, dict):
+            found.append((name, table))
+        else:
+            problems.append(f"[{key}.{name}]: expected a table, got {table!r}")
+    return found
+
+
+def _unknown_keys(table: dict[str, Any], known: set[str], where: str, problems: list[str]) -> None:
+    for key in table:
+        if key not in known:
+            problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    return "a number" if isinstance(kind, tuple) else {str: "a string", int: "an integer"}[kind]
+
+
+class Router:
+    """A Backend that sends each request to its model's route, trying the fallbacks in
+    order when a route fails (no response, or an overloaded/broken upstream's 429/5xx),
+    and prices the response. Models the config does not list go to `default`."""
+
+    name = "router"
+
+    def __init__(self, config: RoutingConfig, backends: Mapping[str, Backend], default: Backend):
+        self.config = config
+        self.backends = backends
+        self.default = default
+
+    async def execute(self, request: BackendRequest) -> BackendResponse:
+        routes = self.config.chain(str(request.body.get("model")))
+        if not routes:
+            answer = await self.default.execute(request)
+            answer.backend = answer.backend or self.default.name
+            return answer
+        failure: BackendError | None = None
+        response: BackendResponse | None = None
+        for route in routes:
+            routed = replace(request, body={**request.body, "model": route.model})
+            try:
+                response = await self.backends[route.backend].execute(routed)
+            except BackendError as exc:
+                failure, response = exc, None
+                continue
+            response.cost = route.cost(response.input_tokens, response.output_tokens, batch=not request.interactive)
+            response.backend = route.backend
+            if response.status_code not in FALLBACK_STATUSES:
+                return response
+        if response is not None:
+            return response
+        assert failure is not None
+        raise failure
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        routes = self.config.chain(str(request.body.get("model")))
+        if not routes:
+            async for delta in self.default.stream(request):
+                yield delta
+            return
+        route = routes[0]  # a stream cannot fall back once text has been sent
+        routed = replace(request, body={**request.body, "model": route.model})
+        async for delta in self.backends[route.backend].stream(routed):
+            yield delta
+
+    def models(self) -> list[str]:
+        return sorted({*self.config.names(), *self.default.models()})
+
+    async def aclose(self) -> None:
+        for backend in {id(b): b for b in [*self.backends.values(), self.default]}.values():
+            await backend.aclose()

@@ -1,0 +1,1 @@
+"""The `openai_compat` engine: any OpenAI-compatible upstream over HTTP."""
