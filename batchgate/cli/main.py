@@ -1,4 +1,4 @@
-"""`batchgate serve | worker | keys`."""
+"""`batchgate serve | worker | run | keys | models | config`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ data_dir_option = click.option(
     default=None,
     help="Data directory (database and files). Env: BATCHGATE_HOME. Default: ./.batchgate",
 )
+config_option = click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="BATCHGATE_CONFIG",
+    default=None,
+    help="Routing config (batchgate.toml): upstreams, model routes, fallbacks, prices. Env: BATCHGATE_CONFIG.",
+)
+
+
+def _check_config(path: Path | None) -> None:
+    """Fail fast, before serving anything, on a config that cannot be used."""
+    from batchgate.core.routing import ConfigError, load_config
+
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"invalid config {exc}") from None
 
 
 @click.group()
@@ -45,6 +62,7 @@ def main() -> None:
 @click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
 @click.option("--port", type=int, default=None, help="Port. Default 8000.")
 @data_dir_option
+@config_option
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run `batchgate worker` separately.")
 @click.option(
     "--insecure-no-auth",
@@ -57,6 +75,7 @@ def serve(
     host: str | None,
     port: int | None,
     data_dir: Path | None,
+    config: Path | None,
     no_worker: bool,
     insecure_no_auth: bool,
     log_level: str,
@@ -68,7 +87,8 @@ def serve(
     from batchgate.app import WorkerThread, build_services
 
     _logging(log_level)
-    settings = _settings(host=host, port=port, home=data_dir, insecure_no_auth=insecure_no_auth or None)
+    _check_config(config)
+    settings = _settings(host=host, port=port, home=data_dir, config=config, insecure_no_auth=insecure_no_auth or None)
     services = build_services(settings)
     worker = None if no_worker else WorkerThread.for_services(services)
     app = create_app(services, worker)
@@ -81,13 +101,15 @@ def serve(
 
 @main.command()
 @data_dir_option
+@config_option
 @click.option("--log-level", default="info", show_default=True)
-def worker(data_dir: Path | None, log_level: str) -> None:
+def worker(data_dir: Path | None, config: Path | None, log_level: str) -> None:
     """Run a worker process on the data dir (alongside `serve --no-worker`, or more workers)."""
     from batchgate.app import build_services, build_worker, close_worker
 
     _logging(log_level)
-    services = build_services(_settings(home=data_dir))
+    _check_config(config)
+    services = build_services(_settings(home=data_dir, config=config))
     w = build_worker(services, jobs_in_subprocess=True)
     console.print(f"worker {w.id} on {services.settings.home.resolve()}")
 
@@ -116,9 +138,16 @@ def worker(data_dir: Path | None, log_level: str) -> None:
 )
 @click.option("--model", default=None, help="Run every line on this model instead of its own.")
 @data_dir_option
+@config_option
 @click.option("--log-level", default="warning", show_default=True)
 def run(
-    input_file: Path, output: Path, errors: Path | None, model: str | None, data_dir: Path | None, log_level: str
+    input_file: Path,
+    output: Path,
+    errors: Path | None,
+    model: str | None,
+    data_dir: Path | None,
+    config: Path | None,
+    log_level: str,
 ) -> None:
     """Run a batch offline, without a server (like `vllm run-batch`).
 
@@ -126,7 +155,8 @@ def run(
     from batchgate.cli.offline import run_offline
 
     _logging(log_level)
-    settings = _settings(home=data_dir)
+    _check_config(config)
+    settings = _settings(home=data_dir, config=config)
     errors = errors or output.with_name(output.stem + ".errors.jsonl")
     raise SystemExit(run_offline(settings, input_file, output, errors, model, console))
 
@@ -177,6 +207,42 @@ def keys_revoke(key_id: str, data_dir: Path | None) -> None:
         except BatchgateError as exc:
             raise click.ClickException(exc.message) from exc
     console.print(f"revoked {key_id}")
+
+
+@main.group("config")
+def config_group() -> None:
+    """The routing config (batchgate.toml)."""
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False), envvar="BATCHGATE_CONFIG", required=True)
+def config_check(path: Path) -> None:
+    """Validate a routing config: every problem is listed with its table and key; exit 1 if any."""
+    from rich.markup import escape
+
+    from batchgate.core.routing import ConfigError, load_config
+
+    try:
+        routing = load_config(path)
+    except ConfigError as exc:
+        console.print(f"[red]{escape(str(path))}: {len(exc.problems)} problem(s)[/]")
+        for problem in exc.problems:
+            console.print(f"  - {escape(problem)}", soft_wrap=True)
+        raise SystemExit(1) from None
+    table = Table("backend", "base_url", "concurrency", "rate caps (per min)", "api key")
+    for u in routing.upstreams.values():
+        caps = ", ".join(f"{v} {k}" for k, v in (("req", u.requests_per_minute), ("tok", u.tokens_per_minute)) if v)
+        key = "-" if not u.api_key_env else f"${u.api_key_env} " + ("set" if u.api_key else "[yellow]NOT SET[/]")
+        table.add_row(u.name, u.base_url, str(u.max_concurrency), caps or "-", key)
+    Console().print(table)
+    routes = Table("model", "backend", "upstream model", "fallbacks", "price in/out per 1M", "batch")
+    for name, r in sorted(routing.routes.items()):
+        price = f"${r.price.input:g} / ${r.price.output:g}" if r.price else "-"
+        alias = "" if name == r.name else f" (alias of {r.name})"
+        mode = "native" if r.native_batch else f"lines, {r.batch_discount:.0%} off"
+        routes.add_row(name + alias, r.backend, r.model, ", ".join(r.fallbacks) or "-", price, mode)
+    Console().print(routes)
+    console.print(f"[green]{path}: OK[/]")
 
 
 @main.group()
