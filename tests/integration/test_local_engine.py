@@ -235,16 +235,16 @@ def test_a_batch_on_the_local_model(start_server: Callable[..., Server]) -> None
 
     c = httpx.Client(base_url=server.url + "/v1", timeout=60)
     rows = [chat_line(f"q{i}", q, model="default", temperature=0, max_tokens=16) for i, q in enumerate(QUESTIONS)]
-    rows.append(chat_line("nope", "x", model="no-such-model"))
+    rows.append(chat_line("long", "x" * 20_000, model="default"))  # more tokens than the context: 400
     file_id = c.post("/files", files={"file": ("in.jsonl", jsonl(rows))}, data={"purpose": "batch"}).json()["id"]
     batch_id = c.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"}).json()["id"]
     batch = wait_for(lambda: (b := c.get(f"/batches/{batch_id}").json())["status"] == "completed" and b, 180, 0.2)
-    assert batch["request_counts"] == {"total": 9, "completed": 8, "failed": 1}
+    assert batch["request_counts"] == {"total": 9, "completed": 8, "failed": 1}  # (unknown models fail validation)
     output = parse_jsonl(c.get(f"/files/{batch['output_file_id']}/content").content)
     assert all(r["response"]["body"]["choices"][0]["message"]["content"] for r in output)
     assert batch["usage"]["output_tokens"] == sum(r["response"]["body"]["usage"]["completion_tokens"] for r in output)
     errors = parse_jsonl(c.get(f"/files/{batch['error_file_id']}/content").content)
-    assert errors[0]["response"]["status_code"] == 404
+    assert errors[0]["custom_id"] == "long" and errors[0]["response"]["status_code"] == 400
 
 
 def test_synchronous_endpoints_with_the_openai_client(start_server: Callable[..., Server]) -> None:

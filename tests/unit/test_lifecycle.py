@@ -87,7 +87,9 @@ class Harness:
 
 @pytest.fixture(params=["memory", "sqlite"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    settings = Settings(home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=0.01)
+    settings = Settings(
+        home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=0.01
+    )
     if request.param == "memory":
         services = build_services(settings, InMemoryStore(), MemoryBlobStore())
     else:

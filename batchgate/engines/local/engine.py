@@ -100,6 +100,24 @@ def _silence_llama_logs() -> None:
     L.llama_log_set(_QUIET, ctypes.c_void_p(0))
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        return " amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def model_params() -> Any:
+    """llama.cpp's default model parameters, minus its extra CPU buffer types where the
+    CPU has AMX: llama-cpp-python 0.3.36's AMX matmul (an extra buffer type) segfaults
+    on any prompt longer than one token there. Elsewhere they stay on (weight repacking
+    speeds up some quantizations)."""
+    params = L.llama_model_default_params()
+    if _cpu_has_amx():
+        params.use_extra_bufts = False
+    return params
+
+
 class LlamaEngine:
     """One GGUF model with `slots` sequences decoded together."""
 
@@ -112,7 +130,7 @@ class LlamaEngine:
         self.slots = slots
         self.ctx_per_slot = ctx_per_slot
         self.batch_tokens = batch_tokens
-        self._model = L.llama_model_load_from_file(str(model_path).encode(), L.llama_model_default_params())
+        self._model = L.llama_model_load_from_file(str(model_path).encode(), model_params())
         if not self._model:
             raise ValueError(f"llama.cpp could not load {model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
