@@ -26,6 +26,7 @@ from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.models import BatchJob
+from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
@@ -77,14 +78,6 @@ def make_backend(settings: Settings, routing: RoutingConfig | None = None) -> Ro
     return Router(routing, backends, builtin)
 
 
-def model_problem(settings: Settings) -> Callable[[str], str | None]:
-    """Why a batch line's model cannot run (no route, not in the local catalog), for
-    validation: the job process checks names without building any backend."""
-    return functools.partial(
-        load_config(settings.config).model_problem, builtin_problem=builtin_model_problem(settings)
-    )
-
-
 @dataclass
 class Services:
     settings: Settings
@@ -129,13 +122,29 @@ def open_keys(settings: Settings) -> Iterator[KeyService]:
 
 
 def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:
+    """The batch jobs on this store: validation checks every line's model against the
+    routing config and the built-in backend (no backend is built: names only)."""
+    routing = load_config(s.config)
     limits = ValidationLimits(
         max_line_bytes=s.max_line_bytes,
         max_lines=s.max_lines,
         max_errors=s.max_errors,
-        check_model=model_problem(s),
+        check_model=functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(s)),
     )
-    return JobRunner(store, blobs, JobConfig(limits=limits, settle_grace=s.settle_grace))
+    passthrough = None
+    if any(route.native_batch for route in routing.routes.values()):
+        from batchgate.engines.openai_compat.native import NativeBatches
+
+        passthrough = Passthrough(
+            store,
+            blobs,
+            routing,
+            lambda upstream: NativeBatches(routing.upstreams[upstream]),
+            s.max_line_bytes,
+            poll_interval=s.upstream_poll_interval,
+        )
+    config = JobConfig(limits, s.settle_grace, passthrough, routing.native_upstream)
+    return JobRunner(store, blobs, config)
 
 
 def build_worker(services: Services, backend: Backend | None = None, jobs_in_subprocess: bool = False) -> Worker:

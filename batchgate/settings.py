@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     drain_timeout: float = 10.0
     dead_worker_after: float = 30.0
     poll_interval: float = 0.1
+    # how often a batch passed through to an upstream's own Batch API is polled (seconds)
+    upstream_poll_interval: int = 5
 
     @property
     def db_path(self) -> Path:

@@ -33,6 +33,7 @@ from batchgate.core.models import (
     Project,
     RequestResult,
     RequestState,
+    job_kind,
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
 
@@ -41,12 +42,6 @@ ACTIVE = {
     BatchStatus.IN_PROGRESS,
     BatchStatus.FINALIZING,
     BatchStatus.CANCELLING,
-}
-JOB_KINDS = {
-    BatchStatus.VALIDATING: "validate",
-    BatchStatus.FINALIZING: "finalize",
-    BatchStatus.CANCELLING: "cancel",
-    BatchStatus.IN_PROGRESS: "expire",
 }
 ENDING_FROM = {
     BatchStatus.COMPLETED: BatchStatus.FINALIZING,
@@ -181,12 +176,12 @@ class InMemoryStore:
                 setattr(b.record, name, value)
             return True
 
-    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         with self._lock:
             b = self._batches[batch_id]
             if b.owner != owner or b.record.status not in (BatchStatus.VALIDATING, BatchStatus.CANCELLING):
                 return False
-            b.record.total, b.cursor = total, 0
+            b.record.total, b.cursor, b.record.upstream = total, 0, upstream
             if b.record.status == BatchStatus.VALIDATING:
                 b.record.status, b.record.in_progress_at = BatchStatus.IN_PROGRESS, now
             return True
@@ -265,13 +260,41 @@ class InMemoryStore:
         with self._lock:
             b = self._batches[batch_id]
             for line, offset, length in b.lines[b.cursor :]:
-                b.rows[line] = _Row(offset, length)
+                b.rows.setdefault(line, _Row(offset, length))  # a passed-through batch's may exist
             b.cursor, b.requeued = len(b.lines), False
             for row in b.rows.values():
                 if row.state in targets:
                     row.state, row.error_code, row.error_message, row.worker_id = state, code, message, None
                     count += 1
         return count
+
+    def set_upstream_batch(self, batch_id: str, owner: str, upstream_batch_id: str) -> None:
+        with self._lock:
+            self._check_owner(batch_id, owner)
+            self._batches[batch_id].record.upstream_batch_id = upstream_batch_id
+
+    def mirror_counts(self, batch_id: str, owner: str, completed: int, failed: int) -> None:
+        with self._lock:
+            self._check_owner(batch_id, owner)
+            self._batches[batch_id].record.completed, self._batches[batch_id].record.failed = completed, failed
+
+    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+        with self._lock:
+            self._check_owner(batch_id, owner)
+            b = self._batches[batch_id]
+            for offset, length, r in rows:
+                b.rows[r.line] = _Row(offset, length, r.state, r.custom_id, r.attempts, result=r)
+            results = [row.result for row in b.rows.values() if row.result is not None]
+            rec = b.record
+            rec.completed = sum(r.state == RequestState.SUCCEEDED for r in results)
+            rec.failed = sum(r.state == RequestState.FAILED for r in results)
+            rec.input_tokens = sum(r.input_tokens for r in results)
+            rec.output_tokens = sum(r.output_tokens for r in results)
+            rec.cost = sum(r.cost for r in results)
+            if done:
+                b.cursor = len(b.lines)
+                if rec.status == BatchStatus.IN_PROGRESS:
+                    rec.status, rec.finalizing_at = BatchStatus.FINALIZING, int(time.time())
 
     def count_running(self, batch_id: str) -> int:
         return sum(r.state == RequestState.RUNNING for r in self._batches[batch_id].rows.values())
@@ -335,10 +358,10 @@ class InMemoryStore:
                 status = b.record.status
                 if status not in ACTIVE or b.owner is not None or b.wake_at > now:
                     continue
-                if status == BatchStatus.IN_PROGRESS and b.record.expires_at > now:
+                if status == BatchStatus.IN_PROGRESS and b.record.expires_at > now and b.record.upstream is None:
                     continue
                 b.owner = worker_id
-                return BatchJob(JOB_KINDS[status], replace(b.record), worker_id)
+                return BatchJob(job_kind(b.record, now), replace(b.record), worker_id)
         return None
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
@@ -353,7 +376,7 @@ class InMemoryStore:
             runnable = [
                 b for b in self._batches.values()
                 if b.record.status == BatchStatus.IN_PROGRESS and b.record.expires_at > now
-                and (b.cursor < len(b.lines) or b.requeued)
+                and (b.cursor < len(b.lines) or b.requeued) and b.record.upstream is None
             ]  # fmt: skip
             runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
             share = -(-limit // max(len(runnable), 1))

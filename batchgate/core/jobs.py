@@ -18,6 +18,7 @@ from batchgate.core.errors import JobLostError, NotFoundError
 from batchgate.core.ids import now
 from batchgate.core.models import BatchError, BatchJob, BatchStatus, RequestState
 from batchgate.core.output import write_result_files
+from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import BlobStore, Store
 from batchgate.core.validation import ValidationLimits, validate_input
 
@@ -33,6 +34,10 @@ class JobConfig:
     # how long a cancel or expiry waits for in-flight rows of other workers before
     # settling them as cancelled/expired (this worker abandons its own at once)
     settle_grace: float = 5.0
+    # native batch passthrough (None: no route asks for it); `native_upstream` picks
+    # the upstream for a batch of these models, if it is to be passed through
+    passthrough: Passthrough | None = None
+    native_upstream: Callable[[set[str]], str | None] = lambda models: None
 
 
 class JobRunner:
@@ -50,6 +55,9 @@ class JobRunner:
             if job.kind == "finalize":
                 self.finalize(job, BatchStatus.COMPLETED)
                 return None
+            if job.kind == "native":
+                assert self.config.passthrough is not None, "a passed-through batch needs its routing config"
+                return self.config.passthrough.advance(job)
             if job.kind == "cancel":
                 return self.settle(job, BatchStatus.CANCELLED, job.batch.cancelling_at or now())
             return self.settle(job, BatchStatus.EXPIRED, job.batch.expires_at)
@@ -77,7 +85,9 @@ class JobRunner:
             self.store.clear_requests(batch.id, job.owner)
             self.store.fail_batch(batch.id, result.errors, now(), job.owner)
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
-        elif self.store.start_batch(batch.id, result.total, now(), job.owner):
+        elif self.store.start_batch(
+            batch.id, result.total, now(), job.owner, upstream=self.config.native_upstream(result.models)
+        ):
             log.info("batch %s validated: %d request lines", batch.id, result.total)
 
     def settle(self, job: BatchJob, final: BatchStatus, since: int) -> int | None:
@@ -89,6 +99,9 @@ class JobRunner:
             if final == BatchStatus.CANCELLED
             else "The batch's completion window ended before this request ran."
         )
+        passthrough = self.config.passthrough
+        if batch.upstream is not None and passthrough is not None and not passthrough.stop(job, since):
+            return now() + passthrough.poll_interval  # the upstream is still winding down
         self.store.settle_unfinished(batch.id, state, code, message, include_running=False)
         if self.store.count_running(batch.id) and now() < since + self.config.settle_grace:
             return now() + 1  # give other workers' in-flight lines a moment to finish

@@ -106,6 +106,17 @@ class BatchRecord:
     cost: float = 0.0  # USD, summed over the lines so far
     priority: int = 0
     source: str = "openai"
+    # native passthrough: the upstream whose own Batch API runs this batch, and the id there
+    upstream: str | None = None
+    upstream_batch_id: str | None = None
+
+
+def job_kind(batch: BatchRecord, now: int) -> str:
+    """The batch-level job an active batch needs: validate, finalize, settle a cancel or
+    an expiry, or submit/poll a batch passed through to an upstream ("native")."""
+    if batch.status == BatchStatus.IN_PROGRESS:
+        return "expire" if batch.expires_at <= now else "native"
+    return {BatchStatus.VALIDATING: "validate", BatchStatus.FINALIZING: "finalize"}.get(batch.status, "cancel")
 
 
 # A chunk of a batch's line index, written by validation: a flat array("q") of

@@ -6,7 +6,7 @@ Core never imports those packages, only these protocols.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
@@ -70,10 +70,26 @@ class Store(Protocol):
     def add_batch(self, batch: BatchRecord) -> None: ...
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None: ...
     def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]: ...
-    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         """Record `total` lines and move validating -> in_progress. A batch cancelled while
         it validated keeps its status but gets its lines (to settle as cancelled).
+        With `upstream`, the batch runs on that upstream's own Batch API: workers never
+        claim its lines; a "native" job submits and polls it instead.
         False if `owner` no longer holds the validation job."""
+        ...
+
+    def set_upstream_batch(self, batch_id: str, owner: str, upstream_batch_id: str) -> None:
+        """Remember the upstream's id of a passed-through batch (JobLostError if not owner)."""
+        ...
+
+    def mirror_counts(self, batch_id: str, owner: str, completed: int, failed: int) -> None:
+        """Live counts of a passed-through batch, as its upstream reports them."""
+        ...
+
+    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+        """Write final rows (input offset, length, result) for lines a passed-through batch's
+        upstream answered; counts and usage are recomputed from the rows. With `done`, the
+        batch moves in_progress -> finalizing (lines without a row must not remain)."""
         ...
 
     def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool: ...
@@ -167,6 +183,34 @@ class BlobStore(Protocol):
     def delete(self, blob_id: str) -> None: ...
     def path(self, blob_id: str) -> str | None:
         """A filesystem path for zero-copy serving, when the store has one."""
+        ...
+
+
+@dataclass(slots=True)
+class UpstreamBatch:
+    """An upstream's own view of a batch passed through to it."""
+
+    id: str
+    status: str  # the OpenAI batch status there
+    completed: int = 0
+    failed: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: str = ""  # why it failed validation there, if it did
+
+
+class UpstreamBatches(Protocol):
+    """An upstream's own Files + Batches API, for native passthrough. Blocking calls: they
+    run in batch jobs, off the worker's event loop. Raises BackendError when unreachable."""
+
+    def submit(self, lines: Iterable[bytes], endpoint: str, metadata: dict[str, str]) -> str:
+        """Upload the request lines as a file and create a batch on it; the batch's id."""
+        ...
+
+    def retrieve(self, batch_id: str) -> UpstreamBatch: ...
+    def cancel(self, batch_id: str) -> UpstreamBatch: ...
+    def download(self, file_id: str) -> Iterator[bytes]:
+        """A result file's lines."""
         ...
 
 

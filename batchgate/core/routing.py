@@ -114,6 +114,13 @@ class RoutingConfig:
     def names(self) -> list[str]:
         return sorted(self.routes)
 
+    def native_upstream(self, models: set[str]) -> str | None:
+        """The upstream whose own Batch API runs a batch of these models: when every one
+        routes `batch = "native"` to the same upstream (fallbacks do not apply there)."""
+        routes = [self.routes.get(model) for model in models]
+        backends = {route.backend for route in routes if route is not None and route.native_batch}
+        return backends.pop() if len(backends) == 1 and all(r and r.native_batch for r in routes) else None
+
     def model_problem(self, model: str, builtin_problem: Callable[[str], str | None] | None) -> str | None:
         """Why `model` cannot run, or None when a route or the built-in backend (checked by
         `builtin_problem`; None: it takes any name) runs it."""

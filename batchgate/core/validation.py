@@ -33,6 +33,7 @@ class ValidationLimits:
 class ValidationResult:
     total: int = 0
     errors: list[BatchError] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)  # the distinct `body.model`s of the lines
 
 
 def iter_line_batches(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, list[bytes | int]]]:
@@ -74,6 +75,19 @@ def iter_line_batches(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[i
         yield offset, [skipping]
     elif carry:
         yield offset, [carry if len(carry) <= max_line_bytes else len(carry)]
+
+
+def iter_request_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, bytes) of every non-blank line of a validated input file,
+    numbered as validation numbers them (blank lines count)."""
+    lineno = 0
+    for offset, lines in iter_line_batches(stream, max_line_bytes):
+        for raw in lines:
+            lineno += 1
+            size = raw if isinstance(raw, int) else len(raw)
+            if not isinstance(raw, int) and raw and not raw.isspace():
+                yield lineno, offset, raw
+            offset += size + 1
 
 
 def _type_name(value: object) -> str:
@@ -197,6 +211,7 @@ def validate_input(
             continue
         break  # an inner break (error limit, too many lines) ends the whole scan
     result.total = total
+    result.models = set(runnable)
     absorb_ids()
     if has_duplicates:
         stream.seek(0)
@@ -217,20 +232,17 @@ def _find_duplicates(stream: BinaryIO, max_line_bytes: int, last_line: int, skip
     have an error) whose custom_id an earlier line used."""
     first_line: dict[str, int] = {}
     found: list[BatchError] = []
-    lineno = 0
-    for _, lines in iter_line_batches(stream, max_line_bytes):
-        for raw in lines:
-            lineno += 1
-            if lineno > last_line:
-                return found
-            if lineno in skip or isinstance(raw, int) or not raw or raw.isspace():
-                continue
-            custom_id = orjson.loads(raw)["custom_id"]
-            if custom_id in first_line:
-                message = f"Line {lineno}: custom_id {custom_id!r} is already used by line {first_line[custom_id]}."
-                found.append(BatchError("duplicate_custom_id", message, lineno, "custom_id"))
-            else:
-                first_line[custom_id] = lineno
+    for lineno, _, raw in iter_request_lines(stream, max_line_bytes):
+        if lineno > last_line:
+            break
+        if lineno in skip:
+            continue
+        custom_id = orjson.loads(raw)["custom_id"]
+        if custom_id in first_line:
+            message = f"Line {lineno}: custom_id {custom_id!r} is already used by line {first_line[custom_id]}."
+            found.append(BatchError("duplicate_custom_id", message, lineno, "custom_id"))
+        else:
+            first_line[custom_id] = lineno
     return found
 
 

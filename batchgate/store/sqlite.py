@@ -32,6 +32,7 @@ from batchgate.core.models import (
     Project,
     RequestResult,
     RequestState,
+    job_kind,
 )
 from batchgate.core.ports import Page, WorkerInfo
 from batchgate.store.migrate import upgrade_sqlite
@@ -50,7 +51,7 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 
@@ -66,6 +67,7 @@ def _batch(row: tuple) -> BatchRecord:
         completed_at=row[14], failed_at=row[15], expired_at=row[16], cancelling_at=row[17],
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
+        upstream=row[27], upstream_batch_id=row[28],
     )  # fmt: skip
 
 
@@ -257,17 +259,59 @@ class SQLiteStore:
         rows = self._conn().execute(sql + " ORDER BY pk DESC LIMIT ?", (*params, limit + 1)).fetchall()
         return Page([_batch(r) for r in rows[:limit]], len(rows) > limit)
 
-    def start_batch(self, batch_id: str, total: int, now: int, owner: str) -> bool:
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         with self._write() as conn:
             # a batch cancelled while it validated still gets its lines, to settle as cancelled
             cur = conn.execute(
-                "UPDATE batches SET total = ?, claim_cursor = 0, "
+                "UPDATE batches SET total = ?, claim_cursor = 0, upstream = ?, "
                 "status = CASE status WHEN 'validating' THEN 'in_progress' ELSE status END, "
                 "in_progress_at = CASE status WHEN 'validating' THEN ? ELSE in_progress_at END "
                 "WHERE id = ? AND owner = ? AND status IN ('validating', 'cancelling')",
-                (total, now, batch_id, owner),
+                (total, upstream, now, batch_id, owner),
             )
             return cur.rowcount > 0
+
+    def set_upstream_batch(self, batch_id: str, owner: str, upstream_batch_id: str) -> None:
+        with self._write() as conn:
+            self._check_owner(conn, self._pk(batch_id), owner)
+            conn.execute("UPDATE batches SET upstream_batch_id = ? WHERE id = ?", (upstream_batch_id, batch_id))
+
+    def mirror_counts(self, batch_id: str, owner: str, completed: int, failed: int) -> None:
+        with self._write() as conn:
+            self._check_owner(conn, self._pk(batch_id), owner)
+            conn.execute("UPDATE batches SET completed = ?, failed = ? WHERE id = ?", (completed, failed, batch_id))
+
+    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+        pk = self._pk(batch_id)
+        low, high = self._range(batch_id)
+        with self._write() as conn:
+            self._check_owner(conn, pk, owner)
+            conn.executemany(
+                "INSERT OR REPLACE INTO requests (id, offset, length, state, attempts, request_id, custom_id, "
+                "status_code, result, error_code, error_message, input_tokens, output_tokens, cost, latency_ms, "
+                "backend, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        (pk << LINE_BITS) | r.line, offset, length, r.state.value, r.attempts, r.request_id,
+                        r.custom_id, r.status_code, r.body, r.error_code, r.error_message, r.input_tokens,
+                        r.output_tokens, r.cost, r.latency_ms, r.backend, r.model,
+                    )
+                    for offset, length, r in rows
+                ],
+            )  # fmt: skip
+            conn.execute(
+                "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
+                "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), "
+                "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0) "
+                "FROM requests WHERE id BETWEEN ? AND ?) WHERE pk = ?",
+                (low, high, pk),
+            )
+            if done:
+                conn.execute(
+                    "UPDATE batches SET claim_cursor = total, status = 'finalizing', "
+                    "finalizing_at = CAST(strftime('%s', 'now') AS INTEGER) WHERE pk = ? AND status = 'in_progress'",
+                    (pk,),
+                )
 
     def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
         data = orjson.dumps([{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors])
@@ -381,7 +425,9 @@ class SQLiteStore:
             cursor, total = conn.execute("SELECT claim_cursor, total FROM batches WHERE pk = ?", (pk,)).fetchone()
             if cursor is not None and cursor < total:
                 settled += conn.executemany(
-                    "INSERT INTO requests (id, offset, length, state, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?)",
+                    # OR IGNORE: a passed-through batch's lines may have rows its upstream answered
+                    "INSERT OR IGNORE INTO requests (id, offset, length, state, error_code, error_message) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     (
                         (base | line, offset, length, state.value, code, message)
                         for line, offset, length in self._lines(conn, pk, cursor, total)
@@ -477,7 +523,7 @@ class SQLiteStore:
                 f"SELECT {BATCH_COLUMNS}, pk FROM batches "
                 "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
                 "AND owner IS NULL AND wake_at <= ? "
-                "AND (status != 'in_progress' OR expires_at <= ?) ORDER BY pk LIMIT 1",
+                "AND (status != 'in_progress' OR expires_at <= ? OR upstream IS NOT NULL) ORDER BY pk LIMIT 1",
                 (now, now),
             )
             .fetchone()
@@ -492,13 +538,7 @@ class SQLiteStore:
         if not claimed:
             return None
         batch = _batch(row[:-1])
-        kind = {
-            BatchStatus.VALIDATING: "validate",
-            BatchStatus.FINALIZING: "finalize",
-            BatchStatus.CANCELLING: "cancel",
-            BatchStatus.IN_PROGRESS: "expire",
-        }[batch.status]
-        return BatchJob(kind, batch, worker_id)
+        return BatchJob(job_kind(batch, now), batch, worker_id)
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
         with self._write() as conn:
@@ -513,6 +553,7 @@ class SQLiteStore:
             batches = conn.execute(
                 "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
                 "WHERE status = 'in_progress' AND expires_at > ? AND (claim_cursor < total OR requeued) "
+                "AND upstream IS NULL "
                 "ORDER BY priority DESC, pk LIMIT 16",
                 (now,),
             ).fetchall()

@@ -1,4 +1,6 @@
-"""A batch's running cost (USD): the sum of its lines' costs, priced by the routing config.
+"""A batch's running cost (USD): the sum of its lines' costs, priced by the routing config;
+and, for a batch passed through to an upstream's own Batch API, that upstream's name and
+its batch id there.
 
 Revision ID: 0002
 """
@@ -13,7 +15,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE batches ADD COLUMN cost REAL NOT NULL DEFAULT 0")
+    op.execute("ALTER TABLE batches ADD COLUMN upstream TEXT")
+    op.execute("ALTER TABLE batches ADD COLUMN upstream_batch_id TEXT")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE batches DROP COLUMN cost")
+    for column in ("upstream_batch_id", "upstream", "cost"):
+        op.execute(f"ALTER TABLE batches DROP COLUMN {column}")
