@@ -49,6 +49,7 @@ def make_builtin_backend(settings: Settings) -> Backend:
             settings.engine_slots,
             settings.engine_ctx_per_slot,
             settings.engine_threads,
+            settings.engine_kv_type,
         )
     if settings.backend == "scripted":
         from batchgate.testing import ScriptedBackend

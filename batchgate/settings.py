@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,7 @@ class Settings(BaseSettings):
     engine_slots: int = 8
     engine_ctx_per_slot: int = 2048
     engine_threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    engine_kv_type: Literal["q8_0", "f16"] = "q8_0"  # KV cache precision (q8_0: half the memory)
     run_worker: bool = True
     # the routing config (batchgate.toml): upstream backends, model routes, fallbacks,
     # prices; see batchgate/core/routing.py. Without one every model goes to `backend`.

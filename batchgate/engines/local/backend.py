@@ -41,11 +41,17 @@ class LocalBackend:
     name = "local"
 
     def __init__(
-        self, catalog: ModelCatalog, default_model: str, slots: int = 8, ctx_per_slot: int = 2048, threads: int = 2
+        self,
+        catalog: ModelCatalog,
+        default_model: str,
+        slots: int = 8,
+        ctx_per_slot: int = 2048,
+        threads: int = 2,
+        kv_type: str = "q8_0",
     ):
         self.catalog = catalog
         self.default_model = default_model
-        self.slots, self.ctx_per_slot, self.threads = slots, ctx_per_slot, threads
+        self.slots, self.ctx_per_slot, self.threads, self.kv_type = slots, ctx_per_slot, threads, kv_type
         self._engines: dict[Path, LlamaEngine] = {}
         self._embeddings: EmbeddingEngine | None = None
         self._loading = threading.Lock()
@@ -154,7 +160,9 @@ class LocalBackend:
             path = self.catalog.resolve(self.default_model if model == "default" else model)
             engine = self._engines.get(path)
             if engine is None:
-                engine = self._engines[path] = LlamaEngine(path, self.slots, self.ctx_per_slot, self.threads)
+                engine = self._engines[path] = LlamaEngine(
+                    path, self.slots, self.ctx_per_slot, self.threads, kv_type=self.kv_type
+                )
             return engine
 
     def _response(
@@ -333,6 +341,48 @@ def _logprobs(url: str, body: dict[str, Any]) -> int | None:
     return top or 0
 
 
+MAX_ENUMERATED_RANGE = 256
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_NAMED_SCHEMAS = ("properties", "patternProperties", "$defs", "definitions")
+_LITERALS = ("enum", "const", "default", "examples")
+
+
+def _with_enumerated_ranges(schema: Any, path: str) -> Any:
+    """The schema with every bounded integer (`minimum`/`maximum`) as an `enum` of its
+    values: llama-cpp-python's grammar converter ignores numeric bounds, and an output
+    outside them would not match the schema. Bounds it cannot enumerate (one-sided,
+    over 256 values, or on non-integers) are refused, never silently dropped."""
+    if isinstance(schema, list):
+        return [_with_enumerated_ranges(s, f"{path}[{i}]") for i, s in enumerate(schema)]
+    if not isinstance(schema, dict):
+        return schema
+    if any(key in schema for key in _BOUNDS):
+        low = schema.get("minimum", schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else None)
+        high = schema.get("maximum", schema["exclusiveMaximum"] - 1 if "exclusiveMaximum" in schema else None)
+        if (
+            schema.get("type") != "integer"
+            or not isinstance(low, int)
+            or not isinstance(high, int)
+            or not 0 <= high - low < MAX_ENUMERATED_RANGE
+        ):
+            raise _BadRequest(
+                f"Unsupported bounds at {path}: the local engine enforces minimum/maximum only on integers "
+                f"with both bounds and at most {MAX_ENUMERATED_RANGE} values; use an enum otherwise.",
+                "response_format.json_schema",
+            )
+        rest = {k: v for k, v in schema.items() if k not in (*_BOUNDS, "type")}
+        return {**rest, "enum": list(range(low, high + 1))}
+    walked: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _NAMED_SCHEMAS and isinstance(value, dict):  # names here are not keywords
+            walked[key] = {name: _with_enumerated_ranges(s, f"{path}.{key}.{name}") for name, s in value.items()}
+        elif key in _LITERALS:
+            walked[key] = value
+        else:
+            walked[key] = _with_enumerated_ranges(value, f"{path}.{key}")
+    return walked
+
+
 def _grammar(body: dict[str, Any]) -> str | None:
     """The GBNF grammar that enforces `response_format`: JSON, or JSON matching a schema."""
     response_format = body.get("response_format")
@@ -353,6 +403,7 @@ def _grammar(body: dict[str, Any]) -> str | None:
         raise _BadRequest(
             "'response_format.json_schema.schema' must be a JSON Schema object.", "response_format.json_schema"
         )
+    schema = _with_enumerated_ranges(schema, "response_format.json_schema.schema")
     try:
         grammar = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter raises plain exceptions for unsupported schemas

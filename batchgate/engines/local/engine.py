@@ -118,11 +118,39 @@ def model_params() -> Any:
     return params
 
 
+KV_TYPES = {"f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0}
+
+
+def context_params(slots: int, ctx_per_slot: int, batch_tokens: int, threads: int, kv_type: str = "q8_0") -> Any:
+    """A context of `slots` sequences, each with its own KV stream (see the module doc).
+
+    The KV cache is q8_0 by default: half the memory of f16 (on smollm2-135m with 64
+    slots of 256 tokens, 180 MB less) and about 5% faster decoding here, at a precision
+    loss llama.cpp's own measurements put in the noise; a quantized V cache needs flash
+    attention. "f16" keeps llama.cpp's default."""
+    params = L.llama_context_default_params()
+    params.n_ctx = slots * ctx_per_slot
+    params.n_batch = batch_tokens
+    params.n_seq_max = slots
+    params.n_threads = params.n_threads_batch = threads
+    params.kv_unified = False
+    params.type_k = params.type_v = KV_TYPES[kv_type]
+    if kv_type != "f16":
+        params.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    return params
+
+
 class LlamaEngine:
     """One GGUF model with `slots` sequences decoded together."""
 
     def __init__(
-        self, model_path: Path, slots: int = 8, ctx_per_slot: int = 2048, threads: int = 2, batch_tokens: int = 512
+        self,
+        model_path: Path,
+        slots: int = 8,
+        ctx_per_slot: int = 2048,
+        threads: int = 2,
+        batch_tokens: int = 512,
+        kv_type: str = "q8_0",
     ):
         _silence_llama_logs()
         L.llama_backend_init()
@@ -135,13 +163,9 @@ class LlamaEngine:
             raise ValueError(f"llama.cpp could not load {model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
-        params = L.llama_context_default_params()
-        params.n_ctx = slots * ctx_per_slot
-        params.n_batch = batch_tokens
-        params.n_seq_max = slots
-        params.n_threads = params.n_threads_batch = threads
-        params.kv_unified = False
-        self._ctx = L.llama_init_from_model(self._model, params)
+        self._ctx = L.llama_init_from_model(
+            self._model, context_params(slots, ctx_per_slot, batch_tokens, threads, kv_type)
+        )
         if not self._ctx:
             raise ValueError(f"llama.cpp could not create a context for {model_path}")
         self._memory = L.llama_get_memory(self._ctx)
