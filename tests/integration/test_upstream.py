@@ -226,7 +226,9 @@ def test_final_upstream_failures_carry_its_status_and_message(
     batch, output, errors = run_batch(server, [chat_line(f"f{i}", model="smol", max_tokens=1) for i in range(3)])
     assert batch["status"] == "completed" and output == []
     assert [e["response"]["status_code"] for e in errors] == [503, 503, 503]
-    assert all("503" in e["response"]["body"]["error"]["message"] or e["response"]["body"]["error"] for e in errors)
+    assert {e["response"]["body"]["error"]["message"] for e in errors} == {
+        "The server is overloaded or not ready yet (injected)."
+    }
     assert max(proxy.attempts_by_key().values()) == 2
 
 
@@ -283,6 +285,35 @@ def test_synchronous_requests_route_through_the_official_client(
     proxy.faults = Faults.always("429", max_per_key=1, retry_after="0")
     again = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert again.choices[0].finish_reason in ("stop", "length")  # the gateway retried the 429 itself
+
+
+def test_request_rate_cap_paces_a_batch(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    with run_mock("test-rate-mock", models="smollm2-135m") as mock:
+        config = upstream_config(mock.base_url[: -len("/v1")], requests_per_minute=600)  # 10 a second
+        server = gateway(start_server, tmp_path, config)
+        started = time.perf_counter()
+        batch, output, _ = run_batch(server, [chat_line(f"q{i}", model="smol") for i in range(31)])
+        elapsed = time.perf_counter() - started
+    assert batch["status"] == "completed" and len(output) == 31
+    assert elapsed >= 1.9  # 11 at once (a second's burst), then 20 more at 0.1 s apart
+
+
+def test_embeddings_route_to_an_upstream_synchronously_and_in_batches(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    with run_mock("test-embed-mock", models="smollm2-135m") as mock:
+        server = gateway(start_server, tmp_path, upstream_config(mock.base_url[: -len("/v1")]))
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        vectors = client.embeddings.create(model="smol", input=["a", "b"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) > 0
+        assert mock.stats()["/v1/embeddings"] == 1
+        line = {"custom_id": "e1", "method": "POST", "url": "/v1/embeddings", "body": {"model": "smol", "input": "x"}}
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            file_id = c.post("/v1/files", files={"file": ("e.jsonl", jsonl([line]))}, data={"purpose": "batch"})
+            body = {"input_file_id": file_id.json()["id"], "endpoint": "/v1/embeddings", "completion_window": "24h"}
+            batch_id = c.post("/v1/batches", json=body).json()["id"]
+            batch = wait_for(lambda: (b := c.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b)
+        assert batch["request_counts"]["completed"] == 1 and mock.stats()["/v1/embeddings"] == 2
 
 
 def _closed_port() -> int:
