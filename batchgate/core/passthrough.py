@@ -3,8 +3,10 @@ of one upstream runs on that upstream's own Files + Batches API instead of line 
 
 The batch's "native" job, run by whichever worker claims it (idempotent, like every job):
   1. submit: upload the lines (each `model` rewritten to the upstream's name, custom_ids
-     kept) and create the upstream batch; its id is stored before anything else happens,
-     so a restarted worker polls it rather than submitting again;
+     kept) and create the upstream batch, tagged with this batch's id in its metadata;
+     its id is stored before anything else happens, so a restarted worker polls it
+     rather than submitting again (and one that crashed between creating and storing
+     finds it by the tag);
   2. poll: mirror the upstream's counts into the batch, and look again in `poll_interval`;
   3. import: once the upstream batch ends, download its output and error files and write
      one row per line (custom_id -> line); a line the upstream left without a result
@@ -69,7 +71,8 @@ class Passthrough:
         assert batch.upstream is not None
         client = self.clients(batch.upstream)
         if batch.upstream_batch_id is None:
-            upstream_id = client.submit(self._upstream_lines(batch), batch.endpoint, {"batchgate_batch_id": batch.id})
+            metadata = {"batchgate_batch_id": batch.id}
+            upstream_id = client.find(metadata) or client.submit(self._upstream_lines(batch), batch.endpoint, metadata)
             self.store.set_upstream_batch(batch.id, job.owner, upstream_id)
             log.info("batch %s passed through to %s as %s", batch.id, batch.upstream, upstream_id)
             return now() + self.poll_interval

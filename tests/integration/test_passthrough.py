@@ -116,3 +116,18 @@ def test_a_batch_mixing_native_and_other_models_runs_line_by_line(
     batch = finished(gateway, submit(gateway, lines))
     assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 2
     assert get(upstream, "/v1/batches").json()["data"] == []  # the echo line went as a chat request
+
+
+def test_a_gateway_killed_mid_batch_resumes_polling_without_resubmitting(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    gateway, upstream = pair(start_server, tmp_path, BATCHGATE_CONCURRENCY="4")
+    lines = [chat_line(f"k{i}", model="echo", mock={"sleep": 0.2}) for i in range(40)]  # ~2 s upstream
+    batch_id = submit(gateway, lines)
+    wait_for(lambda: get(upstream, "/v1/batches").json()["data"], 30, 0.05)
+    gateway.kill()  # kill -9 while the upstream batch runs
+    restarted = start_server(gateway.env, insecure=True, data_dir=gateway.data_dir)
+    batch = finished(restarted, batch_id)
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 40
+    assert sorted(r["custom_id"] for r in results(restarted, batch)) == sorted(line["custom_id"] for line in lines)
+    assert len(get(upstream, "/v1/batches").json()["data"]) == 1  # submitted once

@@ -51,6 +51,16 @@ class NativeBatches:
 
             return self._call(upload)
 
+    def find(self, metadata: dict[str, str]) -> str | None:
+        async def recent(session: aiohttp.ClientSession) -> str | None:
+            page = await self._json(await session.get(self._url("/batches"), params={"limit": "100"}))
+            for batch in page.get("data") or ():
+                if batch.get("metadata") == metadata and batch.get("status") not in ("failed", "cancelled", "expired"):
+                    return str(batch["id"])
+            return None
+
+        return self._call(recent)
+
     def retrieve(self, batch_id: str) -> UpstreamBatch:
         return self._call(lambda s: self._batch(s.get(self._url(f"/batches/{batch_id}"))))
 
