@@ -26,6 +26,7 @@ from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.models import BatchJob
+from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
@@ -89,6 +90,7 @@ class Services:
     batches: BatchService
     backend: Backend  # shared by the worker and the synchronous endpoints
     completions: CompletionService
+    operations: OperationRuns
 
     def close(self) -> None:
         self.store.close()
@@ -99,16 +101,20 @@ def build_services(
 ) -> Services:
     store = store or SQLiteStore(settings.db_path)
     blobs = blobs or LocalBlobStore(settings.files_dir)
-    backend = backend or make_backend(settings)  # cheap: a local model loads on first use
+    routing = load_config(settings.config)
+    backend = backend or make_backend(settings, routing)  # cheap: a local model loads on first use
+    files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store)
+    model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
     return Services(
         settings=settings,
         store=store,
         blobs=blobs,
         keys=KeyService(store),
-        files=FileService(store, blobs, settings.max_file_bytes),
-        batches=BatchService(store),
+        files=files,
+        batches=batches,
         backend=backend,
         completions=CompletionService(backend),
+        operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
     )
 
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_lines: int = 1_000_000
     max_line_bytes: int = 8 * 1024 * 1024
     max_errors: int = 100
+    max_sync_items: int = 50  # items per synchronous /api/completions call (more: use /api/batches)
 
     # worker
     concurrency: int = 64

@@ -7,6 +7,7 @@ The asynchronous side, validation, running and finalization, is the worker's
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from batchgate.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batchgate.core.files import check_limit
@@ -34,8 +35,10 @@ class BatchService:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, str] | None = None,
+        operation: dict[str, Any] | None = None,
     ) -> BatchRecord:
-        """Accept a batch: it starts `validating`, and the worker takes it from there."""
+        """Accept a batch: it starts `validating`, and the worker takes it from there.
+        `operation`: the operation an operation batch was compiled from (kept for its output)."""
         if endpoint not in BATCH_ENDPOINTS:
             raise InvalidRequestError(
                 f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)}.",
@@ -65,6 +68,8 @@ class BatchService:
             created_at=created,
             expires_at=created + window,
             metadata=metadata or None,
+            source="operation" if operation else "openai",
+            operation=operation,
         )
         self.store.add_batch(batch)
         self.on_change()

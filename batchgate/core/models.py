@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
 
 class BatchStatus(enum.StrEnum):
@@ -109,6 +110,8 @@ class BatchRecord:
     # native passthrough: the upstream whose own Batch API runs this batch, and the id there
     upstream: str | None = None
     upstream_batch_id: str | None = None
+    # an operation batch (source "operation"): the operation and the file of its items
+    operation: dict[str, Any] | None = None
 
 
 def job_kind(batch: BatchRecord, now: int) -> str:

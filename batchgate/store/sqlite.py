@@ -51,7 +51,7 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 
@@ -67,7 +67,7 @@ def _batch(row: tuple) -> BatchRecord:
         completed_at=row[14], failed_at=row[15], expired_at=row[16], cancelling_at=row[17],
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
-        upstream=row[27], upstream_batch_id=row[28],
+        upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
     )  # fmt: skip
 
 
@@ -236,11 +236,12 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
-                "created_at, expires_at, metadata, priority, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, expires_at, metadata, priority, source, operation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
                     b.created_at, b.expires_at, orjson.dumps(b.metadata).decode() if b.metadata else None,
-                    b.priority, b.source,
+                    b.priority, b.source, orjson.dumps(b.operation).decode() if b.operation else None,
                 ),
             )  # fmt: skip
 
