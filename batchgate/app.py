@@ -29,6 +29,7 @@ from batchgate.core.models import BatchJob
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
+from batchgate.core.prompts import PromptService
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.worker import Worker, WorkerConfig
@@ -91,6 +92,7 @@ class Services:
     backend: Backend  # shared by the worker and the synchronous endpoints
     completions: CompletionService
     operations: OperationRuns
+    prompts: PromptService
 
     def close(self) -> None:
         self.store.close()
@@ -115,6 +117,7 @@ def build_services(
         backend=backend,
         completions=CompletionService(backend),
         operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
+        prompts=PromptService(store),
     )
 
 

@@ -31,6 +31,8 @@ from batchgate.core.models import (
     FinishedRow,
     LineIndex,
     Project,
+    PromptRecord,
+    PromptVersion,
     RequestResult,
     RequestState,
     job_kind,
@@ -89,6 +91,8 @@ class InMemoryStore:
         self._files: dict[str, FileRecord] = {}
         self._batches: dict[str, _Batch] = {}
         self._workers: dict[str, WorkerInfo] = {}
+        self._prompts: dict[tuple[str, str], PromptRecord] = {}
+        self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
 
     def close(self) -> None:
         pass
@@ -310,6 +314,48 @@ class InMemoryStore:
                 res.error_code if res else row.error_code, res.error_message if res else row.error_message,
                 res.cost if res else 0.0,
             )  # fmt: skip
+
+    # prompt templates
+    def add_prompt(self, prompt: PromptRecord) -> bool:
+        with self._lock:
+            key = (prompt.project_id, prompt.slug)
+            if key in self._prompts:
+                return False
+            self._prompts[key] = replace(prompt)
+            self._prompt_versions[key] = []
+            return True
+
+    def get_prompt(self, project_id: str, slug: str) -> PromptRecord | None:
+        prompt = self._prompts.get((project_id, slug))
+        return replace(prompt) if prompt else None
+
+    def list_prompts(self, project_id: str) -> list[PromptRecord]:
+        return sorted((replace(p) for p in self._prompts.values() if p.project_id == project_id), key=lambda p: p.slug)
+
+    def add_prompt_version(
+        self, project_id: str, slug: str, messages: list[dict[str, Any]], model_config: dict[str, Any], now: int
+    ) -> PromptVersion:
+        with self._lock:
+            versions = self._prompt_versions[(project_id, slug)]
+            versions.append(PromptVersion(slug, len(versions) + 1, messages, model_config, now))
+            return versions[-1]
+
+    def list_prompt_versions(self, project_id: str, slug: str) -> list[PromptVersion]:
+        return list(self._prompt_versions.get((project_id, slug), []))
+
+    def get_prompt_version(self, project_id: str, slug: str, version: int | None) -> PromptVersion | None:
+        prompt = self._prompts.get((project_id, slug))
+        number = version if version is not None else (prompt.published_version if prompt else None)
+        versions = self._prompt_versions.get((project_id, slug), [])
+        return versions[number - 1] if number is not None and 0 < number <= len(versions) else None
+
+    def publish_prompt_version(self, project_id: str, slug: str, version: int) -> bool:
+        with self._lock:
+            prompt = self._prompts.get((project_id, slug))
+            if prompt is None or not 0 < version <= len(self._prompt_versions[(project_id, slug)]):
+                return False
+            prompt.published_version = version
+            return True
 
     # workers
     def register_worker(self, info: WorkerInfo) -> None:

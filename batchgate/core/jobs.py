@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from batchgate.core.errors import JobLostError, NotFoundError
 from batchgate.core.ids import now
@@ -20,7 +20,8 @@ from batchgate.core.models import BatchError, BatchJob, BatchStatus, RequestStat
 from batchgate.core.output import write_result_files
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import BlobStore, Store
-from batchgate.core.validation import ValidationLimits, validate_input
+from batchgate.core.prompts import PromptLines
+from batchgate.core.validation import ValidationLimits, ValidationResult, validate_input
 
 log = logging.getLogger("batchgate.jobs")
 
@@ -75,20 +76,25 @@ class JobRunner:
             self.store.fail_batch(batch.id, [missing], now(), job.owner)
             return
         with stream:
+            # lines that name a prompt template are checked as rendered, in the batch's project
+            limits = replace(self.config.limits, render_prompt=PromptLines(self.store).checker(batch.project_id))
             result = validate_input(
                 stream,
                 batch.endpoint,
-                self.config.limits,
+                limits,
                 lambda lines: self.store.add_lines(batch.id, lines, job.owner),
             )
         if result.errors:
             self.store.clear_requests(batch.id, job.owner)
             self.store.fail_batch(batch.id, result.errors, now(), job.owner)
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
-        elif self.store.start_batch(
-            batch.id, result.total, now(), job.owner, upstream=self.config.native_upstream(result.models)
-        ):
+        elif self.store.start_batch(batch.id, result.total, now(), job.owner, upstream=self._native_upstream(result)):
             log.info("batch %s validated: %d request lines", batch.id, result.total)
+
+    def _native_upstream(self, result: ValidationResult) -> str | None:
+        """Where a batch is passed through whole; never one with prompt lines (they are
+        rendered as they run, which an upstream's Batch API cannot do)."""
+        return None if result.uses_prompts else self.config.native_upstream(result.models)
 
     def settle(self, job: BatchJob, final: BatchStatus, since: int) -> int | None:
         batch = job.batch

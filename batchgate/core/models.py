@@ -114,6 +114,27 @@ class BatchRecord:
     operation: dict[str, Any] | None = None
 
 
+@dataclass(slots=True)
+class PromptVersion:
+    """Messages with `{{variable}}` placeholders, and defaults for the request body."""
+
+    slug: str
+    version: int
+    messages: list[dict[str, Any]]
+    model_config: dict[str, Any]
+    created_at: int
+
+
+@dataclass(slots=True)
+class PromptRecord:
+    project_id: str
+    slug: str
+    name: str
+    description: str
+    created_at: int
+    published_version: int | None = None
+
+
 def job_kind(batch: BatchRecord, now: int) -> str:
     """The batch-level job an active batch needs: validate, finalize, settle a cancel or
     an expiry, or submit/poll a batch passed through to an upstream ("native")."""

@@ -22,6 +22,8 @@ from batchgate.core.models import (
     FinishedRow,
     LineIndex,
     Project,
+    PromptRecord,
+    PromptVersion,
     RequestResult,
     RequestState,
 )
@@ -136,6 +138,26 @@ class Store(Protocol):
 
     def count_running(self, batch_id: str) -> int: ...
     def iter_finished(self, batch_id: str) -> Iterator[FinishedRow]: ...
+
+    # prompt templates
+    def add_prompt(self, prompt: PromptRecord) -> bool:
+        """False if the project already has a prompt with this slug."""
+        ...
+
+    def get_prompt(self, project_id: str, slug: str) -> PromptRecord | None: ...
+    def list_prompts(self, project_id: str) -> list[PromptRecord]: ...
+    def add_prompt_version(
+        self, project_id: str, slug: str, messages: list[dict[str, Any]], model_config: dict[str, Any], now: int
+    ) -> PromptVersion:
+        """The next version number, atomically."""
+        ...
+
+    def list_prompt_versions(self, project_id: str, slug: str) -> list[PromptVersion]: ...
+    def get_prompt_version(self, project_id: str, slug: str, version: int | None) -> PromptVersion | None:
+        """A version, or (None) the published one."""
+        ...
+
+    def publish_prompt_version(self, project_id: str, slug: str, version: int) -> bool: ...
 
     # the worker's side
     def register_worker(self, info: WorkerInfo) -> None: ...

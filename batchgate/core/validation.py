@@ -11,11 +11,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
 from batchgate.core.models import BatchError
+from batchgate.core.prompts import PromptError
 
 READ_SIZE = 1 << 20
 
@@ -27,6 +28,8 @@ class ValidationLimits:
     max_errors: int = 100
     # the problem with a line's `body.model` (e.g. no route serves it), or None if it runs
     check_model: Callable[[str], str | None] | None = None
+    # the rendered body of a line that names a prompt template (raises PromptError)
+    render_prompt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -34,6 +37,7 @@ class ValidationResult:
     total: int = 0
     errors: list[BatchError] = field(default_factory=list)
     models: set[str] = field(default_factory=set)  # the distinct `body.model`s of the lines
+    uses_prompts: bool = False  # some line names a prompt template
 
 
 def iter_line_batches(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, list[bytes | int]]]:
@@ -184,10 +188,21 @@ def validate_input(
                     and body.get("model").__class__ is str
                     and body["model"] != ""
                     and (runnable.get(body["model"]) or model_runs(body["model"]))
+                    and "prompt_slug" not in body
                 )
             except (KeyError, TypeError):
                 ok = False
             if not ok:
+                line_body = obj.get("body") if type(obj) is dict else None
+                if type(line_body) is dict and "prompt_slug" in line_body and limits.render_prompt is not None:
+                    result.uses_prompts = True
+                    try:  # check the line as it will run: rendered from its template
+                        obj = {**obj, "body": limits.render_prompt(line_body)}
+                    except PromptError as exc:
+                        error(exc.code, exc.message, exc.param)
+                        if len(errors) >= max_errors:
+                            break
+                        continue
                 problem = _check_request(obj, endpoint, limits.check_model)
                 if problem is not None:
                     error(*problem)

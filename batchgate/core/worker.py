@@ -29,6 +29,7 @@ from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobExecutor
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
+from batchgate.core.prompts import PromptError, PromptLines
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
@@ -83,6 +84,7 @@ class Worker:
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
+        self._prompts: dict[str, PromptLines] = {}
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
@@ -303,6 +305,11 @@ class Worker:
         except Exception as exc:
             log.exception("batch %s line %d: cannot read input", claim.batch_id, claim.line)
             return failed("input_unreadable", f"The input line could not be read: {exc}")
+        if "prompt_slug" in body:
+            try:
+                body = self._prompt_lines(claim.batch_id).render(self._project_of(claim.batch_id), body)
+            except PromptError as exc:
+                return failed(exc.code, exc.message)
         request = BackendRequest(custom_id, claim.endpoint, body)
         while True:
             try:
@@ -333,6 +340,19 @@ class Worker:
                 backend=response.backend or self.backend.name,
                 model=response.model or body.get("model"),
             )
+
+    def _prompt_lines(self, batch_id: str) -> PromptLines:
+        """Prompt versions resolved once per batch: a batch's lines without a version all
+        use the version published when its first one ran here."""
+        if batch_id not in self._prompts:
+            if len(self._prompts) > 256:
+                self._prompts.clear()
+            self._prompts[batch_id] = PromptLines(self.store)
+        return self._prompts[batch_id]
+
+    def _project_of(self, batch_id: str) -> str:
+        batch = self.store.get_batch(batch_id, None)
+        return batch.project_id if batch is not None else ""
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         cfg = self.config

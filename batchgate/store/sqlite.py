@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -30,6 +31,8 @@ from batchgate.core.models import (
     FinishedRow,
     LineIndex,
     Project,
+    PromptRecord,
+    PromptVersion,
     RequestResult,
     RequestState,
     job_kind,
@@ -54,6 +57,11 @@ BATCH_COLUMNS = (
     "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
+PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
+
+
+def _prompt_version(row: tuple) -> PromptVersion:
+    return PromptVersion(row[0], row[1], orjson.loads(row[2]), orjson.loads(row[3]), row[4])
 
 
 def _batch(row: tuple) -> BatchRecord:
@@ -463,6 +471,80 @@ class SQLiteStore:
                     yield FinishedRow(r[0] & LINE_MASK, r[1], r[2], r[3], RequestState(r[4]), *r[5:])
         finally:
             conn.close()
+
+    # ---- prompt templates ---------------------------------------------------------
+
+    def add_prompt(self, prompt: PromptRecord) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    "INSERT OR IGNORE INTO prompts (project_id, slug, name, description, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (prompt.project_id, prompt.slug, prompt.name, prompt.description, prompt.created_at),
+                ).rowcount
+                > 0
+            )
+
+    def get_prompt(self, project_id: str, slug: str) -> PromptRecord | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {PROMPT_COLUMNS} FROM prompts WHERE project_id = ? AND slug = ?", (project_id, slug))
+            .fetchone()
+        )
+        return PromptRecord(*row) if row else None
+
+    def list_prompts(self, project_id: str) -> list[PromptRecord]:
+        rows = self._conn().execute(
+            f"SELECT {PROMPT_COLUMNS} FROM prompts WHERE project_id = ? ORDER BY slug", (project_id,)
+        )
+        return [PromptRecord(*row) for row in rows]
+
+    def add_prompt_version(
+        self, project_id: str, slug: str, messages: list[dict[str, Any]], model_config: dict[str, Any], now: int
+    ) -> PromptVersion:
+        with self._write() as conn:
+            (last,) = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM prompt_versions WHERE project_id = ? AND slug = ?",
+                (project_id, slug),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO prompt_versions (project_id, slug, version, messages, model_config, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (project_id, slug, last + 1, orjson.dumps(messages), orjson.dumps(model_config), now),
+            )
+        return PromptVersion(slug, last + 1, messages, model_config, now)
+
+    def list_prompt_versions(self, project_id: str, slug: str) -> list[PromptVersion]:
+        rows = self._conn().execute(
+            "SELECT slug, version, messages, model_config, created_at FROM prompt_versions "
+            "WHERE project_id = ? AND slug = ? ORDER BY version",
+            (project_id, slug),
+        )
+        return [_prompt_version(row) for row in rows]
+
+    def get_prompt_version(self, project_id: str, slug: str, version: int | None) -> PromptVersion | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT v.slug, v.version, v.messages, v.model_config, v.created_at FROM prompt_versions v "
+                "JOIN prompts p ON p.project_id = v.project_id AND p.slug = v.slug "
+                "WHERE v.project_id = ? AND v.slug = ? AND v.version = coalesce(?, p.published_version)",
+                (project_id, slug, version),
+            )
+            .fetchone()
+        )
+        return _prompt_version(row) if row else None
+
+    def publish_prompt_version(self, project_id: str, slug: str, version: int) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    "UPDATE prompts SET published_version = ? WHERE project_id = ? AND slug = ? AND EXISTS ("
+                    "SELECT 1 FROM prompt_versions WHERE project_id = ? AND slug = ? AND version = ?)",
+                    (version, project_id, slug, project_id, slug, version),
+                ).rowcount
+                > 0
+            )
 
     # ---- workers ------------------------------------------------------------------
 
