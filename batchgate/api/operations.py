@@ -101,6 +101,15 @@ async def upload_records(request: Request, project: Project, svc: Svc) -> dict[s
     return {**_created(batch), "file_id": source.id}
 
 
+@router.get("/batches")
+def list_batches(project: Project, svc: Svc, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    """The project's operation batches, newest first (`after`: the last id of the previous page)."""
+    page = svc.batches.list(project, after, limit)
+    data = [_status(b) for b in page.data if b.operation is not None]
+    last = page.data[-1].id if page.data else None
+    return {"object": "list", "data": data, "has_more": page.has_more, "last_id": last}
+
+
 @router.get("/batches/{batch_id}")
 def retrieve_batch(batch_id: str, project: Project, svc: Svc) -> dict[str, Any]:
     return _status(svc.operations.get(project, batch_id))

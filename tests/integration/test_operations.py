@@ -134,6 +134,8 @@ def test_an_operation_batch_pages_and_streams_its_output(api: httpx.Client) -> N
     table = list(csv.DictReader(io.StringIO(api.get(f"/api/batches/{created['batch_id']}/output?format=csv").text)))
     assert list(table[0]) == ["id", "status", "error", "label", "confidence", "n", "shop"]
     assert [row["shop"] for row in table] == ["Acme"] * 3
+    listed = api.get("/api/batches").json()["data"]
+    assert [b["batch_id"] for b in listed] == [created["batch_id"]] and listed[0]["status"] == "completed"
     # the same batch, seen through the OpenAI Batch API
     batch = api.get(f"/v1/batches/{created['batch_id']}").json()
     assert batch["request_counts"]["total"] == 3 and batch["status"] == "completed"
