@@ -16,7 +16,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from batchgate.api.deps import project_id, services
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
-from batchgate.core.errors import InvalidRequestError
+from batchgate.core.errors import BatchgateError, InvalidRequestError
 from batchgate.core.models import BatchRecord
 from batchgate.core.operation_runs import parse_items
 from batchgate.core.operations import Item, Operation
@@ -55,21 +55,9 @@ async def complete(operation: str, request: Request, project: Project, svc: Svc)
 @router.post("/batches")
 async def create_batch(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
     body = await _json_body(request)
-    kind = body.get("operation")
-    if not isinstance(kind, str):
-        raise InvalidRequestError("Missing required parameter 'operation'.", param="operation")
-    op = svc.operations.operation(kind, {k: v for k, v in body.items() if k not in BATCH_KEYS})
+    op = _operation(svc, body)
     if body.get("file_id") is not None:
-        file_id = body["file_id"]
-        record, stream = svc.files.open(project, str(file_id))
-        fmt = detect_format(record.filename, body.get("format"))
-
-        def from_file() -> BatchRecord:
-            with stream:
-                records = iter_records(stream, fmt, body.get("content_column"), svc.settings.max_lines)
-                return _submit(svc, project, op, (Item(r.content, r.metadata) for r in records), body)
-
-        batch = await run_in_threadpool(from_file)
+        batch = await run_in_threadpool(_from_file, svc, project, op, str(body["file_id"]), body)
     else:
         items = parse_items(body.get("items"))
         batch = await run_in_threadpool(_submit, svc, project, op, iter(items), body)
@@ -85,19 +73,11 @@ async def upload_records(request: Request, project: Project, svc: Svc) -> dict[s
         fields = await receive_upload(request, upload, limit)
         source = await run_in_threadpool(upload.commit, "batch", fields.get("filename"))
     params = {key: _form_value(value) for key, value in fields.items() if key not in ("filename", "purpose")}
-    kind = params.get("operation")
-    if not isinstance(kind, str):
-        raise InvalidRequestError("Missing required form field 'operation'.", param="operation")
-    op = svc.operations.operation(kind, {k: v for k, v in params.items() if k not in BATCH_KEYS})
-    fmt = detect_format(source.filename, params.get("format"))
-    _, stream = svc.files.open(project, source.id)
-
-    def from_upload() -> BatchRecord:
-        with stream:
-            records = iter_records(stream, fmt, params.get("content_column"), svc.settings.max_lines)
-            return _submit(svc, project, op, (Item(r.content, r.metadata) for r in records), params)
-
-    batch = await run_in_threadpool(from_upload)
+    try:
+        batch = await run_in_threadpool(_from_file, svc, project, _operation(svc, params), source.id, params)
+    except BatchgateError:
+        svc.files.delete(project, source.id)  # nothing was made of it: do not keep it
+        raise
     return {**_created(batch), "file_id": source.id}
 
 
@@ -149,6 +129,23 @@ def batch_output(
 
 
 # ---- helpers ----------------------------------------------------------------------
+
+
+def _operation(svc: Services, body: dict[str, Any]) -> Operation:
+    """The operation a batch request names, from its parameters (not its batch fields)."""
+    kind = body.get("operation")
+    if not isinstance(kind, str):
+        raise InvalidRequestError("Missing required parameter 'operation'.", param="operation")
+    return svc.operations.operation(kind, {k: v for k, v in body.items() if k not in BATCH_KEYS})
+
+
+def _from_file(svc: Services, project: str, op: Operation, file_id: str, body: dict[str, Any]) -> BatchRecord:
+    """A batch of the records in an uploaded file, parsed as they stream from disk."""
+    record, stream = svc.files.open(project, file_id)
+    fmt = detect_format(record.filename, body.get("format"))
+    with stream:
+        records = iter_records(stream, fmt, body.get("content_column"), svc.settings.max_lines)
+        return _submit(svc, project, op, (Item(r.content, r.metadata) for r in records), body)
 
 
 def _submit(svc: Services, project: str, op: Operation, items: Iterator[Any], body: dict[str, Any]) -> BatchRecord:
