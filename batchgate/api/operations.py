@@ -109,7 +109,7 @@ def batch_output(
     format: str = "json",
     offset: int = 0,
     limit: int | None = None,
-) -> dict[str, Any] | StreamingResponse:
+) -> StreamingResponse:
     if format not in ("json", "jsonl", "csv"):
         raise InvalidRequestError("'format' must be json, jsonl or csv.", param="format")
     if offset < 0 or (limit is not None and limit < 1):
@@ -118,8 +118,8 @@ def batch_output(
     assert batch.operation is not None
     rows = _page(svc.operations.rows(project, batch_id), offset, limit)
     if format == "json":
-        data = list(rows)
-        return {"data": data, "offset": offset, "limit": limit, "total": batch.operation["items"]}
+        head = {"offset": offset, "limit": limit, "total": batch.operation["items"]}
+        return StreamingResponse(iterate_in_threadpool(_json_page(head, rows)), media_type="application/json")
     if format == "jsonl":
         lines = (orjson.dumps(row) + b"\n" for row in rows)
         return StreamingResponse(iterate_in_threadpool(lines), media_type="application/jsonl")
@@ -186,6 +186,14 @@ def _status(batch: BatchRecord) -> dict[str, Any]:
         "created_at": batch.created_at,
         "usage": {"input_tokens": batch.input_tokens, "output_tokens": batch.output_tokens, "cost": batch.cost},
     }
+
+
+def _json_page(head: dict[str, Any], rows: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """`{..head, "data": [rows]}`, written row by row: a page of a million rows streams too."""
+    yield orjson.dumps(head)[:-1] + b',"data":['
+    for i, row in enumerate(rows):
+        yield (b"," if i else b"") + orjson.dumps(row)
+    yield b"]}"
 
 
 def _page(rows: Iterator[dict[str, Any]], offset: int, limit: int | None) -> Iterator[dict[str, Any]]:
