@@ -81,9 +81,18 @@ def run_model(model: str, reviews: list[dict[str, Any]], args: argparse.Namespac
         for start in range(0, len(reviews), args.chunk):
             rows += label_call(c, model, reviews[start : start + args.chunk])
             print(f"  {model}: {len(rows)}/{len(reviews)} labelled, {time.perf_counter() - t0:.1f} s", flush=True)
-        elapsed = time.perf_counter() - t0
-        rss_peak = server.rss.peak(t0, time.perf_counter())
-    return {"model": model, "rows": rows, "elapsed_s": elapsed, "load_s": load_s, "rss_peak_bytes": rss_peak}
+        t1 = time.perf_counter()
+        time.sleep(0.05)  # one more RSS/CPU sample after the last call
+        rss_peak, cores = server.rss.peak(t0, t1), server.rss.cpu_cores(t0, t1)
+    return {
+        "model": model,
+        "rows": rows,
+        "elapsed_s": t1 - t0,
+        "load_s": load_s,
+        "rss_peak_bytes": rss_peak,
+        "server_cpu_cores": cores,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def auroc(right: list[float], wrong: list[float]) -> float | None:
@@ -144,6 +153,8 @@ def score(run: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:
         "reviews_per_s": n / run["elapsed_s"],
         "load_s": run["load_s"],
         "rss_peak_bytes": run["rss_peak_bytes"],
+        "server_cpu_cores": run["server_cpu_cores"],
+        "loadavg_after": run["loadavg_after"],
         "predictions": predictions,
     }
 
@@ -173,7 +184,8 @@ def table_rows(s: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
         (
             f"{m}: wall time",
             f"{s['elapsed_s']:.1f} s ({s['reviews_per_s']:.2f} reviews/s; {args.slots} slots, {args.threads} threads, "
-            f"calls of {args.chunk}); model load {s['load_s']:.1f} s; server peak RSS {bc.mb(s['rss_peak_bytes'])}",
+            f"calls of {args.chunk}); server used {s['server_cpu_cores']:.2f} cores, loadavg after "
+            f"{s['loadavg_after']}; model load {s['load_s']:.1f} s; server peak RSS {bc.mb(s['rss_peak_bytes'])}",
         )
     )
     return rows
@@ -197,6 +209,7 @@ def main() -> None:
     models = args.model or DEFAULT_MODELS
     reviews = load_reviews(args.data, args.limit)
     counts = Counter(r["label"] for r in reviews)
+    result = bc.default_result(args)  # machine info (load average) before the runs
     print(f"{len(reviews)} reviews ({', '.join(f'{c} {counts[c]}' for c in CATEGORIES)}), models {models}")
     scores = []
     for model in models:
@@ -218,7 +231,7 @@ def main() -> None:
     ]
     for s in scores:
         table += table_rows(s, args)
-    result = bc.default_result(args) | {"models": scores}
+    result["models"] = scores
     # no target (issue 5 gives none): the numbers are the result
     bc.report(NAME, args, table, result, bc.Targets())
 
