@@ -139,7 +139,8 @@ class OperationRuns:
         return batch
 
     def rows(self, project_id: str, batch_id: str) -> Iterator[dict[str, Any]]:
-        """The batch's rows in input order (once it has ended)."""
+        """The batch's rows in input order. Not a generator itself: a batch that has not
+        ended is refused now, before a streamed response has started."""
         batch = self.get(project_id, batch_id)
         if batch.status not in ENDED:
             raise ConflictError(
@@ -147,6 +148,9 @@ class OperationRuns:
                 param="batch_id",
                 code="batch_not_finished",
             )
+        return self._rows(project_id, batch)
+
+    def _rows(self, project_id: str, batch: BatchRecord) -> Iterator[dict[str, Any]]:
         assert batch.operation is not None
         op = Operation.from_json(batch.operation["operation"])
         results = _Merged([self._lines(project_id, batch.output_file_id), self._lines(project_id, batch.error_file_id)])
