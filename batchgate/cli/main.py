@@ -1,4 +1,4 @@
-"""`batchgate serve | worker | run | keys | models | config`."""
+"""`batchgate serve | worker | run | keys | models | config`, plus the client commands of cli.client."""
 
 from __future__ import annotations
 
@@ -286,3 +286,14 @@ def models_install(name: str) -> None:
     console.print(f"installing {name}: {' '.join(command[3:])}")
     if subprocess.run(command).returncode:
         raise click.ClickException(f"pip could not install {name}.")
+
+
+def _add_client_commands() -> None:
+    """The client commands (files, batches, prompts, operations) talk to a server through the sdk."""
+    from batchgate.cli.client import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_client_commands()
