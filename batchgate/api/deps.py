@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from fastapi import Request
 
 from batchgate.app import Services
+from batchgate.core.errors import InvalidRequestError
 
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body
 
 
 def project_id(request: Request) -> str:

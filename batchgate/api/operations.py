@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from batchgate.api.deps import project_id, services
+from batchgate.api.deps import json_object, project_id, services
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
 from batchgate.core.errors import BatchgateError, InvalidRequestError
@@ -33,19 +33,9 @@ BATCH_KEYS = ("operation", "items", "file_id", "completion_window", "metadata", 
 MAX_RECORD_FILE_BYTES = 100 * 1024 * 1024
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body
-
-
 @router.post("/completions/{operation}")
 async def complete(operation: str, request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    body = await _json_body(request)
+    body = await json_object(request)
     items = parse_items(body.pop("items", None))
     op = svc.operations.operation(operation, body)
     rows = await svc.operations.run(op, items)
@@ -54,7 +44,7 @@ async def complete(operation: str, request: Request, project: Project, svc: Svc)
 
 @router.post("/batches")
 async def create_batch(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    body = await _json_body(request)
+    body = await json_object(request)
     op = _operation(svc, body)
     if body.get("file_id") is not None:
         batch = await run_in_threadpool(_from_file, svc, project, op, str(body["file_id"]), body)

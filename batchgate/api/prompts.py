@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from batchgate.api.deps import project_id, services
+from batchgate.api.deps import json_object, project_id, services
 from batchgate.app import Services
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.models import PromptRecord, PromptVersion
@@ -18,16 +18,6 @@ router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body
 
 
 def _prompt(prompt: PromptRecord) -> dict[str, Any]:
@@ -55,7 +45,7 @@ def _version(version: PromptVersion) -> dict[str, Any]:
 
 @router.post("")
 async def create_prompt(request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    body = await _body(request)
+    body = await json_object(request)
     prompt = svc.prompts.create(
         project,
         body.get("slug"),
@@ -81,7 +71,7 @@ def retrieve_prompt(slug: str, project: Project, svc: Svc) -> dict[str, Any]:
 
 @router.post("/{slug}/versions")
 async def create_version(slug: str, request: Request, project: Project, svc: Svc) -> dict[str, Any]:
-    body = await _body(request)
+    body = await json_object(request)
     publish = body.get("publish", False)
     if not isinstance(publish, bool):
         raise InvalidRequestError("'publish' must be a boolean.", param="publish")
@@ -107,7 +97,7 @@ def publish_version(slug: str, version: int, project: Project, svc: Svc) -> dict
 async def batch_lines(slug: str, request: Request, project: Project, svc: Svc) -> Response:
     """A batch input file (JSONL) that runs the prompt once per variable set: upload it to
     /v1/files and create a batch on it."""
-    body = await _body(request)
+    body = await json_object(request)
     version = body.get("version")
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise InvalidRequestError("'version' must be an integer.", param="version")

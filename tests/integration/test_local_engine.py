@@ -304,6 +304,6 @@ def test_a_synchronous_request_is_served_ahead_of_a_running_batch(start_server: 
     assert reply.status_code == 200
     remaining = c.get(f"/batches/{batch_id}").json()["request_counts"]
     # 40 lines on 2 slots take far longer than one short answer: had it queued behind
-    # the batch, the batch would be (nearly) done by now
+    # the batch, the batch would be (nearly) done by now. (No bound in seconds: on a
+    # loaded 2-core machine the answer itself can take 20 s.)
     assert remaining["completed"] < 30, (took, remaining)
-    assert took < 10

@@ -41,6 +41,9 @@ from mock_upstream import run_mock  # noqa: E402  (bench/ is not a package)
 def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = ModelCatalog(tmp_path_factory.mktemp("models")).resolve("smollm2-135m")
     with llama_server(path, alias="smollm2-135m") as url:
+        # the server's first answer is slow (seconds, on a loaded machine): not in a test's timeout
+        chat = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+        httpx.post(url + "/v1/chat/completions", json=chat, timeout=120).raise_for_status()
         yield url
 
 
@@ -57,7 +60,8 @@ def mock_proxy() -> Iterator[FaultProxy]:
 
 
 def backend(url: str, **settings: float) -> UpstreamBackend:
-    config = UpstreamConfig(name="llama", base_url=url + "/v1", read_timeout=1.0, **settings)  # type: ignore[arg-type]
+    settings = {"read_timeout": 10.0, **settings}  # generous: a loaded machine answers slowly
+    config = UpstreamConfig(name="llama", base_url=url + "/v1", **settings)  # type: ignore[arg-type]
     return UpstreamBackend(config, backoff_base=0.01)
 
 
@@ -78,13 +82,17 @@ def test_passes_a_completion_through_with_its_usage(proxy: FaultProxy) -> None:
     assert response.status_code == 200
     assert response.body["choices"][0]["message"]["content"]
     assert response.input_tokens > 0 and 0 < response.output_tokens <= 4
-    assert proxy.attempts_by_key() == {"plain": 1}  # the custom_id travels as a header
+    # the custom_id travels as a header (the count is not checked: on a loaded machine a
+    # dropped keep-alive connection may be retried, as it should be)
+    assert set(proxy.attempts_by_key()) == {"plain"} and not any(r.fault for r in proxy.records)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
 def test_each_fault_is_retried_until_the_upstream_answers(proxy: FaultProxy, kind: str) -> None:
-    proxy.faults = Faults.always(kind, max_per_key=2, slow_seconds=3.0, retry_after="0")
-    response = asyncio.run(execute(backend(proxy.url), request(f"fault-{kind}")))
+    proxy.faults = Faults.always(kind, max_per_key=2, slow_seconds=4.0, retry_after="0")
+    # the slow fault must outlast the read timeout; the others get a generous one
+    upstream = backend(proxy.url, read_timeout=2.0) if kind == "slow" else backend(proxy.url)
+    response = asyncio.run(execute(upstream, request(f"fault-{kind}")))
     assert response.status_code == 200, response.body
     assert proxy.attempts_by_key() == {f"fault-{kind}": 3}
     assert proxy.count(kind) == 2
@@ -173,14 +181,12 @@ def run_batch(server: Server, lines: list[dict], timeout: float = 240) -> tuple[
 
 
 def upstream_config(url: str, **extra: object) -> str:
-    settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in extra.items())
+    settings = {"max_concurrency": 16, "read_timeout": 10.0, "max_retries": 4, **extra}
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
     return f"""
 [backends.llama]
 base_url = "{url}/v1"
-max_concurrency = 16
-read_timeout = 1.0
-max_retries = 4
-{settings}
+{lines}
 
 [models.smol]
 backend = "llama"
@@ -199,7 +205,7 @@ def test_a_2000_line_batch_through_30_percent_faults_loses_and_duplicates_nothin
         rate_429=0.08, rate_500=0.05, rate_503=0.05, rate_reset=0.05, rate_truncated=0.04, rate_slow=0.03,
         retry_after="0.05", slow_seconds=2.0, max_per_key=3,
     )  # fmt: skip
-    server = gateway(start_server, tmp_path, upstream_config(proxy.url))
+    server = gateway(start_server, tmp_path, upstream_config(proxy.url, read_timeout=1.0))  # < slow_seconds
     lines = [chat_line(f"r{i}", f"Say {i}.", model="smol", max_tokens=1, temperature=0) for i in range(2000)]
     batch, output, errors = run_batch(server, lines)
     assert batch["status"] == "completed" and errors == []
@@ -222,7 +228,7 @@ def test_final_upstream_failures_carry_its_status_and_message(
     start_server: Callable[..., Server], tmp_path: Path, proxy: FaultProxy
 ) -> None:
     proxy.faults = Faults.always("503", retry_after=None)
-    server = gateway(start_server, tmp_path, upstream_config(proxy.url, max_retries=1).replace("max_retries = 4\n", ""))
+    server = gateway(start_server, tmp_path, upstream_config(proxy.url, max_retries=1))
     batch, output, errors = run_batch(server, [chat_line(f"f{i}", model="smol", max_tokens=1) for i in range(3)])
     assert batch["status"] == "completed" and output == []
     assert [e["response"]["status_code"] for e in errors] == [503, 503, 503]
