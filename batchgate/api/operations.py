@@ -160,10 +160,13 @@ def _created(batch: BatchRecord) -> dict[str, Any]:
 
 
 def _status(batch: BatchRecord) -> dict[str, Any]:
-    done = batch.completed + batch.failed
     status = {"validating": "queued"}.get(batch.status.value, batch.status.value)
     assert batch.operation is not None
     op, total = batch.operation["operation"], batch.operation["items"]
+    # a batch cancelled (or expired) before validation read its lines has none: its items
+    # all end failed, as its output rows say
+    failed = batch.failed + (total - batch.total if batch.status.value in ("cancelled", "expired") else 0)
+    done = batch.completed + failed
     return {
         "batch_id": batch.id,
         "status": status,
@@ -171,7 +174,7 @@ def _status(batch: BatchRecord) -> dict[str, Any]:
         "model": op["model"],
         "total_items": total,
         "completed_items": batch.completed,
-        "failed_items": batch.failed,
+        "failed_items": failed,
         "progress_percentage": round(100 * done / total, 1),
         "created_at": batch.created_at,
         "usage": {"input_tokens": batch.input_tokens, "output_tokens": batch.output_tokens, "cost": batch.cost},

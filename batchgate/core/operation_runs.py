@@ -158,8 +158,9 @@ class OperationRuns:
             item = orjson.loads(raw)
             entry = results.take(item_id(index))
             response, error = (entry or {}).get("response"), (entry or {}).get("error")
-            if entry is None:
-                error = {"code": "missing", "message": "No result was recorded for this item."}
+            if entry is None:  # the batch ended before its lines were even read (cancelled early)
+                code = {BatchStatus.CANCELLED: "batch_cancelled", BatchStatus.EXPIRED: "batch_expired"}
+                error = {"code": code.get(batch.status, "missing"), "message": "The item never ran."}
             status = response.get("status_code") if response else None
             body = response.get("body") if response else None
             yield _row(index, Item(item["content"], item["metadata"]), op, status, body, error)
