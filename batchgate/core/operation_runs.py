@@ -142,6 +142,9 @@ class OperationRuns:
         """The batch's rows in input order. Not a generator itself: a batch that has not
         ended is refused now, before a streamed response has started."""
         batch = self.get(project_id, batch_id)
+        if batch.status == BatchStatus.FAILED:
+            errors = "; ".join(e.message for e in batch.errors or [])
+            raise ConflictError(f"Batch {batch_id} failed validation: {errors}", param="batch_id", code="batch_failed")
         if batch.status not in ENDED:
             raise ConflictError(
                 f"Batch {batch_id} is {batch.status.value}; its output is ready once it has ended.",
