@@ -55,7 +55,8 @@ class UpstreamBackend:
     # ---- Backend ------------------------------------------------------------------
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        status, body = await self._post(request)
+        async with self._slots:  # a request in flight, its retries included
+            status, body = await self._post(request)
         if status != 200:
             return BackendResponse(status, body, model=request.body.get("model"))
         usage = body.get("usage") or {}
@@ -70,21 +71,25 @@ class UpstreamBackend:
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         body = {**request.body, "stream": True, "stream_options": {"include_usage": True}}
         finish_reason, usage, chunks = None, None, 0
-        async with self._slots, await self._open(BackendRequest(request.custom_id, request.url, body)) as response:
-            async for line in response.content:
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    break
-                chunk = orjson.loads(data)
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                    if text:
-                        chunks += 1
-                        yield StreamDelta(text)
-                    finish_reason = choice.get("finish_reason") or finish_reason
+        async with self._slots:
+            status, response = await self._post(BackendRequest(request.custom_id, request.url, body), stream=True)
+            if status != 200:
+                raise BackendRejectedError(status, response)
+            async with response:
+                async for line in response.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    chunk = orjson.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                        if text:
+                            chunks += 1
+                            yield StreamDelta(text)
+                        finish_reason = choice.get("finish_reason") or finish_reason
         if usage is None:  # an upstream that ignores stream_options (llama.cpp's python server):
             usage = {"completion_tokens": chunks}  # servers stream a token per chunk
         tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -129,65 +134,42 @@ class UpstreamBackend:
             output = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
             await self._tokens.acquire(len(payload) / 4 + int(output) * int(body.get("n") or 1))
 
-    async def _post(self, request: BackendRequest) -> tuple[int, dict[str, Any]]:
-        """POST with retries: (status, JSON body). Raises BackendError when the last
-        attempt got no response."""
+    async def _post(self, request: BackendRequest, stream: bool = False) -> tuple[int, Any]:
+        """POST with retries. Returns (status, JSON body), or with `stream` (200, the open
+        response) once the upstream starts answering. A final answer is a 200, another
+        4xx, or the last 429/5xx once the retries ran out. Raises BackendError when the
+        last attempt got no response (or a 200 whose body broke off or was not JSON)."""
         payload = orjson.dumps(request.body)
         headers = {**self._headers, "X-Batchgate-Custom-Id": request.custom_id}
         attempts = 0
         while True:
             attempts += 1
             await self._wait_for_caps(request, payload)
-            failure, retry_after = None, None
+            failure, retry_after, last = None, None, attempts > self.config.max_retries
             try:
-                async with (
-                    self._slots,
-                    self._session().post(self._url(request.url), data=payload, headers=headers) as response,
-                ):
+                response = await self._session().post(self._url(request.url), data=payload, headers=headers)
+                status, retry_after = response.status, _retry_after(response.headers)
+                if stream and status == 200:
+                    return status, response
+                try:
                     raw = await response.read()
-                    status, retry_after = response.status, _retry_after(response.headers)
+                finally:
+                    response.release()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _describe(exc)
             else:
                 body = _json_body(raw)
                 if status == 200 and body is None:
                     failure = f"the response was not JSON ({len(raw)} bytes)"
-                elif status not in RETRY_STATUSES:
+                elif status not in RETRY_STATUSES or last:
                     return status, body or _error_body(status, raw)
-            if attempts > self.config.max_retries:
-                if failure is None:
-                    return status, body or _error_body(status, raw)
+            if last:
+                assert failure is not None
                 raise BackendError(
                     f"Upstream {self.name!r}: {failure} (after {attempts} attempts).",
                     code="upstream_timeout" if "timed out" in failure else "upstream_unreachable",
                 )
             log.debug("upstream %s: %s; retry %d", self.name, failure or status, attempts)
-            await asyncio.sleep(self._backoff(attempts, retry_after))
-
-    async def _open(self, request: BackendRequest) -> aiohttp.ClientResponse:
-        """A streaming response that answered 200; retries like _post until the first byte.
-        Any other final answer is raised as BackendRejectedError (its status and body)."""
-        payload = orjson.dumps(request.body)
-        headers = {**self._headers, "X-Batchgate-Custom-Id": request.custom_id}
-        attempts = 0
-        while True:
-            attempts += 1
-            await self._wait_for_caps(request, payload)
-            failure, retry_after, status = None, None, 0
-            try:
-                response = await self._session().post(self._url(request.url), data=payload, headers=headers)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                failure = _describe(exc)
-            else:
-                if response.status == 200:
-                    return response
-                status, retry_after = response.status, _retry_after(response.headers)
-                raw = await response.read()
-                response.release()
-                if status not in RETRY_STATUSES or attempts > self.config.max_retries:
-                    raise BackendRejectedError(status, _json_body(raw) or _error_body(status, raw))
-            if attempts > self.config.max_retries:
-                raise BackendError(f"Upstream {self.name!r}: {failure} (after {attempts} attempts).")
             await asyncio.sleep(self._backoff(attempts, retry_after))
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
