@@ -104,7 +104,8 @@ class PromptLines:
         return render(self.version(project_id, body), body)
 
     def checker(self, project_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """Validation's check of one line's body: the rendered body, or PromptError."""
+        """One line's body rendered in this project (raises PromptError): validation's
+        check, and the worker's rendering."""
         return lambda body: self.render(project_id, body)
 
 

@@ -20,7 +20,9 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -84,7 +86,7 @@ class Worker:
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
-        self._prompts: dict[str, PromptLines] = {}
+        self._prompts: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
@@ -307,7 +309,7 @@ class Worker:
             return failed("input_unreadable", f"The input line could not be read: {exc}")
         if "prompt_slug" in body:
             try:
-                body = self._prompt_lines(claim.batch_id).render(self._project_of(claim.batch_id), body)
+                body = self._prompt_renderer(claim.batch_id)(body)
             except PromptError as exc:
                 return failed(exc.code, exc.message)
         request = BackendRequest(custom_id, claim.endpoint, body)
@@ -341,18 +343,16 @@ class Worker:
                 model=response.model or body.get("model"),
             )
 
-    def _prompt_lines(self, batch_id: str) -> PromptLines:
-        """Prompt versions resolved once per batch: a batch's lines without a version all
-        use the version published when its first one ran here."""
+    def _prompt_renderer(self, batch_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """Renders a batch's prompt lines in its project. Made once per batch (the batch's
+        project is read once, not per line), and its versions are resolved once: a batch's
+        lines without a version all use the version published when its first one ran here."""
         if batch_id not in self._prompts:
             if len(self._prompts) > 256:
                 self._prompts.clear()
-            self._prompts[batch_id] = PromptLines(self.store)
+            batch = self.store.get_batch(batch_id, None)
+            self._prompts[batch_id] = PromptLines(self.store).checker(batch.project_id if batch else "")
         return self._prompts[batch_id]
-
-    def _project_of(self, batch_id: str) -> str:
-        batch = self.store.get_batch(batch_id, None)
-        return batch.project_id if batch is not None else ""
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         cfg = self.config
