@@ -10,15 +10,15 @@ the parsed answer against it here: not every backend enforces schemas, and an ou
 off at `max_tokens` parses as nothing. An answer that does not match is a failed row that
 keeps the raw text, so callers can send it to a review queue instead of trusting it.
 
-Label confidence is the probability the model gave the label's tokens (see
-`_label_confidence`), never a number the model writes into its answer.
+Label confidence is the model's probability of the chosen label renormalised over the allowed
+categories, read from the response's token logprobs (`core/label_confidence.py` documents the
+method), never a number the model writes into its answer.
 
 Pure domain logic: no HTTP, no storage, no backend calls.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import orjson
 
 from batchgate.core.errors import InvalidRequestError
+from batchgate.core.label_confidence import LABEL_TOP_LOGPROBS, label_confidence
 
 OPERATIONS = ("label", "summarize", "extract", "enrich", "run")
 FIELD_TYPES = ("categorical", "numeric", "integer", "boolean", "text", "list")
@@ -35,7 +36,6 @@ _COMMON_KEYS = frozenset({"model", "temperature", "max_tokens", "system_prompt",
 _FIELD_KEYS = frozenset({"name", "type", "description", "valid_values", "examples"})
 _JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_JSON_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ def compile_request(op: Operation, item: Item) -> dict[str, Any]:
         body["response_format"] = spec.response_format
     if spec.logprobs:
         body["logprobs"] = True
-        body["top_logprobs"] = 0
+        body["top_logprobs"] = LABEL_TOP_LOGPROBS  # the alternatives the confidence compares
     return body
 
 
@@ -263,7 +263,8 @@ class _Label(_Spec):
             answer[self.key] = labels = list(dict.fromkeys(labels))
         _validate(answer, self.schema, self.kind)
         chosen: list[str] = labels if isinstance(labels, list) else [answer[self.key]]
-        return {self.key: answer[self.key], "confidence": _label_confidence(choice.get("logprobs"), self.key, chosen)}
+        confidence = label_confidence(choice.get("logprobs"), self.key, self.params["categories"], chosen)
+        return {self.key: answer[self.key], "confidence": confidence}
 
 
 class _Summarize(_Spec):
@@ -469,100 +470,6 @@ def _spec_class(kind: str) -> type[_Spec]:
     if spec is None:
         raise _invalid("operation", f"Unknown operation {kind!r}: expected one of {', '.join(OPERATIONS)}.")
     return spec
-
-
-# --- label confidence ---------------------------------------------------------------------
-
-
-def _label_confidence(logprobs: Any, key: str, labels: list[str]) -> float | None:
-    """The model's probability for the label(s) it chose, from the token logprobs of its answer.
-
-    The answer's tokens (OpenAI chat shape: `logprobs.content[]` with `token`, `bytes` and
-    `logprob`) are concatenated, giving each token's byte offset in the answer; the label's
-    value is located inside the JSON (the string after the `"label"` key, or each string of
-    the `"labels"` array), and every token that overlaps the value's characters counts. The
-    label's probability is exp(sum of those tokens' logprobs): the probability the model gave
-    to writing that label text, given everything before it. Tokens that also cover JSON
-    punctuation (a closing quote) are included whole. Work is in bytes, so a token that ends
-    inside a multi-byte character still lands in the right place.
-
-    multi_label: the mean of the chosen labels' probabilities (each label from its first
-    occurrence). It measures how sure the model was of what it wrote, not of the labels it
-    left out.
-
-    None when the backend returned no logprobs, or they do not spell the answer: a missing
-    confidence is honest, a made-up one is not.
-    """
-    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(tokens, list) or not tokens:
-        return None
-    pieces: list[bytes] = []
-    placed: list[tuple[int, int, float]] = []  # each token's (start, end) byte offsets and logprob
-    for token in tokens:
-        piece = _token_bytes(token)
-        score = token.get("logprob") if isinstance(token, dict) else None
-        if piece is None or isinstance(score, bool) or not isinstance(score, int | float):
-            return None
-        start = placed[-1][1] if placed else 0
-        placed.append((start, start + len(piece), float(score)))
-        pieces.append(piece)
-    probabilities: dict[str, float] = {}
-    for value, start, end in _value_spans(b"".join(pieces), key):
-        if value not in probabilities and end > start:
-            logprob = sum(score for s, e, score in placed if s < end and e > start)
-            probabilities[value] = math.exp(logprob)
-    if not labels or any(label not in probabilities for label in labels):
-        return None
-    return sum(probabilities[label] for label in labels) / len(labels)
-
-
-def _token_bytes(token: Any) -> bytes | None:
-    """A token's bytes: `bytes` when given (exact, even for part of a character), else its text."""
-    if not isinstance(token, dict):
-        return None
-    raw = token.get("bytes")
-    if isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
-        return bytes(raw)
-    text = token.get("token")
-    return text.encode() if isinstance(text, str) else None
-
-
-def _value_spans(text: bytes, key: str) -> list[tuple[str, int, int]]:
-    """(value, start, end) of the string after `"key":`, or of each string in its array."""
-    found = re.search(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*', text)
-    if found is None:
-        return []
-    pos = found.end()
-    if not text.startswith(b"[", pos):
-        value = _string_at(text, pos)
-        return [] if value is None else [value[:3]]
-    spans = []
-    pos += 1
-    while (value := _string_at(text, _skip_space(text, pos))) is not None:
-        spans.append(value[:3])
-        pos = _skip_space(text, value[3])
-        if not text.startswith(b",", pos):
-            break
-        pos += 1
-    return spans
-
-
-def _string_at(text: bytes, pos: int) -> tuple[str, int, int, int] | None:
-    """The JSON string at `pos`: its value, where its characters start and end, and where it ends."""
-    match = _JSON_STRING.match(text, pos)
-    if match is None:
-        return None
-    try:
-        value = orjson.loads(match.group(0))
-    except orjson.JSONDecodeError:
-        return None
-    return value, match.start(1), match.end(1), match.end()
-
-
-def _skip_space(text: bytes, pos: int) -> int:
-    while pos < len(text) and text[pos] in b" \t\r\n":
-        pos += 1
-    return pos
 
 
 # --- answers: parsing and checking against a schema ---------------------------------------

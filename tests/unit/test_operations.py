@@ -1,9 +1,8 @@
 """Operations: what each compiles to, how each validates its parameters (errors name the
-field), and how responses become result rows, including label confidence from logprobs."""
+field), and how responses become result rows (label confidence: test_label_confidence.py)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -46,10 +45,6 @@ def response(text: str, logprobs: list[dict[str, Any]] | None = None, finish_rea
     return {"id": "chatcmpl-1", "object": "chat.completion", "model": "qwen2.5-1.5b", "choices": [choice]}
 
 
-def tokens(*pairs: tuple[str, float]) -> list[dict[str, Any]]:
-    return [{"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in pairs]
-
-
 def invalid(kind: str, params: dict[str, Any]) -> InvalidRequestError:
     with pytest.raises(InvalidRequestError) as info:
         parse_operation(kind, params)
@@ -64,7 +59,7 @@ def test_label_compiles_to_a_strict_schema_and_asks_for_logprobs() -> None:
     body = compile_request(op, Item("Great food, slow service."))
     assert body["model"] == "qwen2.5-1.5b"
     assert body["temperature"] == 0.0
-    assert body["logprobs"] is True and body["top_logprobs"] == 0
+    assert body["logprobs"] is True and body["top_logprobs"] == 20
     assert "max_tokens" not in body
     system, user = body["messages"]
     assert system["role"] == "system" and '"positive", "negative", "mixed"' in system["content"]
@@ -373,55 +368,14 @@ def test_every_operation_parses() -> None:
 # --- interpret ----------------------------------------------------------------------------
 
 LABEL = parse_operation("label", {"categories": SENTIMENTS})
-MULTI = parse_operation("label", {"categories": ["billing", "bug", "praise"], "multi_label": True})
 
 
-def test_label_confidence_is_the_probability_of_the_label_tokens() -> None:
-    logprobs = tokens(('{"', -0.01), ("label", -0.02), ('":"', -0.03), ("pos", -0.2), ("itive", -0.1), ('"}', -0.05))
-    outcome = interpret(LABEL, 200, response('{"label":"positive"}', logprobs), None)
+def test_label_result_keeps_the_raw_answer_and_the_model() -> None:
+    # the confidence itself is tested in test_label_confidence.py
+    outcome = interpret(LABEL, 200, response('{"label":"positive"}'), None)
     assert outcome.status == "succeeded" and outcome.error is None
-    assert outcome.result == {"label": "positive", "confidence": pytest.approx(math.exp(-0.3))}
+    assert outcome.result == {"label": "positive", "confidence": None}
     assert outcome.raw == '{"label":"positive"}' and outcome.model == "qwen2.5-1.5b"
-
-
-def test_label_confidence_counts_tokens_straddling_the_value_and_split_characters() -> None:
-    op = parse_operation("label", {"categories": ["négatif", "positif"]})
-    text = '{"label": "négatif"}'
-    raw = text.encode()
-    split = raw.index("é".encode()) + 1  # a token boundary inside the two bytes of é
-    pieces = [raw[:10], raw[10:split], raw[split:16], raw[16:]]  # '{"label": ', '"n\xc3', '\xa9ga', 'tif"}'
-    logprobs = [
-        {"token": p.decode(errors="replace"), "logprob": lp, "bytes": list(p)}
-        for p, lp in zip(pieces, [-0.01, -0.5, -0.25, -0.125], strict=True)
-    ]
-    outcome = interpret(op, 200, response(text, logprobs), None)
-    assert outcome.result == {"label": "négatif", "confidence": pytest.approx(math.exp(-0.875))}
-
-
-def test_multi_label_confidence_is_the_mean_of_the_label_probabilities() -> None:
-    logprobs = tokens(
-        ('{"labels": ["', -0.01), ("bill", -0.1), ("ing", -0.2), ('", "', -0.01), ("bug", -1.0), ('"]}', -0.01)
-    )
-    outcome = interpret(MULTI, 200, response('{"labels": ["billing", "bug"]}', logprobs), None)
-    assert outcome.status == "succeeded"
-    assert outcome.result == {
-        "labels": ["billing", "bug"],
-        "confidence": pytest.approx((math.exp(-0.3) + math.exp(-1.0)) / 2),
-    }
-
-
-def test_a_repeated_label_counts_once() -> None:
-    logprobs = tokens(('{"labels":["', 0.0), ("bug", -0.5), ('","', 0.0), ("bug", -2.0), ('"]}', 0.0))
-    outcome = interpret(MULTI, 200, response('{"labels":["bug","bug"]}', logprobs), None)
-    assert outcome.result == {"labels": ["bug"], "confidence": pytest.approx(math.exp(-0.5))}
-
-
-def test_confidence_is_null_without_logprobs_never_made_up() -> None:
-    outcome = interpret(LABEL, 200, response('{"label": "mixed"}'), None)
-    assert outcome.status == "succeeded" and outcome.result == {"label": "mixed", "confidence": None}
-    # logprobs that do not spell the answer (another text) give no confidence either
-    other = tokens(('{"label": "', 0.0), ("negative", -0.1), ('"}', 0.0))
-    assert interpret(LABEL, 200, response('{"label": "mixed"}', other), None).result["confidence"] is None
 
 
 @pytest.mark.parametrize(
