@@ -13,9 +13,12 @@ Measured, per model:
     as wrong); failed rows (status != "succeeded") are also counted on their own;
   - calibration: mean confidence of the right answers vs the wrong ones, and the chance that a
     random right answer has a higher confidence than a random wrong one (AUROC; 0.5 = the
-    confidence does not separate them). The confidence is the model's own probability of the
-    label text: exp(sum of the logprobs of the tokens spelling the label inside its JSON
-    answer), see `_label_confidence` in batchgate/core/operations.py;
+    confidence does not separate them); reliability bins (confidence in [0, 0.2), ...,
+    [0.8, 1]: answers, mean confidence, accuracy), the expected calibration error over them
+    (ECE: sum over bins of |accuracy - mean confidence| weighted by the bin's share), and the
+    Brier score (mean of (confidence - right)^2). The confidence is the model's probability of
+    the chosen label renormalised over the three categories, from the response's token
+    logprobs (batchgate/core/label_confidence.py);
   - a confusion matrix (hand label x model label, plus failed);
   - wall time of the labelling calls (model already loaded), and reviews/s.
 """
@@ -103,6 +106,31 @@ def auroc(right: list[float], wrong: list[float]) -> float | None:
     return wins / (len(right) * len(wrong))
 
 
+def reliability(pairs: list[tuple[float, bool]], bins: int = 5) -> list[dict[str, Any]]:
+    """Equal-width confidence bins (the last one includes 1.0): answers, mean confidence, accuracy."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(c, ok) for c, ok in pairs if lo <= c < hi or (b == bins - 1 and c == hi)]
+        out.append(
+            {
+                "range": [lo, hi],
+                "n": len(inside),
+                "mean_confidence": sum(c for c, _ in inside) / len(inside) if inside else None,
+                "accuracy": sum(ok for _, ok in inside) / len(inside) if inside else None,
+            }
+        )
+    return out
+
+
+def ece(bins: list[dict[str, Any]]) -> float | None:
+    """Expected calibration error: the bins' |accuracy - mean confidence|, weighted by size."""
+    n = sum(b["n"] for b in bins)
+    if not n:
+        return None
+    return sum(b["n"] / n * abs(b["accuracy"] - b["mean_confidence"]) for b in bins if b["n"])
+
+
 def score(run: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:
     confusion: Counter[tuple[str, str]] = Counter()
     right_conf, wrong_conf, predictions = [], [], []
@@ -135,6 +163,8 @@ def score(run: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:
         )
     n = len(reviews)
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    pairs = [(c, True) for c in right_conf] + [(c, False) for c in wrong_conf]
+    bins = reliability(pairs)
     return {
         "model": run["model"],
         "reviews": n,
@@ -148,6 +178,9 @@ def score(run: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:
         "n_right_with_confidence": len(right_conf),
         "n_wrong_with_confidence": len(wrong_conf),
         "auroc": auroc(right_conf, wrong_conf),
+        "reliability": bins,
+        "ece": ece(bins),
+        "brier": mean([(c - ok) ** 2 for c, ok in pairs]),
         "confusion": {t: {p: confusion[(t, p)] for p in [*CATEGORIES, "failed"]} for t in CATEGORIES},
         "elapsed_s": run["elapsed_s"],
         "reviews_per_s": n / run["elapsed_s"],
@@ -175,6 +208,16 @@ def table_rows(s: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
             f"{m}: mean confidence right / wrong",
             f"{_f(s['mean_confidence_right'])} (n={s['n_right_with_confidence']}) / "
             f"{_f(s['mean_confidence_wrong'])} (n={s['n_wrong_with_confidence']}); AUROC {_f(s['auroc'], 2)}",
+        ),
+        (
+            f"{m}: calibration",
+            f"ECE {_f(s['ece'])} (5 bins), Brier {_f(s['brier'])}; reliability (confidence bin: answers, "
+            "mean confidence, accuracy): "
+            + "; ".join(
+                f"[{b['range'][0]:.1f}, {b['range'][1]:.1f}{']' if b['range'][1] == 1 else ')'}: {b['n']}"
+                + (f", {b['mean_confidence']:.2f}, {b['accuracy']:.2f}" if b["n"] else "")
+                for b in s["reliability"]
+            ),
         ),
     ]
     for t in CATEGORIES:
@@ -225,8 +268,8 @@ def main() -> None:
         ),
         (
             "confidence",
-            "the model's probability of the label text it wrote: exp(sum of the logprobs of the tokens "
-            "spelling the label in its JSON answer) (`_label_confidence`, batchgate/core/operations.py)",
+            "the model's probability of the chosen label renormalised over the categories, from the "
+            "response's token logprobs (batchgate/core/label_confidence.py)",
         ),
     ]
     for s in scores:
