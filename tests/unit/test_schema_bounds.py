@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchgate.engines.local.backend import _BadRequest, _with_enumerated_ranges
+from batchgate.core.errors import InvalidRequestError
+from batchgate.engines.local.grammar import with_enumerated_ranges
 
 
 def test_bounded_integers_become_enums_everywhere_in_the_schema() -> None:
@@ -19,7 +20,7 @@ def test_bounded_integers_become_enums_everywhere_in_the_schema() -> None:
         "$defs": {"level": {"type": "integer", "minimum": -1, "maximum": 1}},
         "enum": None,
     }
-    out = _with_enumerated_ranges(schema, "s")
+    out = with_enumerated_ranges(schema, "s")
     assert out["properties"]["stars"] == {"description": "rating", "enum": [1, 2, 3, 4, 5]}
     assert out["properties"]["minimum"] == {"type": "string"}
     assert out["properties"]["scores"]["items"] == {"enum": [1, 2]}
@@ -35,5 +36,5 @@ def test_bounded_integers_become_enums_everywhere_in_the_schema() -> None:
     ],
 )
 def test_bounds_that_cannot_be_enforced_are_refused_naming_the_field(field: dict) -> None:
-    with pytest.raises(_BadRequest, match=r"Unsupported bounds at s\.properties\.x"):
-        _with_enumerated_ranges({"type": "object", "properties": {"x": field}}, "s")
+    with pytest.raises(InvalidRequestError, match=r"Unsupported bounds at s\.properties\.x"):
+        with_enumerated_ranges({"type": "object", "properties": {"x": field}}, "s")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import struct
 import threading
 import time
@@ -17,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from batchgate.core.errors import BackendRejectedError, BatchgateError, NotFoundError
 from batchgate.core.ids import IdSequence
@@ -33,6 +32,7 @@ from batchgate.engines.local.engine import (
     SamplingParams,
     TokenLogprob,
 )
+from batchgate.engines.local.grammar import response_format_schema, schema_grammar
 
 MAX_CHOICES = 8
 
@@ -341,73 +341,11 @@ def _logprobs(url: str, body: dict[str, Any]) -> int | None:
     return top or 0
 
 
-MAX_ENUMERATED_RANGE = 256
-_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-_NAMED_SCHEMAS = ("properties", "patternProperties", "$defs", "definitions")
-_LITERALS = ("enum", "const", "default", "examples")
-
-
-def _with_enumerated_ranges(schema: Any, path: str) -> Any:
-    """The schema with every bounded integer (`minimum`/`maximum`) as an `enum` of its
-    values: llama-cpp-python's grammar converter ignores numeric bounds, and an output
-    outside them would not match the schema. Bounds it cannot enumerate (one-sided,
-    over 256 values, or on non-integers) are refused, never silently dropped."""
-    if isinstance(schema, list):
-        return [_with_enumerated_ranges(s, f"{path}[{i}]") for i, s in enumerate(schema)]
-    if not isinstance(schema, dict):
-        return schema
-    if any(key in schema for key in _BOUNDS):
-        low = schema.get("minimum", schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else None)
-        high = schema.get("maximum", schema["exclusiveMaximum"] - 1 if "exclusiveMaximum" in schema else None)
-        if (
-            schema.get("type") != "integer"
-            or not isinstance(low, int)
-            or not isinstance(high, int)
-            or not 0 <= high - low < MAX_ENUMERATED_RANGE
-        ):
-            raise _BadRequest(
-                f"Unsupported bounds at {path}: the local engine enforces minimum/maximum only on integers "
-                f"with both bounds and at most {MAX_ENUMERATED_RANGE} values; use an enum otherwise.",
-                "response_format.json_schema",
-            )
-        rest = {k: v for k, v in schema.items() if k not in (*_BOUNDS, "type")}
-        return {**rest, "enum": list(range(low, high + 1))}
-    walked: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key in _NAMED_SCHEMAS and isinstance(value, dict):  # names here are not keywords
-            walked[key] = {name: _with_enumerated_ranges(s, f"{path}.{key}.{name}") for name, s in value.items()}
-        elif key in _LITERALS:
-            walked[key] = value
-        else:
-            walked[key] = _with_enumerated_ranges(value, f"{path}.{key}")
-    return walked
-
-
 def _grammar(body: dict[str, Any]) -> str | None:
     """The GBNF grammar that enforces `response_format`: JSON, or JSON matching a schema."""
-    response_format = body.get("response_format")
-    if response_format is None:
+    schema = response_format_schema(body)
+    if schema is None:
         return None
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
+    if body["response_format"]["type"] == "json_object":
         return JSON_GBNF
-    if kind != "json_schema":
-        raise _BadRequest(
-            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.", "response_format.type"
-        )
-    spec = response_format.get("json_schema")
-    schema = spec.get("schema") if isinstance(spec, dict) else None
-    if not isinstance(schema, dict):
-        raise _BadRequest(
-            "'response_format.json_schema.schema' must be a JSON Schema object.", "response_format.json_schema"
-        )
-    schema = _with_enumerated_ranges(schema, "response_format.json_schema.schema")
-    try:
-        grammar = json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:  # the converter raises plain exceptions for unsupported schemas
-        raise _BadRequest(f"Invalid or unsupported json_schema: {exc}", "response_format.json_schema") from exc
-    # this converter lets raw control characters into strings, which JSON forbids (and
-    # json.loads refuses): exclude them, as llama.cpp's own JSON grammar does
-    return grammar.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
+    return schema_grammar(schema, "response_format.json_schema.schema", "response_format.json_schema")
