@@ -19,6 +19,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from batchgate.core.agents.backend import AgentBackend
+from batchgate.core.agents.runs import AgentRuns
 from batchgate.core.batches import BatchService
 from batchgate.core.completions import CompletionService
 from batchgate.core.errors import InvalidRequestError
@@ -93,6 +95,7 @@ class Services:
     completions: CompletionService
     operations: OperationRuns
     prompts: PromptService
+    agents: AgentRuns
 
     def close(self) -> None:
         self.store.close()
@@ -104,7 +107,9 @@ def build_services(
     store = store or SQLiteStore(settings.db_path)
     blobs = blobs or LocalBlobStore(settings.files_dir)
     routing = load_config(settings.config)
-    backend = backend or make_backend(settings, routing)  # cheap: a local model loads on first use
+    # cheap: a local model loads on first use. Agent and swarm lines need several model
+    # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
+    backend = AgentBackend(backend or make_backend(settings, routing))
     files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store)
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
     return Services(
@@ -118,6 +123,7 @@ def build_services(
         completions=CompletionService(backend),
         operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
         prompts=PromptService(store),
+        agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
     )
 
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_line_bytes: int = 8 * 1024 * 1024
     max_errors: int = 100
     max_sync_items: int = 50  # items per synchronous /api/completions call (more: use /api/batches)
+    max_agent_batch: int = 1000  # records per POST /v1/agent|swarm/batch/completions (more: 413)
 
     # worker
     concurrency: int = 64

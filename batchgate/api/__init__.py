@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from batchgate import __version__
-from batchgate.api import batches, completions, errors, files, health, operations, prompts
+from batchgate.api import agents, batches, completions, errors, files, health, operations, prompts
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
 
@@ -78,5 +78,6 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(completions.router)
     app.include_router(operations.router)
     app.include_router(prompts.router)
+    app.include_router(agents.router)
     app.add_middleware(RequestLog)
     return app

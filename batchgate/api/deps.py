@@ -31,5 +31,8 @@ def project_id(request: Request) -> str:
     svc = services(request)
     if svc.settings.insecure_no_auth:
         return request.app.state.default_project_id
-    key = svc.keys.authenticate(request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    if header is None and (api_key := request.headers.get("x-api-key")):
+        header = f"Bearer {api_key}"  # Swarms clients send their key as x-api-key
+    key = svc.keys.authenticate(header)
     return key.project_id

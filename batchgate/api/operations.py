@@ -75,7 +75,7 @@ async def upload_records(request: Request, project: Project, svc: Svc) -> dict[s
 def list_batches(project: Project, svc: Svc, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     """The project's operation batches, newest first (`after`: the last id of the previous page)."""
     page = svc.batches.list(project, after, limit)
-    data = [_status(b) for b in page.data if b.operation is not None]
+    data = [_status(b) for b in page.data if b.source == "operation"]
     last = page.data[-1].id if page.data else None
     return {"object": "list", "data": data, "has_more": page.has_more, "last_id": last}
 

@@ -36,6 +36,7 @@ class BatchService:
         completion_window: str,
         metadata: dict[str, str] | None = None,
         operation: dict[str, Any] | None = None,
+        source: str | None = None,
     ) -> BatchRecord:
         """Accept a batch: it starts `validating`, and the worker takes it from there.
         `operation`: the operation an operation batch was compiled from (kept for its output)."""
@@ -68,7 +69,7 @@ class BatchService:
             created_at=created,
             expires_at=created + window,
             metadata=metadata or None,
-            source="operation" if operation else "openai",
+            source=source or ("operation" if operation else "openai"),
             operation=operation,
         )
         self.store.add_batch(batch)
