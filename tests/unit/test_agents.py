@@ -1,0 +1,106 @@
+"""Agents on the fakes: what each model call of an agent sees (max_loops), the system
+prompt generated once per batch, tool calls, and how a batch compiles into lines."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchgate.app import Services, build_services
+from batchgate.core.agents.backend import CONTINUE, AgentBackend
+from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.settings import Settings
+from batchgate.testing import InMemoryStore, MemoryBlobStore, ScriptedBackend
+
+
+class Recording(ScriptedBackend):
+    """The echo backend, keeping every request body; a request asking for a system
+    prompt gets one, and a request with tools gets a tool call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def execute(self, request: BackendRequest) -> BackendResponse:
+        self.bodies.append(request.body)
+        if "system prompts for AI agents" in str(request.body["messages"][0].get("content")):
+            message = {"role": "assistant", "content": "GENERATED PROMPT"}
+            return BackendResponse(200, {"choices": [{"message": message}], "usage": {}}, 10, 3)
+        if request.body.get("tools"):
+            call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return BackendResponse(200, {"choices": [{"message": message, "finish_reason": "tool_calls"}]}, 5, 2)
+        return await super().execute(request)
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Services:
+    settings = Settings(home=tmp_path, backend="scripted", insecure_no_auth=True)
+    return build_services(settings, InMemoryStore(), MemoryBlobStore(), Recording())
+
+
+def recording(svc: Services) -> Recording:
+    assert isinstance(svc.backend, AgentBackend) and isinstance(svc.backend.inner, Recording)
+    return svc.backend.inner
+
+
+def completion(task: str, **config: Any) -> dict[str, Any]:
+    return {"agent_config": {"agent_name": "Scorer", "description": "scores leads", **config}, "task": task}
+
+
+def test_each_turn_sees_the_conversation_so_far(svc: Services) -> None:
+    spec = svc.agents.parse_agent(completion("write a tagline", max_loops=3, system_prompt="Be brief."))
+    out = asyncio.run(svc.agents.complete(spec))
+    bodies = recording(svc).bodies
+    assert len(bodies) == 3 and len(out.outputs) == 3
+    assert [m["role"] for m in bodies[2]["messages"]] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert bodies[2]["messages"][2]["content"] == out.outputs[0].content == "echo: write a tagline"
+    assert bodies[2]["messages"][4]["content"] == out.outputs[1].content
+    assert bodies[2]["messages"][5]["content"] == CONTINUE
+    assert out.usage.input_tokens > 0 and "batchgate_agent" not in bodies[0]
+
+
+def test_a_system_prompt_is_generated_once_per_batch(svc: Services) -> None:
+    records = [completion(f"lead {i}", auto_generate_prompt=True) for i in range(5)]
+    batch = asyncio.run(svc.agents.submit("p", "agent", records))
+    prompt_requests = [b for b in recording(svc).bodies if "system prompts" in str(b["messages"][0]["content"])]
+    assert len(prompt_requests) == 1
+    assert "Agent name: Scorer" in prompt_requests[0]["messages"][1]["content"]
+    _, stream = svc.files.open("p", batch.input_file_id)
+    lines = [orjson.loads(x) for x in stream.read().splitlines()]
+    assert [line["custom_id"] for line in lines] == [f"agent-{i:07d}" for i in range(5)]
+    assert {line["body"]["messages"][0]["content"] for line in lines} == {"GENERATED PROMPT"}
+
+
+def test_a_tool_call_is_returned_not_executed(svc: Services) -> None:
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    spec = svc.agents.parse_agent(completion("find x", tools_list_dictionary=[tool], max_loops=3))
+    out = asyncio.run(svc.agents.complete(spec))
+    assert len(out.outputs) == 1, "a turn that calls a tool ends the run: the caller executes tools"
+    assert out.outputs[0].tool_calls and out.outputs[0].tool_calls[0]["function"]["name"] == "lookup"
+    assert recording(svc).bodies[0]["tools"] == [tool]
+    off = svc.agents.parse_agent({**completion("find x", tools_list_dictionary=[tool]), "tools_enabled": False})
+    asyncio.run(svc.agents.complete(off))
+    assert "tools" not in recording(svc).bodies[-1]
+
+
+def test_history_images_and_llm_args_compile_into_the_body(svc: Services) -> None:
+    raw = completion("and now?", llm_args={"top_p": 0.5, "response_format": {"type": "json_object"}}, max_tokens=9)
+    raw |= {
+        "history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        "img": "http://i",
+    }
+    asyncio.run(svc.agents.complete(svc.agents.parse_agent(raw)))
+    body = recording(svc).bodies[-1]
+    assert body["top_p"] == 0.5 and body["response_format"] == {"type": "json_object"} and body["max_tokens"] == 9
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][2]["content"][1] == {"type": "image_url", "image_url": {"url": "http://i"}}
+
+
+def test_unknown_fields_are_ignored_with_a_warning(svc: Services, caplog: pytest.LogCaptureFixture) -> None:
+    svc.agents.parse_agent(completion("x", mcp_url="http://m", streaming_on=True))
+    assert "mcp_url, streaming_on" in caplog.text
