@@ -185,11 +185,18 @@ class LlamaEngine:
 
     # ---- text <-> tokens ----------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the model's chat template renders `tools` and tool turns itself (as
+        Qwen2.5's does); otherwise the caller writes them into the messages."""
+        return self._chat is not None and "tools" in self._chat.template
+
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt for a chat, with the model's own template from the GGUF."""
         if self._chat is None:
             return "".join(f"{m.get('role', 'user')}: {m.get('content', '')}\n" for m in messages) + "assistant: "
-        return self._chat(messages=messages).prompt  # type: ignore[arg-type]  # plain dicts are the wire shape
+        # plain dicts are the wire shape
+        return self._chat(messages=messages, tools=tools).prompt  # type: ignore[arg-type]
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         data = text.encode()
