@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_errors: int = 100
     max_sync_items: int = 50  # items per synchronous /api/completions call (more: use /api/batches)
     max_agent_batch: int = 1000  # records per POST /v1/agent|swarm/batch/completions (more: 413)
+    # HTTP requests: the request head (line and headers) in bytes and seconds, JSON bodies
+    # (the larger limit is for /api/batches, whose `items` hold a whole batch's records)
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 5.0
+    max_json_bytes: int = 16 * 1024 * 1024
+    max_batch_json_bytes: int = 64 * 1024 * 1024
 
     # worker
     concurrency: int = 64

@@ -81,9 +81,8 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the HTTP API (and, by default, a worker in the same process)."""
-    import uvicorn
-
     from batchgate.api import create_app
+    from batchgate.api.server import serve as serve_http
     from batchgate.app import WorkerThread, build_services
 
     _logging(log_level)
@@ -96,7 +95,7 @@ def serve(
     console.print(f"data dir: {settings.home.resolve()}  worker: {'separate' if no_worker else 'in-process'}")
     if settings.insecure_no_auth:
         console.print("[yellow]warning: --insecure-no-auth: no API key is required; do not expose this port.[/]")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
+    serve_http(app, settings, log_level)
 
 
 @main.command()
