@@ -4,7 +4,8 @@ official `swarms-client` makes (`/v1/models/available`, `/v1/swarms/available`,
 
 A batch POST waits for the batch to end and answers with every result (as Swarms clients
 expect); with `Prefer: respond-async` (or `?wait=false`) it answers 202 with the batch id
-at once. Either way the batch is durable: a dropped connection loses nothing, and
+at once. An `Idempotency-Key` header makes a resent POST answer the batch the first one
+created. Either way the batch is durable: a dropped connection loses nothing, and
 `GET .../batch/completions/{batch_id}` answers with the same shape.
 """
 
@@ -158,7 +159,7 @@ async def _submit(request: Request, project: str, svc: Services, kind: str, wait
             "The request body must be a JSON array of completions.", param="body", code="invalid_type"
         )
     svc.agents.check_size(len(raws))
-    batch = await svc.agents.submit(project, kind, raws)
+    batch = await svc.agents.submit(project, kind, raws, request.headers.get("idempotency-key"))
     if not wait or "respond-async" in request.headers.get("prefer", ""):
         accepted = AsyncBatchAccepted(batch_id=batch.id, status="queued", total_requests=len(raws))
         return JSONResponse(

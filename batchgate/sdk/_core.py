@@ -57,6 +57,7 @@ class Call:
     idempotent: bool = True
     sink: Path | None = None
     on_bytes: Callable[[int], None] | None = None
+    headers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,9 @@ def _build(http: httpx.Client | httpx.AsyncClient, call: Call, stack: contextlib
         name, source = call.file
         content = source if isinstance(source, bytes) else stack.enter_context(open(source, "rb"))  # noqa: SIM115
         files = {"file": (name, content)}
-    return http.build_request(call.method, call.path, params=call.params, json=call.json, data=call.data, files=files)
+    return http.build_request(
+        call.method, call.path, params=call.params, json=call.json, data=call.data, files=files, headers=call.headers
+    )
 
 
 class SyncDriver:

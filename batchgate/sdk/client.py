@@ -13,6 +13,7 @@ import httpx
 
 from batchgate.sdk._core import SyncDriver
 from batchgate.sdk._ops import Ops
+from batchgate.sdk.agents import Agent, Swarm
 from batchgate.sdk.config import Settings, load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
 from batchgate.sdk.types import Batch
@@ -282,6 +283,8 @@ class Client:
         self.files = Files(driver, ops)
         self.prompts = Prompts(driver, ops)
         self.jobs = Jobs(driver, ops)
+        self.agent = Agent(driver, max_retries)  # the Swarms-compatible agent API
+        self.swarm = Swarm(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

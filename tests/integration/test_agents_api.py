@@ -4,6 +4,7 @@ and the lookups the swarms-client makes."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -186,3 +187,38 @@ def test_async_agent_batch_survives_kill_9(start_server: Callable[..., Server]) 
     out = c.get(f"/files/{batch['output_file_id']}/content").text.splitlines()
     ids = [line.split('"custom_id":"')[1].split('"')[0] for line in out]
     assert len(ids) == len(set(ids)) == 200, "every record answered exactly once"
+
+
+def test_agents_on_the_local_model(start_server: Callable[..., Server]) -> None:
+    """smollm2-135m: a structured-output agent batch, and a two-turn agent."""
+    server = start_server(env={"BATCHGATE_BACKEND": "local", "BATCHGATE_ENGINE_SLOTS": "4"}, insecure=True)
+    c = httpx.Client(base_url=server.url + "/v1", timeout=300)
+    schema = {
+        "type": "object",
+        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100}, "reason": {"type": "string"}},
+        "required": ["score", "reason"],
+    }
+    config = {
+        "agent_name": "Lead Scorer",
+        "system_prompt": "Score the lead from 0 to 100 and give a one-line reason, as JSON.",
+        "model_name": "smollm2-135m",
+        "max_tokens": 60,
+        "temperature": 0,
+        "llm_args": {"response_format": {"type": "json_schema", "json_schema": {"name": "score", "schema": schema}}},
+    }
+    leads = ["CTO at a 2,000-person bank, asked for pricing", "student, downloaded the free ebook", "no data"]
+    out = c.post("/agent/batch/completions", json=[{"agent_config": config, "task": t} for t in leads]).json()
+    assert [r["success"] for r in out["results"]] == [True] * 3, out
+    for r in out["results"]:
+        if r["outputs"][0]["content"].rstrip().endswith("}"):  # not cut off at max_tokens
+            assert 0 <= json.loads(r["outputs"][0]["content"])["score"] <= 100
+    two = c.post(
+        "/agent/completions", json=agent("Name a colour.", model_name="smollm2-135m", max_tokens=16, max_loops=2)
+    )
+    assert two.status_code == 200 and len(two.json()["outputs"]) == 2
+    bad = c.post(
+        "/agent/batch/completions",
+        json=[agent("x", model_name="no-such-model"), agent("y", model_name="smollm2-135m", max_tokens=4)],
+    )
+    results = bad.json()["results"]
+    assert results[0]["error"]["code"] == "model_not_found" and results[1]["success"] is True

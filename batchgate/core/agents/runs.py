@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from batchgate.core.agents.activity import recent_batches
 from batchgate.core.agents.backend import TURNS_FIELD, run_agent
 from batchgate.core.agents.compile import CHAT, agent_body, prompt_request_body, swarm_body
 from batchgate.core.agents.swarms import run_swarm
@@ -161,8 +162,14 @@ class AgentRuns:
                 code="too_many_records",
             )
 
-    async def submit(self, project_id: str, kind: str, raws: list[Any]) -> BatchRecord:
-        """Compile the records into an ordinary batch (see the module doc) and create it."""
+    async def submit(
+        self, project_id: str, kind: str, raws: list[Any], idempotency_key: str | None = None
+    ) -> BatchRecord:
+        """Compile the records into an ordinary batch (see the module doc) and create it.
+        A repeated `idempotency_key` (within a day) answers the batch it created first, so a
+        client that lost the answer can send the same chunk again without running it twice."""
+        if idempotency_key and (earlier := await asyncio.to_thread(self._find, project_id, kind, idempotency_key)):
+            return earlier
         if not raws:
             raise InvalidRequestError("The request body must be a non-empty JSON array.", param="body")
         self.check_size(len(raws))
@@ -196,10 +203,20 @@ class AgentRuns:
                 else (i, None, _invalid_fields(raws[i], "swarm", p))  # type: ignore[arg-type]
                 for i, p in enumerate(parsed)
             ]
-        return await asyncio.to_thread(self._create, project_id, kind, lines)
+        return await asyncio.to_thread(self._create, project_id, kind, lines, idempotency_key)
+
+    def _find(self, project_id: str, kind: str, idempotency_key: str) -> BatchRecord | None:
+        for batch in recent_batches(self.batches, project_id, int(time.time()) - 86400):
+            if batch.source == kind and (batch.operation or {}).get("idempotency_key") == idempotency_key:
+                return batch
+        return None
 
     def _create(
-        self, project_id: str, kind: str, lines: list[tuple[int, dict[str, Any] | None, dict[str, Any]]]
+        self,
+        project_id: str,
+        kind: str,
+        lines: list[tuple[int, dict[str, Any] | None, dict[str, Any]]],
+        idempotency_key: str | None,
     ) -> BatchRecord:
         with self.files.upload(project_id) as kept, self.files.upload(project_id) as requests:
             for index, body, fields in lines:
@@ -209,7 +226,9 @@ class AgentRuns:
                     requests.write(orjson.dumps(line) + b"\n")
             records_file = kept.commit(FilePurpose.BATCH.value, f"{kind}-records.jsonl")
             input_file = requests.commit(FilePurpose.BATCH.value, "requests.jsonl")
-        spec = {"kind": kind, "records_file_id": records_file.id, "records": len(lines)}
+        spec: dict[str, Any] = {"kind": kind, "records_file_id": records_file.id, "records": len(lines)}
+        if idempotency_key:
+            spec["idempotency_key"] = idempotency_key
         return self.batches.create(project_id, input_file.id, CHAT, "24h", None, operation=spec, source=kind)
 
     def get(self, project_id: str, batch_id: str, kind: str) -> BatchRecord:
