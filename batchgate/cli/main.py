@@ -289,9 +289,10 @@ def models_install(name: str) -> None:
 
 def _add_client_commands() -> None:
     """The client commands (files, batches, prompts, operations) talk to a server through the sdk."""
+    from batchgate.cli.agents import agent
     from batchgate.cli.client import COMMANDS
 
-    for command in COMMANDS:
+    for command in [*COMMANDS, agent]:
         main.add_command(command)
 
 
