@@ -28,6 +28,7 @@ from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.models import BatchJob
+from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
@@ -94,6 +95,7 @@ class Services:
     backend: Backend  # shared by the worker and the synchronous endpoints
     completions: CompletionService
     operations: OperationRuns
+    operation_batches: OperationBatches
     prompts: PromptService
     agents: AgentRuns
 
@@ -112,6 +114,7 @@ def build_services(
     backend = AgentBackend(backend or make_backend(settings, routing))
     files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store)
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
+    operations = OperationRuns(backend, model_problem, settings.max_sync_items)
     return Services(
         settings=settings,
         store=store,
@@ -121,7 +124,8 @@ def build_services(
         batches=batches,
         backend=backend,
         completions=CompletionService(backend),
-        operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
+        operations=operations,
+        operation_batches=OperationBatches(files, batches, operations, settings.max_lines),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
     )

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -50,7 +51,6 @@ EXIT_TIMEOUT = 4
 EXIT_AUTH = 5
 EXIT_INTERRUPTED = 130
 
-OPERATIONS = ("label", "extract", "summarize", "enrich", "run")
 OUTPUT_FORMATS = ("csv", "jsonl", "json")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,14 +170,16 @@ def _describe(exc: Exception) -> str:
 
 
 def plain(obj: Any) -> Any:
-    """SDK results as JSON-able data: the server's dicts as they are, a `Batch` as its fields."""
+    """SDK results as JSON-able data: the server's dicts as they are, a `Batch` as the
+    server's fields, a result object as its fields."""
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [plain(v) for v in obj]
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
     if is_dataclass(obj) and not isinstance(obj, type):
-        # fields hidden from repr (a Batch's `raw` server JSON) stay out of the output too
-        return {f.name: plain(getattr(obj, f.name)) for f in fields(obj) if f.repr}
+        return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
     return obj
 
 
@@ -238,26 +240,16 @@ def parse_param(pair: str) -> tuple[str, Any]:
 
 def read_items(path: Path) -> list[Any]:
     """Items for `batches create --items-file`: a JSON array (.json), JSON values one per
-    line (.jsonl, .ndjson), or text, one item per non-blank line."""
-    if path.suffix == ".json":
-        items = read_json(path, "--items-file")
-        if not isinstance(items, list):
-            raise CliError(f"--items-file: {path} must hold a JSON array of items", EXIT_USAGE)
-        return items
+    line (.jsonl, .ndjson), or text, one item per non-blank line (any other name), read
+    by the parser the server reads uploads with."""
+    from batchgate.protocol.records import RecordsError, iter_records
+
+    fmt = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(path.suffix.lower(), "text")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise CliError(f"--items-file: {path} is not UTF-8 text", EXIT_USAGE) from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if path.suffix not in (".jsonl", ".ndjson"):
-        return [line for _, line in lines]
-    items = []
-    for n, line in lines:
-        try:
-            items.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise CliError(f"--items-file: {path} line {n} is not JSON ({exc.msg})", EXIT_USAGE) from None
-    return items
+        with open(path, "rb") as stream:
+            return [record.fields for record in iter_records(stream, fmt)]
+    except RecordsError as exc:
+        raise CliError(f"--items-file: {path}: {exc.message}", EXIT_USAGE) from None
 
 
 def output_format(path: Path, given: str | None) -> str:
@@ -305,28 +297,30 @@ def write_results(client: Client, batch_id: str, output: Path, fmt: str, review:
 
 def _write_csv_with_review(client: Client, batch_id: str, output: Path, review: Path | None) -> tuple[int, int]:
     """The server's CSV (its columns) keeps the succeeded rows; the failed ones, with the
-    model's raw text that CSV lacks, go to the review file from the JSON rows."""
+    model's raw text that CSV lacks, go to the review file from the JSON rows. Both come in
+    input order, so the n-th CSV record is the n-th JSON row: which column holds the status
+    depends on the input's own columns, the JSON row's status does not."""
     assert review is not None
+    kept = sent = 0
     with tempfile.TemporaryDirectory(prefix="batchgate-") as tmp:
         full = Path(tmp) / "output.csv"
         client.batches.download_output(batch_id, full, format="csv")
-        kept = 0
-        with open(full, newline="", encoding="utf-8") as src, open(output, "w", newline="", encoding="utf-8") as dst:
+        with (
+            open(full, newline="", encoding="utf-8") as src,
+            open(output, "w", newline="", encoding="utf-8") as dst,
+            open(review, "w", encoding="utf-8") as out,
+        ):
             reader, writer = csv.reader(src), csv.writer(dst)
             header = next(reader, None)
             if header is not None:
                 writer.writerow(header)
-                status = header.index("status")
-                for record in reader:
-                    if record[status] == "succeeded":
-                        writer.writerow(record)
-                        kept += 1
-    sent = 0
-    with open(review, "w", encoding="utf-8") as out:
-        for row in client.batches.iter_output(batch_id):
-            if row.get("status") != "succeeded":
-                out.write(json.dumps(row) + "\n")
-                sent += 1
+            for record, row in zip(reader, client.batches.iter_output(batch_id), strict=True):
+                if row["status"] == "succeeded":
+                    writer.writerow(record)
+                    kept += 1
+                else:
+                    out.write(json.dumps(row) + "\n")
+                    sent += 1
     return kept, sent
 
 
@@ -438,7 +432,11 @@ def _batch_rows(items: list[Any]) -> None:
 
 
 @batches.command("create")
-@click.option("--operation", type=click.Choice(OPERATIONS), required=True)
+@click.option(
+    "--operation",
+    required=True,
+    help="label (or classify), summarize, extract, enrich, run, or any other name: a custom run.",
+)
 @click.option(
     "--items-file",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),

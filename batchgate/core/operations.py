@@ -28,14 +28,15 @@ import orjson
 
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.label_confidence import LABEL_TOP_LOGPROBS, label_confidence
+from batchgate.protocol.operations import OPERATIONS, canonical_operation
 
-OPERATIONS = ("label", "summarize", "extract", "enrich", "run")
 FIELD_TYPES = ("categorical", "numeric", "integer", "boolean", "text", "list")
 
 _COMMON_KEYS = frozenset({"model", "temperature", "max_tokens", "system_prompt", "user_prompt_template"})
 _FIELD_KEYS = frozenset({"name", "type", "description", "valid_values", "examples"})
 _JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,24 +51,29 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Operation:
     """A validated operation, stored with its batch. Build it with `parse_operation` or
-    `from_json`: `params` must already be normalised."""
+    `from_json`: `params` must already be normalised. `name` is what rows and the batch
+    report: the kind, or a custom run's own name (`feedback_analysis`)."""
 
     kind: str
     model: str
     params: dict[str, Any]
+    name: str = ""
     # prompts and schema are the same for every item: built once, not once per item
     _spec: _Spec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_spec", _spec_class(self.kind)(self.params))
+        if not self.name:
+            object.__setattr__(self, "name", self.kind)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "params": self.params}
+        return {"kind": self.kind, "name": self.name, "model": self.model, "params": self.params}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Operation:
         """Validates again: a stored operation may predate a change of the rules."""
-        return parse_operation(data.get("kind", ""), {**data.get("params", {}), "model": data.get("model")})
+        name = data.get("name") or data.get("kind", "")
+        return parse_operation(name, {**data.get("params", {}), "model": data.get("model")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,24 +87,43 @@ class Outcome:
     model: str | None
 
 
-def parse_operation(kind: str, params: dict[str, Any], default_model: str = "default") -> Operation:
+def parse_operation(name: str, params: dict[str, Any], default_model: str = "default") -> Operation:
     """Validate an operation's parameters (the request body minus items/file_id) into an
     `Operation`. Errors are `InvalidRequestError`s whose `param` names the offending field.
-    Whether a backend serves the model is the router's question, not checked here."""
+    Whether a backend serves the model is the router's question, not checked here.
+
+    `name` is an operation (label, summarize, extract, enrich, run), an alias of one
+    (classify for label; the operation keeps its canonical name), or any other name: a
+    custom run of that name, which takes run's parameters and reports its own name."""
+    kind = canonical_operation(name) if isinstance(name, str) else ""
+    if kind not in OPERATIONS:
+        if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+            raise _invalid(
+                "operation",
+                f"'operation' must be one of {', '.join(OPERATIONS)}, or a custom run's name "
+                "(a letter, then up to 63 letters, digits or _ . : -).",
+            )
+        kind = "run"
     spec = _spec_class(kind)
+    custom = kind == "run" and name != "run"
+    what = f"{name!r} (a custom run)" if custom else f"the {kind} operation"
     raw = dict(params)
-    if "operation" in raw and raw.pop("operation") != kind:  # /api/batches bodies name it among the parameters
-        raise _invalid("operation", f"'operation' does not match the operation {kind!r}.")
     for key in raw:
         if key not in _COMMON_KEYS and key not in spec.keys:
             known = ", ".join(sorted(_COMMON_KEYS | spec.keys))
-            raise _invalid(key, f"Unknown parameter {key!r} for the {kind} operation (known: {known}).")
+            raise _invalid(key, f"Unknown parameter {key!r} for {what} (known: {known}).")
     model = raw.get("model")
     if model is None:
         model = default_model
     if not isinstance(model, str) or not model:
         raise _invalid("model", "'model' must be a non-empty string.")
-    return Operation(kind, model, {**_common_params(raw), **spec.normalise(raw)})
+    if kind == "run" and raw.get("user_prompt_template") is None:
+        raise _invalid(
+            "user_prompt_template",
+            f"{what[0].upper()}{what[1:]} needs a 'user_prompt_template' (built-in operations: "
+            f"{', '.join(OPERATIONS)}; any other name is a custom run).",
+        )
+    return Operation(kind, model, {**_common_params(raw), **spec.normalise(raw)}, name if custom else kind)
 
 
 def compile_request(op: Operation, item: Item) -> dict[str, Any]:
@@ -439,8 +464,7 @@ class _Run(_Spec):
 
     @classmethod
     def normalise(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        if raw.get("user_prompt_template") is None:
-            raise _invalid("user_prompt_template", "The run operation needs a 'user_prompt_template'.")
+        # the template it needs is checked by parse_operation, which knows the run's name
         response_format = _response_format(raw.get("response_format"), ("text", "json_object", "json_schema"))
         return {} if response_format is None else {"response_format": response_format}
 

@@ -1,7 +1,10 @@
 """The batchgate Python SDK: `Client` and `AsyncClient` over the gateway's HTTP API.
 
-It depends only on httpx (and rich, imported only to draw progress bars); it never imports
-the server, so it can ship on its own.
+It depends on httpx and on `batchgate.protocol` (the wire models the server uses too, on
+pydantic; and the record file parser), plus rich, imported only to draw progress bars; it
+never imports the server, so it can ship on its own.
+
+Written to be a drop-in for AgentFlow's SDK: `from batchgate import Client as AgentFlow`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from batchgate.sdk.errors import (
     ServerError,
     WaitTimeoutError,
 )
-from batchgate.sdk.types import TERMINAL_STATUSES, Batch
+from batchgate.sdk.types import TERMINAL_STATUSES, Batch, CompletionResult, OutputPage
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -33,10 +36,12 @@ __all__ = [
     "Batch",
     "BatchgateError",
     "Client",
+    "CompletionResult",
     "ConfigurationError",
     "ConflictError",
     "JobManifestError",
     "NotFoundError",
+    "OutputPage",
     "PayloadTooLargeError",
     "RateLimitError",
     "ServerError",

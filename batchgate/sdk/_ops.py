@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from batchgate.protocol.operations import OPERATIONS, canonical_operation
 from batchgate.sdk._core import Call, Emit, Op, Sleep, request, request_json
 from batchgate.sdk._progress import Bar
 from batchgate.sdk.errors import WaitTimeoutError
-from batchgate.sdk.types import Batch
+from batchgate.sdk.types import Batch, CompletionResult, OutputPage
 
-OPERATIONS = ("label", "summarize", "extract", "enrich", "run")
 MAX_POLL_INTERVAL = 10.0
 POLL_GROWTH = 1.5
 
@@ -44,11 +44,16 @@ class Ops:
 
     # ---- completions ----------------------------------------------------------------------
 
-    def complete(self, operation: str, items: Sequence[Any], params: dict[str, Any]) -> Op[list[dict[str, Any]]]:
-        # not a creating request: nothing is stored, so a retry costs compute, never a duplicate
+    def complete(self, operation: str, items: Sequence[Any], params: dict[str, Any]) -> Op[CompletionResult]:
+        """A built-in operation (or `classify`) on its own endpoint; any other name is a
+        custom run of that name on `/api/completions/run`."""
         body = {**_drop_none(params), "items": list(items)}
-        data = yield from self.json(Call("POST", f"/api/completions/{_id(operation)}", json=body))
-        return list(data["data"])
+        endpoint = canonical_operation(operation)
+        if endpoint not in OPERATIONS:
+            endpoint, body["operation"] = "run", operation
+        # not a creating request: nothing is stored, so a retry costs compute, never a duplicate
+        response = yield from request(Call("POST", f"/api/completions/{endpoint}", json=body), self.max_retries)
+        return CompletionResult.from_json(response.content)
 
     # ---- operation batches ----------------------------------------------------------------
 
@@ -57,11 +62,11 @@ class Ops:
         if items is not None:
             body["items"] = list(items)
         data = yield from self.json(Call("POST", "/api/batches", json=body, idempotent=False))
-        return Batch.from_json({**data, "operation": operation})
+        return Batch.model_validate(data)
 
     def retrieve(self, batch_id: str) -> Op[Batch]:
         data = yield from self.json(Call("GET", f"/api/batches/{_id(batch_id)}"))
-        return Batch.from_json(data)
+        return Batch.model_validate(data)
 
     def wait(self, batch_id: str, timeout: float | None, poll_interval: float, progress: bool | None) -> Op[Batch]:
         """Poll until the batch ends: every `poll_interval` seconds at first, then 1.5× longer
@@ -102,23 +107,29 @@ class Ops:
         batch = yield from self.submit(operation, items, params)
         return (yield from self.wait(batch.id, timeout, poll_interval, progress))
 
-    def output(self, batch_id: str, format: str, offset: int, limit: int | None) -> Op[Any]:
+    def output(self, batch_id: str, format: str, offset: int, limit: int | None) -> Op[OutputPage | str]:
+        """One JSON page, or the JSONL / CSV text."""
         params: dict[str, Any] = {"format": format, "offset": offset}
         if limit is not None:
             params["limit"] = limit
         response = yield from request(
             Call("GET", f"/api/batches/{_id(batch_id)}/output", params=params), self.max_retries
         )
-        return list(response.json()["data"]) if format == "json" else response.text
+        return OutputPage.from_json(response.content) if format == "json" else response.text
+
+    def page(self, batch_id: str, offset: int, limit: int) -> Op[OutputPage]:
+        page = yield from self.output(batch_id, "json", offset, limit)
+        assert isinstance(page, OutputPage)
+        return page
 
     def iter_output(self, batch_id: str, page_size: int) -> Op[None]:
         offset = 0
         while True:
-            page = yield from self.output(batch_id, "json", offset, page_size)
-            for row in page:
+            page = yield from self.page(batch_id, offset, page_size)
+            for row in page.results:
                 yield Emit(row)
-            offset += len(page)
-            if len(page) < page_size:
+            offset += len(page.results)
+            if not page.results or not page.has_more:
                 return
 
     def download_output(self, batch_id: str, path: Path, format: str, progress: bool | None) -> Op[Path]:
@@ -140,18 +151,18 @@ class Ops:
         fields = form_fields({**params, "operation": operation})
         call = Call("POST", "/api/files", data=fields, file=(path.name, path), idempotent=False)
         data = yield from self.json(call)
-        return Batch.from_json({**data, "operation": operation})
+        return Batch.model_validate(data)
 
     def cancel(self, batch_id: str) -> Op[Batch]:
         data = yield from self.json(Call("POST", f"/api/batches/{_id(batch_id)}/cancel"))
-        return Batch.from_json(data)
+        return Batch.model_validate(data)
 
     def list_batches(self, limit: int, after: str | None) -> Op[list[Batch]]:
         params: dict[str, Any] = {"limit": limit}
         if after:
             params["after"] = after
         data = yield from self.json(Call("GET", "/api/batches", params=params))
-        return [Batch.from_json(b) for b in data["data"]]
+        return [Batch.model_validate(b) for b in data["data"]]
 
     # ---- files ----------------------------------------------------------------------------
 

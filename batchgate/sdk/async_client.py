@@ -17,10 +17,10 @@ import httpx
 
 from batchgate.sdk._core import AsyncDriver
 from batchgate.sdk._ops import Ops
-from batchgate.sdk.client import PathLike, Row, http_options
+from batchgate.sdk.client import PathLike, http_options
 from batchgate.sdk.config import load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
-from batchgate.sdk.types import Batch
+from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
 
 
 class _AsyncResource:
@@ -33,28 +33,28 @@ class AsyncCompletions(_AsyncResource):
 
     async def classify(
         self, items: Sequence[Any], categories: Sequence[str], multi_label: bool = False, **params: Any
-    ) -> builtins.list[Row]:
+    ) -> CompletionResult:
         """Label each item: `row["result"]` is `{"label", "confidence"}`."""
         return await self.run("label", items, categories=list(categories), multi_label=multi_label, **params)
 
     async def extract(
         self, items: Sequence[Any], extraction_instructions: str, schema: dict[str, Any] | None = None, **params: Any
-    ) -> builtins.list[Row]:
+    ) -> CompletionResult:
         """Extract one JSON object per item."""
         return await self.run(
             "extract", items, extraction_instructions=extraction_instructions, schema=schema, **params
         )
 
-    async def summarize(self, items: Sequence[Any], **params: Any) -> builtins.list[Row]:
+    async def summarize(self, items: Sequence[Any], **params: Any) -> CompletionResult:
         """Summarise each item."""
         return await self.run("summarize", items, **params)
 
-    async def enrich(self, items: Sequence[Any], fields: Sequence[dict[str, Any]], **params: Any) -> builtins.list[Row]:
+    async def enrich(self, items: Sequence[Any], fields: Sequence[dict[str, Any]], **params: Any) -> CompletionResult:
         """Fill `fields` for each item."""
         return await self.run("enrich", items, fields=list(fields), **params)
 
-    async def run(self, operation: str, items: Sequence[Any], **params: Any) -> builtins.list[Row]:
-        """Any operation by name."""
+    async def run(self, operation: str = "run", items: Sequence[Any] = (), **params: Any) -> CompletionResult:
+        """An operation by name; any other name is a custom run of that name."""
         return await self._driver.run(self._ops.complete(operation, items, params))
 
 
@@ -90,8 +90,10 @@ class AsyncBatches(_AsyncResource):
         """Poll until the batch ends; `WaitTimeoutError` after `timeout` seconds."""
         return await self._driver.run(self._ops.wait(batch_id, timeout, poll_interval, progress))
 
-    async def output(self, batch_id: str, format: str = "json", offset: int = 0, limit: int | None = None) -> Any:
-        """Rows (json) or text (jsonl, csv) of an ended batch."""
+    async def output(
+        self, batch_id: str, format: str = "json", offset: int = 0, limit: int | None = None
+    ) -> OutputPage | str:
+        """One `OutputPage` (json) or the text (jsonl, csv) of an ended batch."""
         return await self._driver.run(self._ops.output(batch_id, format, offset, limit))
 
     def iter_output(self, batch_id: str, page_size: int = 1000) -> AsyncIterator[Row]:

@@ -16,10 +16,9 @@ from batchgate.sdk._ops import Ops
 from batchgate.sdk.agents import Agent, Swarm
 from batchgate.sdk.config import Settings, load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
-from batchgate.sdk.types import Batch
+from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
 
 PathLike = str | os.PathLike[str]
-Row = dict[str, Any]
 
 
 def http_options(settings: Settings, timeout: float) -> dict[str, Any]:
@@ -40,37 +39,43 @@ class _Resource:
 class Completions(_Resource):
     """Operations run now, on up to 50 items per call (`POST /api/completions/{operation}`).
 
-    Each method returns one row per item, in order: `{"index", "id", "status":
-    "succeeded"|"failed", "result", "error", "model", "metadata"}`, plus `raw` (the model's
-    text) on a row whose answer did not parse. Items are strings or `{"content", "metadata"}`.
-    Common parameters: `model`, `temperature`, `max_tokens`, `system_prompt`,
-    `user_prompt_template`. More than 50 items raises `PayloadTooLargeError`: use batches.
+    Each method returns a `CompletionResult`: `.results` holds one row per item, in order,
+    `{"index", "id", "operation", "status": "succeeded"|"failed", "result", "error",
+    "model", "metadata", "raw"}` (`raw`: the model's text on a row whose answer did not
+    parse; `metadata`: the item's fields, its content included), and `.model` the model
+    that answered; iterating over it yields the rows. Items are strings or `{"content",
+    "metadata"}` objects. Common parameters: `model`, `temperature`, `max_tokens`,
+    `system_prompt`, `user_prompt_template`. More than 50 items raises
+    `PayloadTooLargeError`: use batches.
     """
 
     def classify(
         self, items: Sequence[Any], categories: Sequence[str], multi_label: bool = False, **params: Any
-    ) -> builtins.list[Row]:
+    ) -> CompletionResult:
         """Label each item with one of `categories` (or several, with `multi_label`):
         `row["result"]` is `{"label", "confidence"}` (`{"labels", "confidence"}`)."""
         return self.run("label", items, categories=list(categories), multi_label=multi_label, **params)
 
     def extract(
         self, items: Sequence[Any], extraction_instructions: str, schema: dict[str, Any] | None = None, **params: Any
-    ) -> builtins.list[Row]:
+    ) -> CompletionResult:
         """Extract one JSON object per item, following `extraction_instructions` and, when
         given, the JSON Schema `schema` (enforced)."""
         return self.run("extract", items, extraction_instructions=extraction_instructions, schema=schema, **params)
 
-    def summarize(self, items: Sequence[Any], **params: Any) -> builtins.list[Row]:
+    def summarize(self, items: Sequence[Any], **params: Any) -> CompletionResult:
         """Summarise each item (`summary_instructions`, `response_format` for JSON)."""
         return self.run("summarize", items, **params)
 
-    def enrich(self, items: Sequence[Any], fields: Sequence[dict[str, Any]], **params: Any) -> builtins.list[Row]:
+    def enrich(self, items: Sequence[Any], fields: Sequence[dict[str, Any]], **params: Any) -> CompletionResult:
         """Fill `fields` (`{name, type, description, valid_values?, examples?}`) for each item."""
         return self.run("enrich", items, fields=list(fields), **params)
 
-    def run(self, operation: str, items: Sequence[Any], **params: Any) -> builtins.list[Row]:
-        """Any operation by name (label, summarize, extract, enrich, run) with its parameters."""
+    def run(self, operation: str = "run", items: Sequence[Any] = (), **params: Any) -> CompletionResult:
+        """An operation by name (label or classify, summarize, extract, enrich, run) with its
+        parameters; any other name (`feedback_analysis`) is a custom run of that name: a
+        `user_prompt_template`, optional `system_prompt` and `response_format`, and the
+        name recorded on its rows."""
         return self._driver.run(self._ops.complete(operation, items, params))
 
 
@@ -112,9 +117,13 @@ class Batches(_Resource):
         """
         return self._driver.run(self._ops.wait(batch_id, timeout, poll_interval, progress))
 
-    def output(self, batch_id: str, format: str = "json", offset: int = 0, limit: int | None = None) -> Any:
-        """An ended batch's rows: a list of row dicts for `format="json"`, the text for
-        `"jsonl"` or `"csv"`. `offset`/`limit` select a slice. `ConflictError` while it runs."""
+    def output(
+        self, batch_id: str, format: str = "json", offset: int = 0, limit: int | None = None
+    ) -> OutputPage | str:
+        """An ended batch's rows from `offset`: for `format="json"` one `OutputPage` (`.id`,
+        `.status`, `.offset`, `.limit`, `.total`, `.results`) of up to `limit` rows (at most
+        and by default 10,000); for `"jsonl"` or `"csv"` the text, to the end unless `limit`.
+        `ConflictError` while the batch runs."""
         return self._driver.run(self._ops.output(batch_id, format, offset, limit))
 
     def iter_output(self, batch_id: str, page_size: int = 1000) -> Iterator[Row]:

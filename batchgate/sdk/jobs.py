@@ -27,10 +27,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from batchgate.protocol.records import RecordsError, detect_format, iter_records
 from batchgate.sdk._core import Call, Emit, Op
 from batchgate.sdk._ops import Ops
-from batchgate.sdk.errors import JobManifestError
-from batchgate.sdk.records import iter_items
+from batchgate.sdk.errors import BadRequestError, JobManifestError
 
 MANIFEST_VERSION = 1
 ORPHAN_SCAN_PAGES = 10
@@ -61,8 +61,23 @@ class Source:
 
     def items(self) -> Iterator[Any]:
         if self.path is not None:
-            return iter_items(self.path, self.fmt, self.content_column)
+            return file_items(self.path, self.fmt, self.content_column)
         return iter(self.records)
+
+
+def file_items(path: Path, fmt: str | None, content_column: str | None) -> Iterator[dict[str, Any]]:
+    """The items of a local CSV / JSON / JSONL / text file, read by the same parser and rules
+    as the server's `POST /api/files`, streamed (a JSON array too). A record whose content
+    is not under `content` travels as `{"content", "metadata"}`."""
+    try:
+        with open(path, "rb") as stream:
+            for record in iter_records(stream, detect_format(path.name, fmt), content_column):
+                if record.column == "content":
+                    yield record.fields
+                else:
+                    yield {"content": record.content, "metadata": record.metadata}
+    except RecordsError as exc:
+        raise BadRequestError(f"{path.name}: {exc.message}", param=exc.param) from None
 
 
 def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -178,9 +193,9 @@ def run_job(
         yield from ops.wait(entry["batch_id"], None, poll_interval, progress)
         rows: list[dict[str, Any]] = []
         while True:
-            page = yield from ops.output(entry["batch_id"], "json", len(rows), OUTPUT_PAGE)
-            rows.extend(page)
-            if len(page) < OUTPUT_PAGE:
+            page = yield from ops.page(entry["batch_id"], len(rows), OUTPUT_PAGE)
+            rows.extend(page.results)
+            if not page.results or not page.has_more:
                 break
         for row in rows:
             row["chunk"] = entry["chunk"]

@@ -101,11 +101,11 @@ def test_operation_batches_create_wait_show_list_download_cancel(env: dict[str, 
         'categories=["a","b"]',
         "--json",
     )
-    batch_id = as_json(created)["id"]
+    batch_id = as_json(created)["batch_id"]
     done = as_json(cli(env, "batches", "wait", batch_id, *FAST, "--json"))
     assert done["status"] == "completed" and done["total_items"] == 2
-    assert as_json(cli(env, "batches", "show", batch_id, "--json"))["id"] == batch_id
-    assert batch_id in [b["id"] for b in as_json(cli(env, "batches", "list", "--json"))]
+    assert as_json(cli(env, "batches", "show", batch_id, "--json"))["batch_id"] == batch_id
+    assert batch_id in [b["batch_id"] for b in as_json(cli(env, "batches", "list", "--json"))]
     assert batch_id in ok(cli(env, "batches", "list"))
 
     # the echo backend's answers are not labels: failed rows with the raw text
@@ -113,6 +113,7 @@ def test_operation_batches_create_wait_show_list_download_cancel(env: dict[str, 
     ok(cli(env, "batches", "download", batch_id, "-o", str(out)))
     rows = read_csv(out)
     assert [r["status"] for r in rows] == ["failed", "failed"] and "label" in rows[0] and rows[0]["n"] == "1"
+    assert [r["content"] for r in rows] == ["first", "second"]  # every input column, the content included
     review = tmp_path / "review.jsonl"
     summary = as_json(
         cli(env, "batches", "download", batch_id, "-o", str(tmp_path / "ok.json"), "--review", str(review), "--json")
@@ -128,7 +129,7 @@ def test_operation_batches_create_wait_show_list_download_cancel(env: dict[str, 
     args = ("--records", str(records), "--params", str(params), "--json")
     from_file = as_json(cli(env, "batches", "create", "--operation", "label", *args))
     assert from_file["total_items"] == 3
-    ok(cli(env, "batches", "wait", from_file["id"], *FAST))
+    ok(cli(env, "batches", "wait", from_file["batch_id"], *FAST))
     uploaded = as_json(cli(env, "files", "upload", str(records), "--json"))["id"]
     args = ("--file-id", uploaded, "-p", 'categories=["a"]', "--content-column", "content", "--json")
     assert as_json(cli(env, "batches", "create", "--operation", "label", *args))["total_items"] == 3
@@ -165,8 +166,14 @@ def test_operation_commands_over_a_records_file(env: dict[str, str], tmp_path: P
     args = ("--categories", "positive,negative", "--review", str(review), *FAST)
     line = ok(cli(env, "label", str(records), "-o", str(out), "--content-column", "content", *args))
     assert "0 rows" in line and "3 failed rows" in line
-    assert out.read_text().startswith("id,status,error,label,confidence") and read_csv(out) == []
+    assert out.read_text().startswith("content,shop,id,status,error,label,confidence") and read_csv(out) == []
     assert len(parse_jsonl(review.read_text())) == 3
+    # the caller's own `status` column keeps its name and values; the row status is `_status`
+    clashing = tmp_path / "clashing.csv"
+    clashing.write_text("content,status\ngreat,open\nawful,closed\n")
+    ok(cli(env, "label", str(clashing), "-o", str(out), *args))
+    assert out.read_text().startswith("content,status,id,_status,error,label,confidence")
+    assert [r["status"] for r in parse_jsonl(review.read_text())] == ["failed", "failed"]
 
     fails(cli(env, "label", str(records), "-o", str(out), "--categories", " , "), 2)
     fails(cli(env, "label", str(records), "-o", str(out), "--categories", "[1, 2]"), 2)
@@ -248,7 +255,7 @@ class _Stuck(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         batch_id = self.path.rstrip("/").rsplit("/", 1)[-1]
-        status = {"batch_id": batch_id, "status": "in_progress", "operation": "label", "model": "m", "total_items": 5}
+        status = {"batch_id": batch_id, "status": "processing", "operation": "label", "model": "m", "total_items": 5}
         status |= {"completed_items": 1, "failed_items": 0, "progress_percentage": 20.0, "created_at": 0}
         body = json.dumps({**status, "usage": {"input_tokens": 0, "output_tokens": 0, "cost": 0}}).encode()
         self.send_response(200)

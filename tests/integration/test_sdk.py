@@ -23,10 +23,12 @@ from batchgate.sdk import (
     APIConnectionError,
     AuthenticationError,
     BadRequestError,
+    CompletionResult,
     ConfigurationError,
     ConflictError,
     JobManifestError,
     NotFoundError,
+    OutputPage,
     PayloadTooLargeError,
     ServerError,
     WaitTimeoutError,
@@ -66,20 +68,24 @@ def test_import_stays_light_and_never_loads_the_server() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_completions_return_one_row_per_item(client: Client) -> None:
-    rows = client.completions.classify(
+def test_completions_return_a_result_with_one_row_per_item(client: Client) -> None:
+    result = client.completions.classify(
         ["great", {"content": "awful", "metadata": {"lead": 7}}], categories=["pos", "neg"]
     )
-    assert [r["index"] for r in rows] == [0, 1]
-    assert rows[1]["metadata"] == {"lead": 7}
+    assert isinstance(result, CompletionResult) and result.model and result.operation == "label"
+    assert [r["index"] for r in result.results] == [0, 1] and list(result) == result.results
+    assert result[1]["metadata"] == {"content": "awful", "lead": 7}  # the item's fields, content included
     # the scripted backend echoes instead of answering with JSON: failed rows, the text kept in `raw`
-    assert all(r["status"] == "failed" and r["raw"] for r in rows)
+    assert all(r["status"] == "failed" and r["raw"] for r in result)
     assert client.completions.classify(["x"], categories=["a", "b"], multi_label=True)[0]["id"] == "item-0000000"
     assert len(client.completions.extract(["Ann, 31"], extraction_instructions="name and age")) == 1
     assert len(client.completions.summarize(["a long text"], summary_instructions="one line")) == 1
     fields = [{"name": "industry", "type": "text", "description": "the industry"}]
     assert len(client.completions.enrich(["Acme builds rockets"], fields=fields)) == 1
     assert len(client.completions.run("run", ["x", "y"], user_prompt_template="Say {content}")) == 2
+    assert client.completions.run("classify", ["x"], categories=["a"]).operation == "label"
+    custom = client.completions.run(operation="feedback_analysis", items=["x"], user_prompt_template="{content}")
+    assert custom.operation == "feedback_analysis" and custom[0]["operation"] == "feedback_analysis"
 
 
 def test_errors_map_to_classes_with_code_and_request_id(srv: Server, client: Client) -> None:
@@ -106,17 +112,25 @@ def test_batch_lifecycle_output_formats_and_openai_client(
     assert (batch.status, batch.total_items, batch.operation, batch.done) == ("queued", 6, "label", False)
     done = client.batches.wait(batch.id, poll_interval=0.05, timeout=60, progress=True)  # a forced bar must not break
     assert done.status == "completed" and done.done and done.progress == 100.0
-    assert done.completed_items + done.failed_items == 6 and done.model and "input_tokens" in done.usage
+    assert done.completed_items + done.failed_items == 6 and done.model and done.usage.input_tokens > 0
+    assert done.metadata == {"source": "sdk-test"}
     assert client.batches.retrieve(batch.id) == done
 
-    rows = client.batches.output(batch.id)
-    assert [r["index"] for r in rows] == list(range(6)) and rows[5]["metadata"] == {"lead": "L9"}
-    assert [r["index"] for r in client.batches.output(batch.id, offset=2, limit=3)] == [2, 3, 4]
-    assert parse_jsonl(client.batches.output(batch.id, format="jsonl")) == rows
+    page = client.batches.output(batch.id)
+    assert isinstance(page, OutputPage)
+    assert (page.id, page.status, page.offset, page.limit, page.total) == (batch.id, "completed", 0, 10_000, 6)
+    rows = page.results
+    assert [r["index"] for r in rows] == list(range(6))
+    assert rows[5]["metadata"] == {"content": "with meta", "lead": "L9"}
+    part = client.batches.output(batch.id, format="json", offset=2, limit=3)
+    assert isinstance(part, OutputPage) and [r["index"] for r in part] == [2, 3, 4] and part.has_more
+    jsonl_text = client.batches.output(batch.id, format="jsonl")
+    assert isinstance(jsonl_text, str) and parse_jsonl(jsonl_text) == rows
     csv_text = client.batches.output(batch.id, format="csv")
-    assert csv_text.startswith("id,status,error") and len(csv_text.strip().splitlines()) == 7
+    assert isinstance(csv_text, str) and csv_text.startswith("content,lead,id,status,error,label,confidence")
+    assert len(csv_text.strip().splitlines()) == 7
     assert list(client.batches.iter_output(batch.id, page_size=4)) == rows
-    assert list(client.batches.iter_output(batch.id, page_size=6)) == rows  # a full last page: one more request
+    assert list(client.batches.iter_output(batch.id, page_size=6)) == rows
     jsonl_path = client.batches.download_output(batch.id, tmp_path / "out" / "rows.jsonl", progress=False)
     assert parse_jsonl(jsonl_path.read_bytes()) == rows
     csv_path = client.batches.download_output(batch.id, tmp_path / "rows.csv", format="csv")
@@ -142,7 +156,12 @@ def test_batch_lifecycle_output_formats_and_openai_client(
     uploaded = client.batches.upload_file(records, "label", categories=["a", "b"], content_column="body")
     assert uploaded.file_id and uploaded.total_items == 2
     client.batches.wait(uploaded.id, **FAST)
-    assert [r["metadata"] for r in client.batches.output(uploaded.id)] == [{"name": "Ann"}, {"name": "Bob"}]
+    uploaded_rows = client.batches.output(uploaded.id)
+    assert isinstance(uploaded_rows, OutputPage)
+    assert [r["metadata"] for r in uploaded_rows] == [
+        {"name": "Ann", "body": "hello"},
+        {"name": "Bob", "body": "world"},
+    ]
     from_file = client.batches.submit(
         "label", file_id=uploaded.file_id, format="csv", content_column="body", categories=["a"]
     )
@@ -159,7 +178,8 @@ def test_a_running_batch_times_out_conflicts_and_cancels(client: Client) -> None
     with pytest.raises(ConflictError) as running:
         client.batches.output(batch.id)
     assert running.value.code == "batch_not_finished"
-    assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+    # "processing" while the cancel settles the items still in flight, then "cancelled"
+    assert client.batches.cancel(batch.id).status in ("processing", "cancelled")
     final = client.batches.wait(batch.id, **FAST)
     assert final.status == "cancelled" and final.completed_items + final.failed_items == 2000
     assert sum(1 for _ in client.batches.iter_output(batch.id, page_size=500)) == 2000
@@ -247,8 +267,8 @@ def test_async_client(srv: Server, key: str, tmp_path: Path) -> None:
 
     async def main() -> None:
         async with AsyncClient(srv.url, key) as client:
-            rows = await client.completions.classify(["a"], categories=["x", "y"])
-            assert rows[0]["index"] == 0
+            result = await client.completions.classify(["a"], categories=["x", "y"])
+            assert result[0]["index"] == 0 and result.model
             assert len(await client.completions.extract(["a"], extraction_instructions="all")) == 1
             assert len(await client.completions.summarize(["a"])) == 1
             assert (
@@ -257,7 +277,9 @@ def test_async_client(srv: Server, key: str, tmp_path: Path) -> None:
             )
             batch = await client.batches.submit_and_wait("label", ["a", "b", "c"], categories=["x"], **FAST)
             assert batch.status == "completed" and (await client.batches.retrieve(batch.id)).done
-            rows = await client.batches.output(batch.id)
+            page = await client.batches.output(batch.id)
+            assert isinstance(page, OutputPage) and page.total == 3
+            rows = page.results
             assert [r async for r in client.batches.iter_output(batch.id, page_size=2)] == rows
             path = await client.batches.download_output(batch.id, tmp_path / "a.jsonl")
             assert parse_jsonl(path.read_bytes()) == rows

@@ -240,8 +240,11 @@ CATEGORICAL = {"name": "tier", "type": "categorical", "description": "Tier.", "v
 @pytest.mark.parametrize(
     ("kind", "params", "param"),
     [
-        ("classify", {}, "operation"),
-        ("label", {"operation": "summarize", "categories": ["a"]}, "operation"),
+        ("", {}, "operation"),
+        ("9lives", {"user_prompt_template": "{content}"}, "operation"),
+        ("feedback_analysis", {}, "user_prompt_template"),
+        ("feedback_analysis", {"user_prompt_template": "{content}", "categories": ["a"]}, "categories"),
+        ("classify", {}, "categories"),
         ("label", {}, "categories"),
         ("label", {"categories": []}, "categories"),
         ("label", {"categories": "a,b"}, "categories"),
@@ -329,9 +332,25 @@ def test_each_invalid_parameter_is_named(kind: str, params: dict[str, Any], para
     assert invalid(kind, params).param == param
 
 
-def test_defaults_are_filled_in_and_the_operation_key_may_repeat_the_kind() -> None:
-    op = parse_operation("label", {"operation": "label", "categories": ["a"]}, default_model="qwen2.5-0.5b")
+def test_defaults_are_filled_in() -> None:
+    op = parse_operation("label", {"categories": ["a"]}, default_model="qwen2.5-0.5b")
     assert op == Operation("label", "qwen2.5-0.5b", {"temperature": 0.0, "categories": ["a"], "multi_label": False})
+    assert op.name == "label"
+
+
+def test_classify_is_label_under_its_canonical_name() -> None:
+    assert parse_operation("classify", {"categories": ["a"]}) == parse_operation("label", {"categories": ["a"]})
+
+
+def test_any_other_name_is_a_custom_run_that_keeps_its_name() -> None:
+    params = {"system_prompt": "You analyse feedback.", "user_prompt_template": "{content}"}
+    op = parse_operation("feedback_analysis", {**params, "response_format": {"type": "json_object"}})
+    assert (op.kind, op.name) == ("run", "feedback_analysis")
+    assert compile_request(op, Item("x"))["messages"][0]["content"] == "You analyse feedback."
+    again = Operation.from_json(orjson.loads(orjson.dumps(op.to_json())))
+    assert again == op and again.name == "feedback_analysis"
+    message = invalid("lable", {"categories": ["a"]}).message
+    assert "'lable' (a custom run)" in message
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
-"""Upload parsers (`core/records.py`): each format's records, each error naming its place and
-param, and the streaming promise: bounded memory, and the first record before the whole file."""
+"""Record file parsers (`protocol/records.py`, shared by the server, the SDK and the CLI):
+each format's records, each error naming its place and param, every field kept in order
+under its own name, and the streaming promise: bounded memory, and the first record
+before the whole file."""
 
 from __future__ import annotations
 
@@ -12,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from batchgate.core.errors import InvalidRequestError
-from batchgate.core.records import READ_SIZE, Record, detect_format, iter_records
+from batchgate.protocol.records import READ_SIZE, Record, RecordsError, detect_format, iter_records, json_record
 
 
 class Trickle(io.RawIOBase):
@@ -65,8 +66,8 @@ def parse(data: bytes, fmt: str, **kwargs: Any) -> list[tuple[str, dict[str, Any
     return [(r.content, r.metadata) for r in iter_records(io.BytesIO(data), fmt, **kwargs)]
 
 
-def error(data: bytes, fmt: str, **kwargs: Any) -> InvalidRequestError:
-    with pytest.raises(InvalidRequestError) as info:
+def error(data: bytes, fmt: str, **kwargs: Any) -> RecordsError:
+    with pytest.raises(RecordsError) as info:
         parse(data, fmt, **kwargs)
     return info.value
 
@@ -99,7 +100,7 @@ def test_detect_format_explicit_wins_over_extension() -> None:
 
 
 def test_detect_format_rejects_an_unknown_explicit_format() -> None:
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(RecordsError) as info:
         detect_format("items.csv", "xlsx")
     assert info.value.param == "format"
     assert "'xlsx'" in info.value.message and "csv, json, jsonl, text" in info.value.message
@@ -107,7 +108,7 @@ def test_detect_format_rejects_an_unknown_explicit_format() -> None:
 
 @pytest.mark.parametrize("filename", ["book.xlsx", "README", None, ""])
 def test_detect_format_without_a_known_extension_names_the_file_and_the_formats(filename: str | None) -> None:
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(RecordsError) as info:
         detect_format(filename)
     assert info.value.param == "file"
     assert "csv, json, jsonl, text" in info.value.message
@@ -117,10 +118,10 @@ def test_detect_format_without_a_known_extension_names_the_file_and_the_formats(
 
 def test_iter_records_checks_its_arguments_before_reading() -> None:
     stream = Generated(iter([b"never read"]))
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(RecordsError) as info:
         iter_records(stream, "xml")
     assert info.value.param == "format"
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(RecordsError) as info:
         iter_records(stream, "text", content_column="body")
     assert info.value.param == "content_column"
     assert stream.bytes_read == 0
@@ -135,6 +136,26 @@ def test_csv_other_columns_become_string_metadata_and_empty_values_are_kept() ->
         ("great product", {"id": "1", "score": "5", "note": ""}),
         ("broke in a week", {"id": "2", "score": "1", "note": "refund"}),
     ]
+
+
+def test_a_record_keeps_every_field_in_order_under_its_own_name() -> None:
+    """Output rows give back `fields`: a CSV row is its header, the content column included."""
+    (record,) = iter_records(io.BytesIO(b"id,review,city\nL-7,great,Oslo\n"), "csv", content_column="review")
+    assert (record.fields, record.column) == ({"id": "L-7", "review": "great", "city": "Oslo"}, "review")
+    assert list(record.fields) == ["id", "review", "city"]
+    line = b'{"body": "text", "id": 3, "metadata": {"id": 4, "body": "not the content"}}\n'
+    (obj,) = iter_records(io.BytesIO(line), "jsonl", content_column="body")
+    assert obj.fields == {"body": "text", "id": 4} and obj.content == "text"
+    (text,) = iter_records(io.BytesIO(b"a line\n"), "text")
+    assert text.fields == {"content": "a line"}
+
+
+def test_json_record_reads_request_items_with_the_same_rules() -> None:
+    item = json_record({"content": "hi", "lead": 7, "metadata": {"lead": 8}}, "items[0]", param="items[0].content")
+    assert (item.content, item.metadata, item.fields) == ("hi", {"lead": 8}, {"content": "hi", "lead": 8})
+    with pytest.raises(RecordsError) as empty:
+        json_record({"content": " "}, "items[3]", param="items[3].content")
+    assert empty.value.param == "items[3].content" and "items[3]" in empty.value.message
 
 
 def test_csv_content_column_names_the_content() -> None:
@@ -434,7 +455,7 @@ def test_more_than_max_items_is_an_error(fmt: str) -> None:
     assert len(parse(THREE[fmt], fmt, max_items=3)) == 3
     records = iter_records(io.BytesIO(THREE[fmt]), fmt, max_items=2)
     assert [next(records).content, next(records).content] == ["a", "b"]
-    with pytest.raises(InvalidRequestError) as info:
+    with pytest.raises(RecordsError) as info:
         next(records)
     assert "more than 2 items" in info.value.message
     assert info.value.param == "file"

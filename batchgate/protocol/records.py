@@ -1,14 +1,18 @@
-"""Streaming parsers that turn an uploaded file of records into operation items.
+"""Streaming parsers that turn a file of records into operation items.
+
+One implementation for both sides of the wire: the server parses uploads to
+`POST /api/files` with it, and the SDK and CLI read local record files with it, so a file
+means the same thing wherever it is read. Pure: it imports nothing else of batchgate.
 
 `POST /api/files` takes CSV, a JSON array, JSONL or plain text of up to 100 MB and
 1,000,000 items, so every parser reads the stream in chunks and yields one `Record` at
 a time: memory stays bounded by the largest single record, never the file.
 
-Errors are `InvalidRequestError`s that name where the problem is, 1-based, in the
+Errors are `RecordsError`s that name where the problem is, 1-based, in the
 file's own terms: "row N" for CSV (the header is row 1, as a spreadsheet shows it),
 "element N" for a JSON array, "line N" for JSONL and text; a byte offset where no
 such position can be known. `param` is "content_column" when that choice is at fault,
-else "file".
+else "file". The server answers them as 400s; the SDK raises them as `BadRequestError`s.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
 import orjson
-
-from batchgate.core.errors import InvalidRequestError
 
 FORMATS = ("csv", "json", "jsonl", "text")
 
@@ -41,13 +43,35 @@ _EXTENSIONS = {
 _ACCEPTED = "csv, json, jsonl, text"
 
 
+class RecordsError(ValueError):
+    """A file of records (or an item) that cannot be read, with the parameter at fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One item of an operation batch: the text the operation works on, and the
-    caller's fields that travel with it into prompts and output files."""
+    """One item: every field as the caller gave it, in order, and the name of the one
+    holding the text the operation works on.
 
-    content: str
-    metadata: dict[str, Any]
+    `fields` is what output rows give back (each column under its own name, the content
+    column included); `metadata`, the other fields, is what prompt templates and enrich's
+    `include_context` see."""
+
+    fields: dict[str, Any]
+    column: str = "content"
+
+    @property
+    def content(self) -> str:
+        content: str = self.fields[self.column]
+        return content
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {name: value for name, value in self.fields.items() if name != self.column}
 
 
 def detect_format(filename: str | None, explicit: str | None = None) -> str:
@@ -59,15 +83,15 @@ def detect_format(filename: str | None, explicit: str | None = None) -> str:
     if explicit:
         fmt = explicit.strip().lower()
         if fmt not in FORMATS:
-            raise InvalidRequestError(f"format {explicit!r} is not supported; use one of {_ACCEPTED}", param="format")
+            raise RecordsError(f"format {explicit!r} is not supported; use one of {_ACCEPTED}", param="format")
         return fmt
     if not filename:
-        raise InvalidRequestError(
+        raise RecordsError(
             f"the file has no name to tell its format by; pass format (one of {_ACCEPTED})", param="file"
         )
     by_extension = _EXTENSIONS.get(PurePosixPath(filename.replace("\\", "/")).suffix.lower())
     if by_extension is None:
-        raise InvalidRequestError(
+        raise RecordsError(
             f"cannot tell the format of {filename!r} from its extension (.csv, .json, .jsonl or .ndjson, .txt); "
             f"rename it or pass format (one of {_ACCEPTED})",
             param="file",
@@ -86,11 +110,11 @@ def iter_records(
     `max_items` records fail when the one past the limit is reached.
     """
     if fmt not in FORMATS:
-        raise InvalidRequestError(f"format {fmt!r} is not supported; use one of {_ACCEPTED}", param="format")
+        raise RecordsError(f"format {fmt!r} is not supported; use one of {_ACCEPTED}", param="format")
     content_column = content_column or None
     if fmt == "text":
         if content_column is not None:
-            raise InvalidRequestError(
+            raise RecordsError(
                 "content_column applies to csv, json and jsonl files; a text file has one item per line",
                 param="content_column",
             )
@@ -107,16 +131,16 @@ def iter_records(
 def _limited(records: Iterable[Record], max_items: int) -> Iterator[Record]:
     for count, record in enumerate(records, 1):
         if count > max_items:
-            raise InvalidRequestError(f"the file has more than {max_items:,} items", param="file")
+            raise RecordsError(f"the file has more than {max_items:,} items", param="file")
         yield record
 
 
 def _check_content(content: object, where: str, name: str, param: str) -> str:
     """The content as a non-empty string; whitespace alone is empty, since it gives a model nothing to work on."""
     if not isinstance(content, str):
-        raise InvalidRequestError(f"{where}: {name} must be a string, got {_json_type(content)}", param=param)
+        raise RecordsError(f"{where}: {name} must be a string, got {_json_type(content)}", param=param)
     if not content or content.isspace():
-        raise InvalidRequestError(f"{where}: {name} is empty", param=param)
+        raise RecordsError(f"{where}: {name} is empty", param=param)
     return content
 
 
@@ -175,7 +199,7 @@ def _text_records(stream: BinaryIO) -> Iterator[Record]:
             if line.endswith("\r"):
                 line = line[:-1]
             if line and not line.isspace():
-                yield Record(line, {})
+                yield Record({"content": line})
 
 
 def _jsonl_records(stream: BinaryIO, content_column: str | None) -> Iterator[Record]:
@@ -195,7 +219,7 @@ def _jsonl_records(stream: BinaryIO, content_column: str | None) -> Iterator[Rec
                 value = loads(line)
             except orjson.JSONDecodeError as exc:
                 raise _bad_json(f"line {line_no}", line, exc) from None
-            yield _json_record(value, "line", line_no, key, key_param)
+            yield json_record(value, f"line {line_no}", key, key_param)
 
 
 class _NotUtf8(Exception):
@@ -231,10 +255,9 @@ def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Recor
     try:
         header = next(reader, None)
         if header is None:
-            raise InvalidRequestError("the file is empty; a CSV file needs a header row", param="file")
+            raise RecordsError("the file is empty; a CSV file needs a header row", param="file")
         row_no = 1
         index = _content_index(header, content_column)
-        names = header[:index] + header[index + 1 :]
         column = header[index]
         width = len(header)
         for row in reader:
@@ -242,36 +265,36 @@ def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Recor
             if len(row) != width:
                 if not row:  # a blank line
                     continue
-                raise InvalidRequestError(f"row {row_no} has {len(row)} fields, the header has {width}", param="file")
-            content = row.pop(index)
+                raise RecordsError(f"row {row_no} has {len(row)} fields, the header has {width}", param="file")
+            content = row[index]
             if not content or content.isspace():
-                raise InvalidRequestError(f"row {row_no}: the content column {column!r} is empty", param="file")
-            yield Record(content, dict(zip(names, row, strict=True)))
+                raise RecordsError(f"row {row_no}: the content column {column!r} is empty", param="file")
+            yield Record(dict(zip(header, row, strict=True)), column)
     except _NotUtf8 as exc:
         raise _not_utf8(f"row {row_no + 1}", exc.offset) from None
     except csv.Error as exc:
-        raise InvalidRequestError(f"row {row_no + 1} is not valid CSV: {exc}", param="file") from None
+        raise RecordsError(f"row {row_no + 1} is not valid CSV: {exc}", param="file") from None
 
 
 def _content_index(header: list[str], content_column: str | None) -> int:
     if not header:
-        raise InvalidRequestError("row 1 (the header) is empty", param="file")
+        raise RecordsError("row 1 (the header) is empty", param="file")
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise InvalidRequestError(f"the header names column {name!r} twice", param="file")
+            raise RecordsError(f"the header names column {name!r} twice", param="file")
         seen.add(name)
     columns = ", ".join(repr(name) for name in header)
     if content_column is None:
         if "content" not in seen:
-            raise InvalidRequestError(
+            raise RecordsError(
                 f"the file has no 'content' column; set content_column to the column holding the content "
                 f"(columns: {columns})",
                 param="content_column",
             )
         return header.index("content")
     if content_column not in seen:
-        raise InvalidRequestError(
+        raise RecordsError(
             f"content_column {content_column!r} is not a column of the file (columns: {columns})",
             param="content_column",
         )
@@ -290,36 +313,36 @@ def _json_records(stream: BinaryIO, content_column: str | None) -> Iterator[Reco
             value = loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _bad_json(f"element {number} (byte {offset})", bytes(raw), exc) from None
-        yield _json_record(value, "element", number, key, key_param)
+        yield json_record(value, f"element {number}", key, key_param)
 
 
 _MISSING = object()
 
 
-def _json_record(value: Any, kind: str, number: int, key: str, key_param: str) -> Record:
-    """A record from one JSON value: a string is the content; an object has it under `key`.
+def json_record(value: Any, where: str, key: str = "content", key_param: str = "file", param: str = "file") -> Record:
+    """A record from one JSON value (an element of a file, or an item of a request body):
+    a string is the content; an object has it under `key`.
 
-    The object's other keys become metadata, then its "metadata" object is merged over
-    them: the explicit metadata is the more deliberate statement, so it wins a clash.
+    The object's other keys are its fields, then its "metadata" object is merged over
+    them: the explicit metadata is the more deliberate statement, so it wins a clash (with
+    every key but the content itself). `where` names the value in messages ("line 3",
+    "items[2]"); `key_param` is blamed for a missing content key, `param` for the rest.
     """
     if type(value) is str:
-        return Record(_check_content(value, f"{kind} {number}", "the string", "file"), {})
+        return Record({key: _check_content(value, where, "the string", param)}, key)
     if type(value) is not dict:
-        raise InvalidRequestError(
-            f"{kind} {number} must be a string or an object with {key!r}, got {_json_type(value)}", param="file"
-        )
-    content = value.pop(key, _MISSING)
+        raise RecordsError(f"{where} must be a string or an object with {key!r}, got {_json_type(value)}", param=param)
+    content = value.get(key, _MISSING)
     if content is _MISSING:
-        raise InvalidRequestError(f"{kind} {number} has no {key!r} key", param=key_param)
-    content = _check_content(content, f"{kind} {number}", repr(key), "file")
+        raise RecordsError(f"{where} has no {key!r} key", param=key_param)
+    content = _check_content(content, where, repr(key), param)
     nested = value.pop("metadata", None)
     if nested is not None:
         if type(nested) is not dict:
-            raise InvalidRequestError(
-                f"{kind} {number}: 'metadata' must be an object, got {_json_type(nested)}", param="file"
-            )
+            raise RecordsError(f"{where}: 'metadata' must be an object, got {_json_type(nested)}", param=param)
         value.update(nested)
-    return Record(content, value)
+        value[key] = content
+    return Record(value, key)
 
 
 # Element boundaries in a top-level array, found by a regex in C for the common shapes:
@@ -379,8 +402,8 @@ class _ArraySplitter:
         self.buf += chunk
         return keep
 
-    def _error(self, message: str) -> InvalidRequestError:
-        return InvalidRequestError(message, param="file")
+    def _error(self, message: str) -> RecordsError:
+        return RecordsError(message, param="file")
 
     def elements(self) -> Iterator[tuple[int, int, bytearray]]:
         """Yield (element number, file offset, bytes) per element, 1-based."""
@@ -493,18 +516,16 @@ class _ArraySplitter:
 # --- helpers -------------------------------------------------------------------------
 
 
-def _not_utf8(where: str, offset: int) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"{where} is not valid UTF-8 (byte {offset}); the file must be UTF-8 encoded", param="file"
-    )
+def _not_utf8(where: str, offset: int) -> RecordsError:
+    return RecordsError(f"{where} is not valid UTF-8 (byte {offset}); the file must be UTF-8 encoded", param="file")
 
 
-def _bad_json(where: str, raw: bytes, exc: orjson.JSONDecodeError) -> InvalidRequestError:
+def _bad_json(where: str, raw: bytes, exc: orjson.JSONDecodeError) -> RecordsError:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError:
-        return InvalidRequestError(f"{where} is not valid UTF-8; the file must be UTF-8 encoded", param="file")
-    return InvalidRequestError(f"{where} is not valid JSON: {exc}", param="file")
+        return RecordsError(f"{where} is not valid UTF-8; the file must be UTF-8 encoded", param="file")
+    return RecordsError(f"{where} is not valid JSON: {exc}", param="file")
 
 
 def _json_type(value: object) -> str:
