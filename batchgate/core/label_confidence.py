@@ -145,9 +145,8 @@ def _renormalised(
 
 
 def _forms(category: str) -> list[bytes]:
-    """The category as an opening-quoted JSON string without its opening quote: `positive"`.
-    Both the form with raw UTF-8 and the one with \\u escapes (what llama-cpp-python's schema
-    grammar writes) are accepted."""
+    """The category's JSON string without its opening quote (`positive"`), with raw UTF-8 and
+    with \\u escapes (what llama-cpp-python's schema grammar writes): either may be generated."""
     forms = [orjson.dumps(category)[1:], json.dumps(category).encode()[1:]]
     return forms[:1] if forms[0] == forms[1] else forms
 

@@ -283,3 +283,15 @@ def test_multi_label_operation_reports_one_confidence_for_the_deduplicated_answe
     )
     outcome = interpret(op, 200, response('{"labels": ["praise", "praise"]}', answer), None)
     assert outcome.result == {"labels": ["praise"], "confidence": pytest.approx(p(-0.2) / (p(-0.2) + p(-2.0)))}
+
+
+def test_tokens_without_bytes_are_read_from_their_text() -> None:
+    # llama-cpp-python's server sends "bytes": null in chat logprobs
+    answer = single(
+        [token(' "', 0.0), token("negative", -2.3, {"B": -1.55, "bad": -3.19, "positive": -4.0}), token('"}', -0.4)]
+    )
+    for entry in answer["content"]:
+        entry["bytes"] = None
+        for alternative in entry["top_logprobs"]:
+            alternative["bytes"] = None
+    assert label_confidence(answer, "label", SENTIMENTS, ["negative"]) == pytest.approx(p(-2.3) / (p(-2.3) + p(-4.0)))
