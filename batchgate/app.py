@@ -22,13 +22,13 @@ from typing import Any
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
 from batchgate.core.batches import BatchService
+from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.completions import CompletionService
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
-from batchgate.core.jobs import JobConfig, JobRunner, in_thread
+from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.models import BatchJob
-from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
@@ -95,26 +95,30 @@ class Services:
     backend: Backend  # shared by the worker and the synchronous endpoints
     completions: CompletionService
     operations: OperationRuns
-    operation_batches: OperationBatches
     prompts: PromptService
     agents: AgentRuns
+    clock: Clock  # the time the batch lifecycle reads (a FakeClock in tests)
 
     def close(self) -> None:
         self.store.close()
 
 
 def build_services(
-    settings: Settings, store: Store | None = None, blobs: BlobStore | None = None, backend: Backend | None = None
+    settings: Settings,
+    store: Store | None = None,
+    blobs: BlobStore | None = None,
+    backend: Backend | None = None,
+    clock: Clock | None = None,
 ) -> Services:
+    clock = clock or SystemClock()
     store = store or SQLiteStore(settings.db_path)
     blobs = blobs or LocalBlobStore(settings.files_dir)
     routing = load_config(settings.config)
     # cheap: a local model loads on first use. Agent and swarm lines need several model
     # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
     backend = AgentBackend(backend or make_backend(settings, routing))
-    files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store)
+    files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store, clock=clock)
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
-    operations = OperationRuns(backend, model_problem, settings.max_sync_items)
     return Services(
         settings=settings,
         store=store,
@@ -124,10 +128,10 @@ def build_services(
         batches=batches,
         backend=backend,
         completions=CompletionService(backend),
-        operations=operations,
-        operation_batches=OperationBatches(files, batches, operations, settings.max_lines),
+        operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
+        clock=clock,
     )
 
 
@@ -141,7 +145,7 @@ def open_keys(settings: Settings) -> Iterator[KeyService]:
         store.close()
 
 
-def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:
+def job_runner(s: Settings, store: Store, blobs: BlobStore, clock: Clock | None = None) -> JobRunner:
     """The batch jobs on this store: validation checks every line's model against the
     routing config and the built-in backend (no backend is built: names only)."""
     routing = load_config(s.config)
@@ -162,16 +166,21 @@ def job_runner(s: Settings, store: Store, blobs: BlobStore) -> JobRunner:
             lambda upstream: NativeBatches(routing.upstreams[upstream]),
             s.max_line_bytes,
             poll_interval=s.upstream_poll_interval,
+            clock=clock,
         )
     config = JobConfig(limits, s.settle_grace, passthrough, routing.native_upstream)
-    return JobRunner(store, blobs, config)
+    return JobRunner(store, blobs, config, clock)
 
 
 def build_worker(services: Services, backend: Backend | None = None, jobs_in_subprocess: bool = False) -> Worker:
     """A worker on these services. With `jobs_in_subprocess` (the store must be the one
-    `services.settings` names), batch jobs run in a child process: see SubprocessJobs."""
+    `services.settings` names), batch jobs run in a child process (on the system clock):
+    see SubprocessJobs."""
     s = services.settings
-    jobs = SubprocessJobs(s) if jobs_in_subprocess else in_thread(job_runner(s, services.store, services.blobs))
+    if jobs_in_subprocess:
+        jobs: JobExecutor = SubprocessJobs(s)
+    else:
+        jobs = in_thread(job_runner(s, services.store, services.blobs, services.clock))
     config = WorkerConfig(
         concurrency=s.concurrency,
         max_attempts=s.max_attempts,
@@ -180,7 +189,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         dead_after=s.dead_worker_after,
         poll_interval=s.poll_interval,
     )
-    return Worker(services.store, services.blobs, backend or services.backend, jobs, config)
+    return Worker(services.store, services.blobs, backend or services.backend, jobs, config, services.clock)
 
 
 async def close_worker(worker: Worker) -> None:
@@ -303,4 +312,4 @@ class WorkerThread:
     def alive(self, within: float = 10.0) -> bool:
         """The loop ticked recently, and its job process (if any) has started."""
         jobs_ready = not isinstance(self.worker.jobs, SubprocessJobs) or self.worker.jobs.ready
-        return self._thread.is_alive() and time.time() - self.worker.last_tick < within and jobs_ready
+        return self._thread.is_alive() and time.monotonic() - self.worker.last_tick < within and jobs_ready

@@ -4,6 +4,7 @@
 - `MemoryBlobStore`: the `BlobStore` protocol in memory.
 - `ScriptedBackend`: a `Backend` that answers instantly and deterministically, and
   follows per-line directives in `body["mock"]` to sleep, fail or fail transiently.
+- `FakeClock`: a `Clock` that moves only when told to.
 """
 
 from __future__ import annotations
@@ -35,26 +36,40 @@ from batchgate.core.models import (
     PromptVersion,
     RequestResult,
     RequestState,
-    job_kind,
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
 
-ACTIVE = {
-    BatchStatus.VALIDATING,
-    BatchStatus.IN_PROGRESS,
-    BatchStatus.FINALIZING,
-    BatchStatus.CANCELLING,
-}
-ENDING_FROM = {
-    BatchStatus.COMPLETED: BatchStatus.FINALIZING,
-    BatchStatus.CANCELLED: BatchStatus.CANCELLING,
-    BatchStatus.EXPIRED: BatchStatus.IN_PROGRESS,
-}
-STAMPS = {
-    BatchStatus.COMPLETED: "completed_at",
-    BatchStatus.CANCELLED: "cancelled_at",
-    BatchStatus.EXPIRED: "expired_at",
-}
+
+class FakeClock:
+    """A `Clock` for tests: time stands still until `advance` moves it. A `sleep` returns
+    at once, having moved the clock by the time slept (as if the sleeper were alone),
+    so a retry backoff of minutes costs a test nothing."""
+
+    def __init__(self, start: float | None = None):
+        # the real time by default: a worker's heartbeat from before its process
+        # started reads as a previous incarnation's
+        self._now = time.time() if start is None else start
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self._now += max(seconds, 0.0)
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -109,12 +124,16 @@ class InMemoryStore:
         with self._lock:
             self._keys[key_hash] = replace(key)
 
+    def _with_project_name(self, key: ApiKey) -> ApiKey:
+        names = {p.id: p.name for p in self._projects.values()}
+        return replace(key, project_name=names.get(key.project_id, ""))
+
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         key = self._keys.get(key_hash)
-        return replace(key) if key and key.revoked_at is None else None
+        return self._with_project_name(key) if key and key.revoked_at is None else None
 
     def list_api_keys(self) -> list[ApiKey]:
-        return sorted((replace(k) for k in self._keys.values()), key=lambda k: k.created_at)
+        return sorted((self._with_project_name(k) for k in self._keys.values()), key=lambda k: k.created_at)
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._lock:
@@ -152,7 +171,9 @@ class InMemoryStore:
             return True
 
     def file_in_use(self, file_id: str) -> bool:
-        return any(b.record.input_file_id == file_id and b.record.status in ACTIVE for b in self._batches.values())
+        return any(
+            b.record.input_file_id == file_id and b.record.status in ACTIVE_STATUSES for b in self._batches.values()
+        )
 
     # batches
     def add_batch(self, batch: BatchRecord) -> None:
@@ -165,53 +186,46 @@ class InMemoryStore:
             return None
         return replace(b.record)
 
-    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]:
+    def list_batches(
+        self, project_id: str, after: str | None, limit: int, source: str | None = None
+    ) -> Page[BatchRecord]:
         with self._lock:
             batches = [replace(b.record) for b in reversed(self._batches.values()) if b.record.project_id == project_id]
-        return _page(batches, after, limit, lambda b: True)
+        return _page(batches, after, limit, lambda b: source is None or b.source == source)
 
-    def _transition(self, batch_id: str, allowed: set[BatchStatus], to: BatchStatus, **fields: Any) -> bool:
-        with self._lock:
-            b = self._batches[batch_id]
-            if b.record.status not in allowed:
-                return False
-            b.record.status = to
-            for name, value in fields.items():
-                setattr(b.record, name, value)
-            return True
+    @staticmethod
+    def _move(b: _Batch, to: BatchStatus, now: int) -> bool:
+        """Apply a move of the state machine, if the batch's status allows it; stamps `{to}_at`."""
+        if b.record.status not in batch_sources(to):
+            return False
+        b.record.status = to
+        setattr(b.record, f"{to.value}_at", now)
+        return True
 
     def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         with self._lock:
             b = self._batches[batch_id]
-            if b.owner != owner or b.record.status not in (BatchStatus.VALIDATING, BatchStatus.CANCELLING):
+            if b.owner != owner or b.record.status not in ACCEPTS_LINES:
                 return False
             b.record.total, b.cursor, b.record.upstream = total, 0, upstream
-            if b.record.status == BatchStatus.VALIDATING:
-                b.record.status, b.record.in_progress_at = BatchStatus.IN_PROGRESS, now
+            self._move(b, BatchStatus.IN_PROGRESS, now)  # a cancelling batch stays cancelling
             return True
 
     def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
         with self._lock:
-            if self._batches[batch_id].owner != owner:
+            b = self._batches[batch_id]
+            if b.owner != owner or not self._move(b, BatchStatus.FAILED, now):
                 return False
-            ok = self._transition(
-                batch_id, {BatchStatus.VALIDATING}, BatchStatus.FAILED, failed_at=now, errors=list(errors)
-            )
-            if ok:
-                self._batches[batch_id].owner = None
-            return ok
+            b.record.errors, b.owner = list(errors), None
+            return True
 
     def request_cancel(self, batch_id: str, now: int) -> bool:
         with self._lock:
-            ok = self._transition(
-                batch_id,
-                {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS},
-                BatchStatus.CANCELLING,
-                cancelling_at=now,
-            )
-            if ok:
-                self._batches[batch_id].wake_at = 0
-            return ok
+            b = self._batches[batch_id]
+            if not self._move(b, BatchStatus.CANCELLING, now):
+                return False
+            b.wake_at = 0
+            return True
 
     def finish_batch(
         self,
@@ -225,16 +239,17 @@ class InMemoryStore:
         failed: int,
         now: int,
     ) -> bool:
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value} is not a final status")
         with self._lock:
             b = self._batches[batch_id]
-            rec = b.record
-            if b.owner != owner or rec.status != ENDING_FROM[status]:
+            if b.owner != owner or not self._move(b, status, now):
                 return False
             for f in files:
                 self._files[f.id] = replace(f)
-            rec.status, rec.output_file_id, rec.error_file_id = status, output_file_id, error_file_id
+            rec = b.record
+            rec.output_file_id, rec.error_file_id = output_file_id, error_file_id
             rec.completed, rec.failed, rec.total = completed, failed, completed + failed
-            setattr(rec, STAMPS[status], now)
             b.owner = None
             return True
 
@@ -259,7 +274,7 @@ class InMemoryStore:
     def settle_unfinished(
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
     ) -> int:
-        targets = {RequestState.QUEUED, RequestState.RUNNING} if include_running else {RequestState.QUEUED}
+        targets = settle_sources(state, include_running)  # ValueError for a state lines cannot be settled as
         count = 0
         with self._lock:
             b = self._batches[batch_id]
@@ -282,7 +297,9 @@ class InMemoryStore:
             self._check_owner(batch_id, owner)
             self._batches[batch_id].record.completed, self._batches[batch_id].record.failed = completed, failed
 
-    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+    def import_results(
+        self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool, now: int
+    ) -> None:
         with self._lock:
             self._check_owner(batch_id, owner)
             b = self._batches[batch_id]
@@ -297,8 +314,7 @@ class InMemoryStore:
             rec.cost = sum(r.cost for r in results)
             if done:
                 b.cursor = len(b.lines)
-                if rec.status == BatchStatus.IN_PROGRESS:
-                    rec.status, rec.finalizing_at = BatchStatus.FINALIZING, int(time.time())
+                self._move(b, BatchStatus.FINALIZING, now)
 
     def count_running(self, batch_id: str) -> int:
         return sum(r.state == RequestState.RUNNING for r in self._batches[batch_id].rows.values())
@@ -374,10 +390,11 @@ class InMemoryStore:
 
     def reap_worker(self, worker_id: str) -> int:
         count = 0
+        requeueable = request_sources(RequestState.QUEUED)
         with self._lock:
             for b in self._batches.values():
                 for row in b.rows.values():
-                    if row.state == RequestState.RUNNING and row.worker_id == worker_id:
+                    if row.state in requeueable and row.worker_id == worker_id:
                         row.state, row.worker_id = RequestState.QUEUED, None
                         b.requeued = True
                         count += 1
@@ -388,10 +405,11 @@ class InMemoryStore:
 
     def requeue_orphans(self) -> int:
         count = 0
+        requeueable = request_sources(RequestState.QUEUED)
         with self._lock:
             for b in self._batches.values():
                 for row in b.rows.values():
-                    if row.state == RequestState.RUNNING and row.worker_id not in self._workers:
+                    if row.state in requeueable and row.worker_id not in self._workers:
                         row.state, row.worker_id, b.requeued = RequestState.QUEUED, None, True
                         count += 1
                 if b.owner is not None and b.owner not in self._workers:
@@ -401,13 +419,11 @@ class InMemoryStore:
     def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
         with self._lock:
             for b in self._batches.values():
-                status = b.record.status
-                if status not in ACTIVE or b.owner is not None or b.wake_at > now:
-                    continue
-                if status == BatchStatus.IN_PROGRESS and b.record.expires_at > now and b.record.upstream is None:
+                kind = job_kind(b.record, now)
+                if kind is None or b.owner is not None or b.wake_at > now:
                     continue
                 b.owner = worker_id
-                return BatchJob(job_kind(b.record, now), replace(b.record), worker_id)
+                return BatchJob(kind, replace(b.record), worker_id)
         return None
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
@@ -418,10 +434,11 @@ class InMemoryStore:
 
     def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
         claims: list[ClaimedRequest] = []
+        claimable = request_sources(RequestState.RUNNING)
         with self._lock:
             runnable = [
                 b for b in self._batches.values()
-                if b.record.status == BatchStatus.IN_PROGRESS and b.record.expires_at > now
+                if b.record.status == RUNNABLE_STATUS and b.record.expires_at > now
                 and (b.cursor < len(b.lines) or b.requeued) and b.record.upstream is None
             ]  # fmt: skip
             runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
@@ -430,7 +447,7 @@ class InMemoryStore:
                 want = min(share, limit - len(claims))
                 if want <= 0:
                     break
-                taken = [line for line, row in sorted(b.rows.items()) if row.state == RequestState.QUEUED][:want]
+                taken = [line for line, row in sorted(b.rows.items()) if row.state in claimable][:want]
                 b.requeued = len(taken) == want
                 for line, offset, length in b.lines[b.cursor : b.cursor + want - len(taken)]:
                     b.rows[line] = _Row(offset, length)
@@ -448,7 +465,9 @@ class InMemoryStore:
                     )
         return claims
 
-    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+    def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
+        if bad := {r.state for r in results} - RESULT_STATES:
+            raise ValueError(f"a run cannot end {', '.join(sorted(bad))}")
         with self._lock:
             for r in results:
                 b = self._batches[r.batch_id]
@@ -463,8 +482,8 @@ class InMemoryStore:
                 rec.input_tokens += r.input_tokens
                 rec.output_tokens += r.output_tokens
                 rec.cost += r.cost
-                if rec.status == BatchStatus.IN_PROGRESS and rec.completed + rec.failed >= rec.total:
-                    rec.status, rec.finalizing_at = BatchStatus.FINALIZING, int(time.time())
+                if rec.completed + rec.failed >= rec.total:
+                    self._move(b, BatchStatus.FINALIZING, now)
 
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:
@@ -553,14 +572,12 @@ class ScriptedBackend:
                 "message": f"scripted error {mock['status']}",
                 "type": "invalid_request_error",
             }
-            return BackendResponse(int(mock["status"]), {"error": message})
+            raise BackendRejectedError(BackendResponse(int(mock["status"]), {"error": message}))
         return _echo(request.url, body)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         """The echo, a word at a time."""
-        response = await self.execute(request)
-        if response.status_code != 200:
-            raise BackendRejectedError(response.status_code, response.body)
+        response = await self.execute(request)  # a scripted refusal is raised before any delta
         choice = response.body["choices"][0]
         text = choice["message"]["content"] if "message" in choice else choice["text"]
         words = text.split(" ")

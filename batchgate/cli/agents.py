@@ -4,7 +4,6 @@ resumable agent batches."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import string
 from pathlib import Path
@@ -68,18 +67,16 @@ def agent_run(
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text()
-    if path.suffix.lower() == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise CliError(f"{path}: a JSON file must hold an array of objects", EXIT_USAGE)
-        return data
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not all(isinstance(r, dict) for r in rows):
-        raise CliError(f"{path}: every JSONL line must be an object", EXIT_USAGE)
-    return rows
+    """The records of a .csv, .json (an array of objects) or JSONL file, read by the parser
+    the server reads uploads with."""
+    from batchgate.protocol.records import RecordsError, iter_fields
+
+    fmt = {".csv": "csv", ".json": "json"}.get(path.suffix.lower(), "jsonl")
+    try:
+        with open(path, "rb") as stream:
+            return list(iter_fields(stream, fmt))
+    except RecordsError as exc:
+        raise CliError(f"{path}: {exc.message}", EXIT_USAGE) from None
 
 
 def render(template: str, fields: list[str], row: dict[str, Any], index: int) -> str:

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from batchgate.app import Services, build_services, build_worker, close_worker
-from batchgate.core.models import TERMINAL_STATUSES, BatchRecord, BatchStatus
+from batchgate.core.models import BatchRecord, BatchStatus
+from batchgate.core.states import TERMINAL_STATUSES
 from batchgate.settings import Settings
 
 COPY_SIZE = 1 << 20

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batchgate.core.files import check_limit
-from batchgate.core.ids import new_id, now
+from batchgate.core.ids import new_id
 from batchgate.core.models import BATCH_ENDPOINTS, BatchRecord, BatchStatus, FilePurpose
 from batchgate.core.ports import Page, Store
 from batchgate.core.windows import parse_completion_window
@@ -22,11 +23,12 @@ MAX_METADATA_VALUE = 512
 
 
 class BatchService:
-    def __init__(self, store: Store, on_change: Callable[[], None] | None = None):
+    def __init__(self, store: Store, on_change: Callable[[], None] | None = None, clock: Clock | None = None):
         self.store = store
         # called after a batch is created or cancelled, so an in-process worker can act
         # at once instead of at its next poll
         self.on_change = on_change or (lambda: None)
+        self.clock = clock or SystemClock()  # the worker's: a batch expires by the time it reads
 
     def create(
         self,
@@ -58,7 +60,7 @@ class BatchService:
                 param="input_file_id",
                 code="invalid_file_purpose",
             )
-        created = now()
+        created = int(self.clock.time())
         batch = BatchRecord(
             id=new_id("batch_"),
             project_id=project_id,
@@ -82,9 +84,10 @@ class BatchService:
             raise NotFoundError(f"No such Batch object: {batch_id}", param="batch_id")
         return batch
 
-    def list(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]:
+    def list(self, project_id: str, after: str | None, limit: int, source: str | None = None) -> Page[BatchRecord]:
+        """The project's batches, newest first; with `source` ("openai", "operation"), only those."""
         check_limit(limit, 100)
-        return self.store.list_batches(project_id, after, limit)
+        return self.store.list_batches(project_id, after, limit, source)
 
     def cancel(self, project_id: str, batch_id: str) -> BatchRecord:
         """Ask for a cancel: the batch goes `cancelling`, the worker settles it `cancelled`.
@@ -94,7 +97,7 @@ class BatchService:
         batch = self.get(project_id, batch_id)
         if batch.status == BatchStatus.CANCELLING:
             return batch
-        if not self.store.request_cancel(batch_id, now()):
+        if not self.store.request_cancel(batch_id, int(self.clock.time())):
             batch = self.get(project_id, batch_id)
             if batch.status != BatchStatus.CANCELLING:
                 raise ConflictError(

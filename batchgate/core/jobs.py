@@ -14,13 +14,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import JobLostError, NotFoundError
-from batchgate.core.ids import now
 from batchgate.core.models import BatchError, BatchJob, BatchStatus, RequestState
 from batchgate.core.output import write_result_files
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import BlobStore, Store
 from batchgate.core.prompts import PromptLines
+from batchgate.core.states import JobKind
 from batchgate.core.validation import ValidationLimits, ValidationResult, validate_input
 
 log = logging.getLogger("batchgate.jobs")
@@ -42,26 +43,32 @@ class JobConfig:
 
 
 class JobRunner:
-    def __init__(self, store: Store, blobs: BlobStore, config: JobConfig):
+    def __init__(self, store: Store, blobs: BlobStore, config: JobConfig, clock: Clock | None = None):
         self.store = store
         self.blobs = blobs
         self.config = config
+        self.clock = clock or SystemClock()
+
+    def _now(self) -> int:
+        return int(self.clock.time())
 
     def run(self, job: BatchJob) -> int | None:
         """Run one job; returns a time to look at the batch again, or None when done."""
         try:
-            if job.kind == "validate":
-                self.validate(job)
-                return None
-            if job.kind == "finalize":
-                self.finalize(job, BatchStatus.COMPLETED)
-                return None
-            if job.kind == "native":
-                assert self.config.passthrough is not None, "a passed-through batch needs its routing config"
-                return self.config.passthrough.advance(job)
-            if job.kind == "cancel":
-                return self.settle(job, BatchStatus.CANCELLED, job.batch.cancelling_at or now())
-            return self.settle(job, BatchStatus.EXPIRED, job.batch.expires_at)
+            match job.kind:
+                case JobKind.VALIDATE:
+                    self.validate(job)
+                    return None
+                case JobKind.FINALIZE:
+                    self.finalize(job, BatchStatus.COMPLETED)
+                    return None
+                case JobKind.NATIVE:
+                    assert self.config.passthrough is not None, "a passed-through batch needs its routing config"
+                    return self.config.passthrough.advance(job)
+                case JobKind.CANCEL:
+                    return self.settle(job, BatchStatus.CANCELLED, job.batch.cancelling_at or self._now())
+                case JobKind.EXPIRE:
+                    return self.settle(job, BatchStatus.EXPIRED, job.batch.expires_at)
         except JobLostError as exc:
             log.warning("batch %s: %s job handed to another worker, stopping (%s)", job.batch.id, job.kind, exc)
             return None
@@ -73,7 +80,7 @@ class JobRunner:
             stream = self.blobs.open(batch.input_file_id)
         except NotFoundError:
             missing = BatchError("input_file_missing", "The input file was deleted.", None, "input_file_id")
-            self.store.fail_batch(batch.id, [missing], now(), job.owner)
+            self.store.fail_batch(batch.id, [missing], self._now(), job.owner)
             return
         with stream:
             # lines that name a prompt template are checked as rendered, in the batch's project
@@ -86,9 +93,11 @@ class JobRunner:
             )
         if result.errors:
             self.store.clear_requests(batch.id, job.owner)
-            self.store.fail_batch(batch.id, result.errors, now(), job.owner)
+            self.store.fail_batch(batch.id, result.errors, self._now(), job.owner)
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
-        elif self.store.start_batch(batch.id, result.total, now(), job.owner, upstream=self._native_upstream(result)):
+        elif self.store.start_batch(
+            batch.id, result.total, self._now(), job.owner, upstream=self._native_upstream(result)
+        ):
             log.info("batch %s validated: %d request lines", batch.id, result.total)
 
     def _native_upstream(self, result: ValidationResult) -> str | None:
@@ -107,10 +116,10 @@ class JobRunner:
         )
         passthrough = self.config.passthrough
         if batch.upstream is not None and passthrough is not None and not passthrough.stop(job, since):
-            return now() + passthrough.poll_interval  # the upstream is still winding down
+            return self._now() + passthrough.poll_interval  # the upstream is still winding down
         self.store.settle_unfinished(batch.id, state, code, message, include_running=False)
-        if self.store.count_running(batch.id) and now() < since + self.config.settle_grace:
-            return now() + 1  # give other workers' in-flight lines a moment to finish
+        if self.store.count_running(batch.id) and self._now() < since + self.config.settle_grace:
+            return self._now() + 1  # give other workers' in-flight lines a moment to finish
         # settle again, running rows included: this also catches rows a reaper requeued
         # after the first pass, so none is left unsettled when the files are written
         self.store.settle_unfinished(batch.id, state, code, message, include_running=True)
@@ -122,7 +131,7 @@ class JobRunner:
         files = write_result_files(self.store, self.blobs, batch)
         ended = self.store.finish_batch(
             batch.id, job.owner, final, files.files, files.output_file_id, files.error_file_id,
-            files.completed, files.failed, now(),
+            files.completed, files.failed, self._now(),
         )  # fmt: skip
         if ended:
             log.info("batch %s %s: %d completed, %d failed", batch.id, final.value, files.completed, files.failed)

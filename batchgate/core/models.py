@@ -7,28 +7,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-
-class BatchStatus(enum.StrEnum):
-    VALIDATING = "validating"
-    FAILED = "failed"
-    IN_PROGRESS = "in_progress"
-    FINALIZING = "finalizing"
-    COMPLETED = "completed"
-    EXPIRED = "expired"
-    CANCELLING = "cancelling"
-    CANCELLED = "cancelled"
-
-
-TERMINAL_STATUSES = frozenset({BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
-
-
-class RequestState(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
+# the statuses are defined with their transitions, in core/states.py
+from batchgate.core.states import BatchStatus, JobKind, RequestState
 
 
 class FilePurpose(enum.StrEnum):
@@ -135,14 +115,6 @@ class PromptRecord:
     published_version: int | None = None
 
 
-def job_kind(batch: BatchRecord, now: int) -> str:
-    """The batch-level job an active batch needs: validate, finalize, settle a cancel or
-    an expiry, or submit/poll a batch passed through to an upstream ("native")."""
-    if batch.status == BatchStatus.IN_PROGRESS:
-        return "expire" if batch.expires_at <= now else "native"
-    return {BatchStatus.VALIDATING: "validate", BatchStatus.FINALIZING: "finalize"}.get(batch.status, "cancel")
-
-
 # A chunk of a batch's line index, written by validation: a flat array("q") of
 # (line number, byte offset, byte length) triples, one per request line, in input order.
 LineIndex = array
@@ -210,6 +182,6 @@ class FinishedRow:
 class BatchJob:
     """Batch-level work a worker claimed: validate, or settle and finalize."""
 
-    kind: str  # "validate" | "finalize" | "cancel" | "expire"
+    kind: JobKind
     batch: BatchRecord
     owner: str  # the worker that claimed it; the job's writes check it still holds it

@@ -24,16 +24,19 @@ from typing import Any
 
 import orjson
 
+from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import BackendError
-from batchgate.core.ids import IdSequence, now
+from batchgate.core.ids import IdSequence
 from batchgate.core.models import BatchJob, BatchRecord, RequestResult, RequestState
 from batchgate.core.ports import BlobStore, Store, UpstreamBatch, UpstreamBatches
 from batchgate.core.routing import RoutingConfig
+from batchgate.core.states import TERMINAL_STATUSES
 from batchgate.core.validation import iter_request_lines
 
 log = logging.getLogger("batchgate.passthrough")
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# an upstream speaks the same OpenAI statuses (strings, equal to our StrEnum members)
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 CHUNK = 5000  # rows per import transaction
 
 
@@ -55,6 +58,7 @@ class Passthrough:
         max_line_bytes: int,
         poll_interval: int = 5,
         cancel_wait: int = 600,
+        clock: Clock | None = None,
     ):
         self.store = store
         self.blobs = blobs
@@ -64,6 +68,10 @@ class Passthrough:
         self.poll_interval = poll_interval
         self.cancel_wait = cancel_wait  # how long a cancel waits for the upstream to wind down
         self._ids = IdSequence("native-")
+        self.clock = clock or SystemClock()
+
+    def _now(self) -> int:
+        return int(self.clock.time())
 
     def advance(self, job: BatchJob) -> int | None:
         """One step of a running passed-through batch; a time to look again, or None."""
@@ -75,11 +83,11 @@ class Passthrough:
             upstream_id = client.find(metadata) or client.submit(self._upstream_lines(batch), batch.endpoint, metadata)
             self.store.set_upstream_batch(batch.id, job.owner, upstream_id)
             log.info("batch %s passed through to %s as %s", batch.id, batch.upstream, upstream_id)
-            return now() + self.poll_interval
+            return self._now() + self.poll_interval
         state = client.retrieve(batch.upstream_batch_id)
         if state.status not in TERMINAL:
             self.store.mirror_counts(batch.id, job.owner, state.completed, state.failed)
-            return now() + self.poll_interval
+            return self._now() + self.poll_interval
         self._import(job, client, state, done=True)
         return None
 
@@ -95,12 +103,12 @@ class Passthrough:
             if state.status not in TERMINAL and state.status != "cancelling":
                 state = client.cancel(batch.upstream_batch_id)
         except BackendError as exc:  # an unreachable upstream must not keep the batch open forever
-            if now() < since + self.cancel_wait:
+            if self._now() < since + self.cancel_wait:
                 raise
             log.warning("batch %s: upstream unreachable (%s); settling without it", batch.id, exc.message)
             return True
         if state.status not in TERMINAL:
-            if now() < since + self.cancel_wait:
+            if self._now() < since + self.cancel_wait:
                 return False
             log.warning("batch %s: upstream batch %s still %s; settling without it", batch.id, state.id, state.status)
             return True
@@ -135,7 +143,7 @@ class Passthrough:
                     continue
                 rows.append((where.offset, where.length, self._result(batch, entry, where)))
                 if len(rows) >= CHUNK:
-                    self.store.import_results(batch.id, job.owner, rows, done=False)
+                    self.store.import_results(batch.id, job.owner, rows, done=False, now=self._now())
                     rows = []
         if done:  # the upstream ended without answering these lines
             reason = f"The upstream batch {state.id} ended {state.status} without a result for this line."
@@ -146,7 +154,7 @@ class Passthrough:
                     error_code=f"upstream_{state.status}", error_message=reason, backend=batch.upstream,
                 )  # fmt: skip
                 rows.append((where.offset, where.length, missing))
-        self.store.import_results(batch.id, job.owner, rows, done=done)
+        self.store.import_results(batch.id, job.owner, rows, done=done, now=self._now())
         log.info("batch %s: imported upstream batch %s (%s)", batch.id, state.id, state.status)
 
     def _result(self, batch: BatchRecord, entry: dict[str, Any], where: _Line) -> RequestResult:

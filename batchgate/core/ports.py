@@ -47,7 +47,13 @@ class Page(Generic[T]):
 
 
 class Store(Protocol):
-    """Rows: projects, keys, files, batches, requests, workers. Every write is atomic."""
+    """Rows: projects, keys, files, batches, requests, workers. Every write is atomic.
+
+    A store applies the moves of the state machine in `core/states.py`, never its own:
+    a batch or request row changes state only from a source state the tables allow for
+    the target. Every implementation passes `tests/contract/test_store_contract.py`.
+    Calls block: async code reaches a store through a thread (see `core/worker.py`).
+    """
 
     def close(self) -> None: ...
     def ping(self) -> None: ...
@@ -64,14 +70,25 @@ class Store(Protocol):
     def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None: ...
     def list_files(
         self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str
-    ) -> Page[FileRecord]: ...
+    ) -> Page[FileRecord]:
+        """The project's files after the one with id `after` (an id the project does not
+        have, whether unknown or another project's, gives an empty page)."""
+        ...
+
     def delete_file(self, file_id: str, project_id: str) -> bool: ...
     def file_in_use(self, file_id: str) -> bool: ...
 
     # batches
     def add_batch(self, batch: BatchRecord) -> None: ...
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None: ...
-    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]: ...
+    def list_batches(
+        self, project_id: str, after: str | None, limit: int, source: str | None = None
+    ) -> Page[BatchRecord]:
+        """The project's batches, newest first, after the one with id `after` (as in
+        list_files); with `source`, only batches of that source ("openai", "operation"),
+        filtered before the page is cut, so a page is never empty while more match."""
+        ...
+
     def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         """Record `total` lines and move validating -> in_progress. A batch cancelled while
         it validated keeps its status but gets its lines (to settle as cancelled).
@@ -88,10 +105,12 @@ class Store(Protocol):
         """Live counts of a passed-through batch, as its upstream reports them."""
         ...
 
-    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+    def import_results(
+        self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool, now: int
+    ) -> None:
         """Write final rows (input offset, length, result) for lines a passed-through batch's
         upstream answered; counts and usage are recomputed from the rows. With `done`, the
-        batch moves in_progress -> finalizing (lines without a row must not remain)."""
+        batch moves in_progress -> finalizing at `now` (lines without a row must not remain)."""
         ...
 
     def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool: ...
@@ -112,8 +131,9 @@ class Store(Protocol):
         now: int,
     ) -> bool:
         """Register the result files and move the batch to its terminal status, atomically;
-        only if `owner` still holds the job and the batch is still in the status that leads
-        there (finalizing -> completed, cancelling -> cancelled, in_progress -> expired)."""
+        only if `owner` still holds the job and the batch is still in a status that leads
+        there (finalizing -> completed, cancelling -> cancelled, in_progress -> expired).
+        ValueError if `status` is not terminal."""
         ...
 
     # request rows
@@ -133,7 +153,8 @@ class Store(Protocol):
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
     ) -> int:
         """End every line not yet done: queued rows (and running ones, if asked) and lines
-        never claimed get `state` with this error. Afterwards every line has its row."""
+        never claimed get `state` with this error. Afterwards every line has its row.
+        ValueError if waiting lines cannot move to `state` (it is not cancelled or expired)."""
         ...
 
     def count_running(self, batch_id: str) -> int: ...
@@ -181,11 +202,12 @@ class Store(Protocol):
         lines from the index (their rows are created `running` under this worker)."""
         ...
 
-    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+    def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
         """Write results of rows this worker still holds; rows it lost are left alone.
 
         Updates the batch's live counts and usage, and moves a batch whose every row
-        is done from in_progress to finalizing, in the same transaction.
+        is done from in_progress to finalizing (stamped `now`), in the same transaction.
+        ValueError if a result's state is not one a run can end in.
         """
         ...
 
@@ -251,7 +273,8 @@ class BackendRequest:
 
 @dataclass(slots=True)
 class BackendResponse:
-    """An HTTP-like response for one request. status_code 200 means success."""
+    """A backend's answer to one request: its HTTP-like status and OpenAI body. A backend
+    returns successes (2xx); an error answer travels inside BackendRejectedError."""
 
     status_code: int
     body: dict[str, Any]
@@ -273,14 +296,15 @@ class StreamDelta:
 
 
 class Backend(Protocol):
-    """Runs one request line. Raises `core.errors.BackendError` when it produced no response."""
+    """Runs one request line. Raises `core.errors.BackendRejectedError` (holding the answer)
+    when it answered with an error, and another `BackendError` when it produced none."""
 
     name: str
 
     async def execute(self, request: BackendRequest) -> BackendResponse: ...
     def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
-        """The completion as it is generated. A refusal is raised as BackendRejectedError
-        before the first delta."""
+        """The completion as it is generated. A refusal, or no answer, is raised as
+        execute raises it, before the first delta."""
         ...
 
     def models(self) -> list[str]:

@@ -7,6 +7,15 @@ under this worker's id until its result is written in the same transaction that 
 the batch counts. If the process dies, its heartbeat stops (or, on the same host, its pid
 disappears), a live worker reaps it and the rows go back to the queue; rows whose result
 was written are never run again.
+
+The loop never calls the store itself: every store call goes through `_db`, to one
+thread of the worker's own. A SQLite write waits for the database lock while a peer
+process commits (up to its busy timeout), and on the loop that wait would stall every
+request in flight, the heartbeat with them.
+
+Time comes from a `Clock` (expiry, heartbeats, reaping, job wake-ups, retry backoff),
+so tests move it instead of waiting; the pacing of flushes and status checks, and the
+idle wait for work, use real time.
 """
 
 from __future__ import annotations
@@ -21,12 +30,14 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
-from batchgate.core.errors import BackendError
+from batchgate.core.clock import Clock, SystemClock
+from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobExecutor
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
@@ -35,6 +46,8 @@ from batchgate.core.prompts import PromptError, PromptLines
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -71,72 +84,90 @@ class Worker:
         backend: Backend,
         jobs: JobExecutor,
         config: WorkerConfig | None = None,
+        clock: Clock | None = None,
     ):
         self.store = store
         self.blobs = blobs
         self.backend = backend
         self.jobs = jobs
         self.config = config or WorkerConfig()
+        self.clock = clock or SystemClock()
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
-        self.last_tick = 0.0
+        self.last_tick = 0.0  # time.monotonic() of the loop's last turn (liveness)
         self._request_ids = IdSequence()
         self._inflight: dict[tuple[str, int], asyncio.Task[RequestResult]] = {}
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
         self._prompts: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+        self._store_thread: ThreadPoolExecutor | None = None
+        self._job_task: asyncio.Task[None] | None = None  # the batch job this worker runs
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
         self._wake.set()
 
+    async def _db(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a store call on the worker's store thread: one thread, so the calls keep
+        their order and the thread keeps its one connection."""
+        assert self._store_thread is not None, "store calls happen while the worker runs"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store_thread, functools.partial(call, *args, **kwargs))
+
     # ---- the loop -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        cfg = self.config
         self._wake = asyncio.Event()  # bound to this run's loop
-        self.store.register_worker(WorkerInfo(self.id, self.host, self.pid, time.time()))
-        log.info("worker %s started (concurrency %d)", self.id, cfg.concurrency)
-        job_task: asyncio.Task[None] | None = None
-        last_beat = last_reap = last_flush = last_status = 0.0
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="batchgate-worker-store")
+        self._job_task = None
         try:
-            while not stop.is_set():
-                t = time.time()
-                self.last_tick = t
-                try:
-                    if t - last_beat >= cfg.heartbeat_interval:
-                        if not self.store.heartbeat(self.id, t):
-                            self._rejoin(t)
-                        last_beat = t
-                    if t - last_reap >= min(cfg.dead_after / 3, 5.0):
-                        self.reap_dead_workers(t)
-                        last_reap = t
-                    if job_task is None or job_task.done():
-                        job_task = self._start_job()
-                    if self._inflight and t - last_status >= cfg.status_check_interval:
-                        self._abandon_stopped_batches(int(t))
-                        last_status = t
-                    claimed = self._fill(int(t))
-                    if self._results and (len(self._results) >= cfg.flush_rows or t - last_flush >= cfg.flush_interval):
-                        self._flush()
-                        last_flush = t
-                except Exception:
-                    log.exception("worker loop error; retrying")
-                    claimed = 0
-                    await asyncio.sleep(cfg.poll_interval)
-                if claimed and len(self._inflight) < cfg.concurrency:
-                    await asyncio.sleep(0)
-                    continue
-                self._wake.clear()
-                timeout = cfg.flush_interval if self._results else cfg.poll_interval
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, self.clock.time()))
+            log.info("worker %s started (concurrency %d)", self.id, self.config.concurrency)
+            await self._loop(stop)
         finally:
-            await self._drain(job_task)
+            await self._drain()
+            self._store_thread.shutdown(wait=False)
+            self._store_thread = None
 
-    def _rejoin(self, now: float) -> None:
+    async def _loop(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        last_beat = last_reap = 0.0  # on the clock
+        last_flush = last_status = 0.0  # on time.monotonic()
+        while not stop.is_set():
+            now = self.clock.time()
+            tick = self.last_tick = time.monotonic()
+            try:
+                if now - last_beat >= cfg.heartbeat_interval:
+                    if not await self._db(self.store.heartbeat, self.id, now):
+                        await self._rejoin(now)
+                    last_beat = now
+                if now - last_reap >= min(cfg.dead_after / 3, 5.0):
+                    await self.reap_dead_workers(now)
+                    last_reap = now
+                if self._job_task is None or self._job_task.done():
+                    self._job_task = await self._start_job(int(now))
+                if self._inflight and tick - last_status >= cfg.status_check_interval:
+                    await self._abandon_stopped_batches(int(now))
+                    last_status = tick
+                claimed = await self._fill(int(now))
+                if self._results and (len(self._results) >= cfg.flush_rows or tick - last_flush >= cfg.flush_interval):
+                    await self._flush(int(now))
+                    last_flush = tick
+            except Exception:
+                log.exception("worker loop error; retrying")
+                claimed = 0
+                await asyncio.sleep(cfg.poll_interval)
+            if claimed and len(self._inflight) < cfg.concurrency:
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            timeout = cfg.flush_interval if self._results else cfg.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _rejoin(self, now: float) -> None:
         """We were presumed dead (paused past dead_after) and reaped: our rows and job now
         belong to others. Drop them and come back under a new id."""
         log.warning("worker %s was reaped while alive; dropping %d in-flight rows", self.id, len(self._inflight))
@@ -146,10 +177,10 @@ class Worker:
         self._claims.clear()
         self._results.clear()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
-        self.store.register_worker(WorkerInfo(self.id, self.host, self.pid, now))
+        await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, now))
 
-    def _start_job(self) -> asyncio.Task[None] | None:
-        job = self.store.claim_batch_job(self.id, int(time.time()))
+    async def _start_job(self, now: int) -> asyncio.Task[None] | None:
+        job = await self._db(self.store.claim_batch_job, self.id, now)
         return asyncio.create_task(self._run_job(job)) if job is not None else None
 
     async def _run_job(self, job: BatchJob) -> None:
@@ -158,18 +189,18 @@ class Worker:
             wake_at = await self.jobs(job) or 0
         except Exception:
             log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
-            wake_at = int(time.time()) + 5
+            wake_at = int(self.clock.time()) + 5
         finally:
             # a no-op when the job ended the batch (which clears the owner itself)
-            self.store.release_batch_job(job.batch.id, self.id, wake_at)
+            await self._db(self.store.release_batch_job, job.batch.id, self.id, wake_at)
 
-    def _fill(self, now: int) -> int:
+    async def _fill(self, now: int) -> int:
         cfg = self.config
         free = cfg.concurrency - len(self._inflight)
         # claim in chunks: one transaction per chunk keeps the store out of the hot path
         if free <= 0 or (self._inflight and free < min(cfg.claim_batch, cfg.concurrency) // 2):
             return 0
-        claims = self.store.claim_requests(self.id, min(free, cfg.claim_batch), now)
+        claims = await self._db(self.store.claim_requests, self.id, min(free, cfg.claim_batch), now)
         for claim in claims:
             key = (claim.batch_id, claim.line)
             task = asyncio.create_task(self._execute(claim))
@@ -198,18 +229,18 @@ class Worker:
                 )
             )  # fmt: skip
 
-    def _flush(self) -> None:
+    async def _flush(self, now: int) -> None:
         results, self._results = self._results, []
         try:
-            self.store.record_results(self.id, results)
+            await self._db(self.store.record_results, self.id, results, now)
         except BaseException:
             self._results[:0] = results  # keep them for the next flush; the rows are still ours
             raise
 
-    def _abandon_stopped_batches(self, now: int) -> None:
+    async def _abandon_stopped_batches(self, now: int) -> None:
         """Stop work on batches that were cancelled or expired while their rows ran here."""
         for batch_id in {key[0] for key in self._inflight}:
-            batch = self.store.get_batch(batch_id, None)
+            batch = await self._db(self.store.get_batch, batch_id, None)
             if batch is None:
                 continue
             if batch.status == BatchStatus.CANCELLING:
@@ -241,31 +272,31 @@ class Worker:
                     )
                 )
         if self._results:
-            self._flush()
+            await self._flush(now)
 
-    async def _drain(self, job_task: asyncio.Task[None] | None) -> None:
+    async def _drain(self) -> None:
         """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.config.drain_timeout)
             for task in self._inflight.values():
                 task.cancel()
-        if job_task is not None:
-            await job_task  # jobs are bounded and idempotent; let the current one end
+        if self._job_task is not None:
+            await self._job_task  # jobs are bounded and idempotent; let the current one end
         try:
-            self._flush()
-            released = self.store.reap_worker(self.id)
+            await self._flush(int(self.clock.time()))
+            released = await self._db(self.store.reap_worker, self.id)
             if released:
                 log.info("worker %s released %d unfinished rows to the queue", self.id, released)
         except Exception:
             log.exception("worker %s: could not record its last results; peers will requeue them", self.id)
         log.info("worker %s stopped", self.id)
 
-    def reap_dead_workers(self, now: float) -> None:
-        for info in self.store.list_workers():
+    async def reap_dead_workers(self, now: float) -> None:
+        for info in await self._db(self.store.list_workers):
             if info.id != self.id and self._is_dead(info, now):
-                requeued = self.store.reap_worker(info.id)
+                requeued = await self._db(self.store.reap_worker, info.id)
                 log.warning("reaped dead worker %s; %d rows back in the queue", info.id, requeued)
-        if orphans := self.store.requeue_orphans():
+        if orphans := await self._db(self.store.requeue_orphans):
             log.warning("%d rows of unregistered workers back in the queue", orphans)
 
     def _is_dead(self, info: WorkerInfo, now: float) -> bool:
@@ -309,16 +340,19 @@ class Worker:
             return failed("input_unreadable", f"The input line could not be read: {exc}")
         if "prompt_slug" in body:
             try:
-                body = self._prompt_renderer(claim.batch_id)(body)
+                # on the store thread: rendering reads the prompt's version the first time
+                body = await self._db(self._render_prompt, claim.batch_id, body)
             except PromptError as exc:
                 return failed(exc.code, exc.message)
         request = BackendRequest(custom_id, claim.endpoint, body)
         while True:
             try:
                 response = await self.backend.execute(request)
+            except BackendRejectedError as exc:  # an answer all the same: the line's response
+                response = exc.response
             except BackendError as exc:
                 if exc.transient and attempts < cfg.max_attempts:
-                    await asyncio.sleep(self._backoff(attempts, exc.retry_after))
+                    await self.clock.sleep(self._backoff(attempts, exc.retry_after))
                     attempts += 1
                     continue
                 return failed(exc.code, exc.message)
@@ -343,16 +377,17 @@ class Worker:
                 model=response.model or body.get("model"),
             )
 
-    def _prompt_renderer(self, batch_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """Renders a batch's prompt lines in its project. Made once per batch (the batch's
-        project is read once, not per line), and its versions are resolved once: a batch's
-        lines without a version all use the version published when its first one ran here."""
+    def _render_prompt(self, batch_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A prompt line's body, rendered in its batch's project (reads the store: call it
+        on the store thread). The renderer is made once per batch (the batch's project is
+        read once, not per line), and its versions are resolved once: a batch's lines
+        without a version all use the version published when its first one ran here."""
         if batch_id not in self._prompts:
             if len(self._prompts) > 256:
                 self._prompts.clear()
             batch = self.store.get_batch(batch_id, None)
             self._prompts[batch_id] = PromptLines(self.store).checker(batch.project_id if batch else "")
-        return self._prompts[batch_id]
+        return self._prompts[batch_id](body)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         cfg = self.config

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
@@ -59,7 +59,7 @@ class Record:
 
     `fields` is what output rows give back (each column under its own name, the content
     column included); `metadata`, the other fields, is what prompt templates and enrich's
-    `include_context` see."""
+    `include_context` see. (`iter_fields` reads records without content: `column` "".)"""
 
     fields: dict[str, Any]
     column: str = "content"
@@ -121,11 +121,34 @@ def iter_records(
         records = _text_records(stream)
     elif fmt == "csv":
         records = _csv_records(stream, content_column)
-    elif fmt == "json":
-        records = _json_records(stream, content_column)
     else:
-        records = _jsonl_records(stream, content_column)
+        key = content_column or "content"
+        key_param = "content_column" if content_column else "file"
+
+        def record(value: Any, where: str) -> Record:
+            return json_record(value, where, key, key_param)
+
+        records = (_json_records if fmt == "json" else _jsonl_records)(stream, record)
     return _limited(records, max_items)
+
+
+def iter_fields(stream: BinaryIO, fmt: str, max_items: int = 1_000_000) -> Iterator[dict[str, Any]]:
+    """Yield each record's fields, for records that have no content column (an agent task
+    rendered from any of its fields): a CSV row by its header, a JSON or JSONL object as
+    it is. Read, limited and reported like `iter_records`; a text file has no fields."""
+    if fmt not in ("csv", "json", "jsonl"):
+        raise RecordsError(f"format {fmt!r} has no fields; use csv, json or jsonl", param="format")
+    if fmt == "csv":
+        records = _csv_records(stream, None, with_content=False)
+    else:
+        records = (_json_records if fmt == "json" else _jsonl_records)(stream, _fields_record)
+    return (record.fields for record in _limited(records, max_items))
+
+
+def _fields_record(value: Any, where: str) -> Record:
+    if type(value) is not dict:
+        raise RecordsError(f"{where} must be an object, got {_json_type(value)}", param="file")
+    return Record(value, "")
 
 
 def _limited(records: Iterable[Record], max_items: int) -> Iterator[Record]:
@@ -202,9 +225,7 @@ def _text_records(stream: BinaryIO) -> Iterator[Record]:
                 yield Record({"content": line})
 
 
-def _jsonl_records(stream: BinaryIO, content_column: str | None) -> Iterator[Record]:
-    key = content_column or "content"
-    key_param = "content_column" if content_column else "file"
+def _jsonl_records(stream: BinaryIO, record: Callable[[Any, str], Record]) -> Iterator[Record]:
     line_no = 0
     loads = orjson.loads
     for _, block in _line_blocks(stream):
@@ -219,7 +240,7 @@ def _jsonl_records(stream: BinaryIO, content_column: str | None) -> Iterator[Rec
                 value = loads(line)
             except orjson.JSONDecodeError as exc:
                 raise _bad_json(f"line {line_no}", line, exc) from None
-            yield json_record(value, f"line {line_no}", key, key_param)
+            yield record(value, f"line {line_no}")
 
 
 class _NotUtf8(Exception):
@@ -247,7 +268,7 @@ def _csv_lines(stream: BinaryIO) -> Iterator[str]:
         yield from io.StringIO(text, newline="")
 
 
-def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Record]:
+def _csv_records(stream: BinaryIO, content_column: str | None, with_content: bool = True) -> Iterator[Record]:
     # strict: a stray quote or an unclosed one is an error, not a field silently
     # swallowing the rest of the file
     reader = csv.reader(_csv_lines(stream), strict=True)
@@ -257,8 +278,12 @@ def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Recor
         if header is None:
             raise RecordsError("the file is empty; a CSV file needs a header row", param="file")
         row_no = 1
-        index = _content_index(header, content_column)
-        column = header[index]
+        if with_content:
+            index = _content_index(header, content_column)
+            column = header[index]
+        else:
+            _check_header(header)
+            index, column = -1, ""
         width = len(header)
         for row in reader:
             row_no += 1
@@ -266,8 +291,7 @@ def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Recor
                 if not row:  # a blank line
                     continue
                 raise RecordsError(f"row {row_no} has {len(row)} fields, the header has {width}", param="file")
-            content = row[index]
-            if not content or content.isspace():
+            if with_content and (not row[index] or row[index].isspace()):
                 raise RecordsError(f"row {row_no}: the content column {column!r} is empty", param="file")
             yield Record(dict(zip(header, row, strict=True)), column)
     except _NotUtf8 as exc:
@@ -276,14 +300,17 @@ def _csv_records(stream: BinaryIO, content_column: str | None) -> Iterator[Recor
         raise RecordsError(f"row {row_no + 1} is not valid CSV: {exc}", param="file") from None
 
 
-def _content_index(header: list[str], content_column: str | None) -> int:
+def _check_header(header: list[str]) -> None:
     if not header:
         raise RecordsError("row 1 (the header) is empty", param="file")
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise RecordsError(f"the header names column {name!r} twice", param="file")
-        seen.add(name)
+    if len(set(header)) < len(header):
+        twice = next(name for i, name in enumerate(header) if name in header[:i])
+        raise RecordsError(f"the header names column {twice!r} twice", param="file")
+
+
+def _content_index(header: list[str], content_column: str | None) -> int:
+    _check_header(header)
+    seen = set(header)
     columns = ", ".join(repr(name) for name in header)
     if content_column is None:
         if "content" not in seen:
@@ -304,16 +331,14 @@ def _content_index(header: list[str], content_column: str | None) -> int:
 # --- JSON ----------------------------------------------------------------------------
 
 
-def _json_records(stream: BinaryIO, content_column: str | None) -> Iterator[Record]:
-    key = content_column or "content"
-    key_param = "content_column" if content_column else "file"
+def _json_records(stream: BinaryIO, record: Callable[[Any, str], Record]) -> Iterator[Record]:
     loads = orjson.loads
     for number, offset, raw in _ArraySplitter(stream).elements():
         try:
             value = loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _bad_json(f"element {number} (byte {offset})", bytes(raw), exc) from None
-        yield json_record(value, f"element {number}", key, key_param)
+        yield record(value, f"element {number}")
 
 
 _MISSING = object()

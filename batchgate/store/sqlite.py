@@ -8,10 +8,11 @@ losing a committed transaction; only an OS crash or power loss may drop the last
 
 from __future__ import annotations
 
+import enum
 import sqlite3
 import threading
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,20 +36,24 @@ from batchgate.core.models import (
     PromptVersion,
     RequestResult,
     RequestState,
-    job_kind,
 )
 from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
 from batchgate.store.migrate import upgrade_sqlite
 
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
-# the status a batch must still have for a job to end it with each final status
-ENDING_FROM = {
-    BatchStatus.COMPLETED: "finalizing",
-    BatchStatus.CANCELLED: "cancelling",
-    BatchStatus.EXPIRED: "in_progress",
-}
 
 BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
@@ -58,6 +63,21 @@ BATCH_COLUMNS = (
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
+
+
+def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
+    """`column = 'a'` or `column IN ('a', 'b')`: a set of states from core/states.py as SQL.
+
+    Inlined rather than bound: the values are enum constants, and SQLite uses a partial
+    index (`requests_running`, `requests_queued`) only when the query names its literal."""
+    values = sorted(f"'{state.value}'" for state in states)
+    if not values:
+        return "0"  # nothing leads there
+    return f"{column} = {values[0]}" if len(values) == 1 else f"{column} IN ({', '.join(values)})"
+
+
+_RUNNING = RequestState.RUNNING.value
+_QUEUED = RequestState.QUEUED.value
 
 
 def _prompt_version(row: tuple) -> PromptVersion:
@@ -213,9 +233,10 @@ class SQLiteStore:
         if purpose:
             sql += " AND purpose = ?"
             params.append(purpose)
-        if after:
-            sql += f" AND pk {'<' if order == 'desc' else '>'} (SELECT pk FROM files WHERE id = ?)"
-            params.append(after)
+        if after is not None:
+            # another project's id finds no pk, exactly like an unknown id (an empty page)
+            sql += f" AND pk {'<' if order == 'desc' else '>'} (SELECT pk FROM files WHERE id = ? AND project_id = ?)"
+            params += [after, project_id]
         sql += f" ORDER BY pk {'DESC' if order == 'desc' else 'ASC'} LIMIT ?"
         params.append(limit + 1)
         rows = self._conn().execute(sql, params).fetchall()
@@ -227,12 +248,11 @@ class SQLiteStore:
             return cur.rowcount > 0
 
     def file_in_use(self, file_id: str) -> bool:
-        placeholders = ", ".join("?" * len(ACTIVE))
         row = (
             self._conn()
             .execute(
-                f"SELECT 1 FROM batches WHERE input_file_id = ? AND status IN ({placeholders}) LIMIT 1",
-                (file_id, *ACTIVE),
+                f"SELECT 1 FROM batches WHERE input_file_id = ? AND {_is('status', ACTIVE_STATUSES)} LIMIT 1",
+                (file_id,),
             )
             .fetchone()
         )
@@ -259,24 +279,31 @@ class SQLiteStore:
             return None
         return _batch(row)
 
-    def list_batches(self, project_id: str, after: str | None, limit: int) -> Page[BatchRecord]:
+    def list_batches(
+        self, project_id: str, after: str | None, limit: int, source: str | None = None
+    ) -> Page[BatchRecord]:
         sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = ?"
         params: list[object] = [project_id]
-        if after:
-            sql += " AND pk < (SELECT pk FROM batches WHERE id = ?)"
-            params.append(after)
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        if after is not None:
+            # another project's id finds no pk, exactly like an unknown id (an empty page)
+            sql += " AND pk < (SELECT pk FROM batches WHERE id = ? AND project_id = ?)"
+            params += [after, project_id]
         rows = self._conn().execute(sql + " ORDER BY pk DESC LIMIT ?", (*params, limit + 1)).fetchall()
         return Page([_batch(r) for r in rows[:limit]], len(rows) > limit)
 
     def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
         with self._write() as conn:
             # a batch cancelled while it validated still gets its lines, to settle as cancelled
+            starts = _is("status", batch_sources(BatchStatus.IN_PROGRESS))
             cur = conn.execute(
                 "UPDATE batches SET total = ?, claim_cursor = 0, upstream = ?, "
-                "status = CASE status WHEN 'validating' THEN 'in_progress' ELSE status END, "
-                "in_progress_at = CASE status WHEN 'validating' THEN ? ELSE in_progress_at END "
-                "WHERE id = ? AND owner = ? AND status IN ('validating', 'cancelling')",
-                (total, upstream, now, batch_id, owner),
+                f"status = CASE WHEN {starts} THEN ? ELSE status END, "
+                f"in_progress_at = CASE WHEN {starts} THEN ? ELSE in_progress_at END "
+                f"WHERE id = ? AND owner = ? AND {_is('status', ACCEPTS_LINES)}",
+                (total, upstream, BatchStatus.IN_PROGRESS.value, now, batch_id, owner),
             )
             return cur.rowcount > 0
 
@@ -290,7 +317,9 @@ class SQLiteStore:
             self._check_owner(conn, self._pk(batch_id), owner)
             conn.execute("UPDATE batches SET completed = ?, failed = ? WHERE id = ?", (completed, failed, batch_id))
 
-    def import_results(self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool) -> None:
+    def import_results(
+        self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool, now: int
+    ) -> None:
         pk = self._pk(batch_id)
         low, high = self._range(batch_id)
         with self._write() as conn:
@@ -316,28 +345,25 @@ class SQLiteStore:
                 (low, high, pk),
             )
             if done:
-                conn.execute(
-                    "UPDATE batches SET claim_cursor = total, status = 'finalizing', "
-                    "finalizing_at = CAST(strftime('%s', 'now') AS INTEGER) WHERE pk = ? AND status = 'in_progress'",
-                    (pk,),
-                )
+                conn.execute("UPDATE batches SET claim_cursor = total WHERE pk = ?", (pk,))
+                self._to_finalizing(conn, pk, now)
 
     def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
         data = orjson.dumps([{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors])
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE batches SET status = 'failed', failed_at = ?, errors = ?, owner = NULL "
-                "WHERE id = ? AND status = 'validating' AND owner = ?",
-                (now, data.decode(), batch_id, owner),
+                "UPDATE batches SET status = ?, failed_at = ?, errors = ?, owner = NULL "
+                f"WHERE id = ? AND {_is('status', batch_sources(BatchStatus.FAILED))} AND owner = ?",
+                (BatchStatus.FAILED.value, now, data.decode(), batch_id, owner),
             )
             return cur.rowcount > 0
 
     def request_cancel(self, batch_id: str, now: int) -> bool:
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE batches SET status = 'cancelling', cancelling_at = ?, wake_at = 0 "
-                "WHERE id = ? AND status IN ('validating', 'in_progress')",
-                (now, batch_id),
+                "UPDATE batches SET status = ?, cancelling_at = ?, wake_at = 0 "
+                f"WHERE id = ? AND {_is('status', batch_sources(BatchStatus.CANCELLING))}",
+                (BatchStatus.CANCELLING.value, now, batch_id),
             )
             return cur.rowcount > 0
 
@@ -353,18 +379,16 @@ class SQLiteStore:
         failed: int,
         now: int,
     ) -> bool:
-        stamp = {
-            BatchStatus.COMPLETED: "completed_at",
-            BatchStatus.CANCELLED: "cancelled_at",
-            BatchStatus.EXPIRED: "expired_at",
-        }[status]
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value} is not a final status")
         with self._write() as conn:
             cur = conn.execute(
-                f"UPDATE batches SET status = ?, {stamp} = ?, output_file_id = ?, error_file_id = ?, "
-                "completed = ?, failed = ?, total = ?, owner = NULL WHERE id = ? AND owner = ? AND status = ?",
+                f"UPDATE batches SET status = ?, {status.value}_at = ?, output_file_id = ?, error_file_id = ?, "
+                "completed = ?, failed = ?, total = ?, owner = NULL "
+                f"WHERE id = ? AND owner = ? AND {_is('status', batch_sources(status))}",
                 (
                     status.value, now, output_file_id, error_file_id, completed, failed, completed + failed,
-                    batch_id, owner, ENDING_FROM[status],
+                    batch_id, owner,
                 ),
             )  # fmt: skip
             if not cur.rowcount:
@@ -422,14 +446,14 @@ class SQLiteStore:
     def settle_unfinished(
         self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
     ) -> int:
-        states = ("queued", "running") if include_running else ("queued", "queued")
+        sources = settle_sources(state, include_running)  # ValueError for a state lines cannot be settled as
         pk = self._pk(batch_id)
         base = pk << LINE_BITS
         with self._write() as conn:
             settled = conn.execute(
                 "UPDATE requests SET state = ?, error_code = ?, error_message = ?, worker_id = NULL "
-                "WHERE id BETWEEN ? AND ? AND state IN (?, ?)",
-                (state.value, code, message, *self._range(batch_id), *states),
+                f"WHERE id BETWEEN ? AND ? AND {_is('state', sources)}",
+                (state.value, code, message, *self._range(batch_id)),
             ).rowcount
             cursor, total = conn.execute("SELECT claim_cursor, total FROM batches WHERE pk = ?", (pk,)).fetchone()
             if cursor is not None and cursor < total:
@@ -450,7 +474,7 @@ class SQLiteStore:
             self._conn()
             .execute(
                 "SELECT count(*) FROM requests INDEXED BY requests_running "
-                "WHERE state = 'running' AND id BETWEEN ? AND ?",
+                f"WHERE state = '{_RUNNING}' AND id BETWEEN ? AND ?",
                 self._range(batch_id),
             )
             .fetchone()
@@ -563,17 +587,17 @@ class SQLiteStore:
         return [WorkerInfo(*r) for r in self._conn().execute("SELECT id, host, pid, heartbeat_at FROM workers")]
 
     def reap_worker(self, worker_id: str) -> int:
+        requeueable = _is("state", request_sources(RequestState.QUEUED))
         with self._write() as conn:
             ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' AND worker_id = ?",
+                    f"SELECT id FROM requests INDEXED BY requests_running WHERE {requeueable} AND worker_id = ?",
                     (worker_id,),
                 )
             ]
-            conn.execute(
-                "UPDATE requests SET state = 'queued', worker_id = NULL WHERE state = 'running' AND worker_id = ?",
-                (worker_id,),
+            conn.executemany(
+                f"UPDATE requests SET state = '{_QUEUED}', worker_id = NULL WHERE id = ?", [(i,) for i in ids]
             )
             conn.executemany(
                 "UPDATE batches SET requeued = 1 WHERE pk = ?", [(pk,) for pk in {rid >> LINE_BITS for rid in ids}]
@@ -583,15 +607,18 @@ class SQLiteStore:
             return len(ids)
 
     def requeue_orphans(self) -> int:
+        requeueable = _is("state", request_sources(RequestState.QUEUED))
         with self._write() as conn:
             ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' "
+                    f"SELECT id FROM requests INDEXED BY requests_running WHERE {requeueable} "
                     "AND worker_id NOT IN (SELECT id FROM workers)"
                 )
             ]
-            conn.executemany("UPDATE requests SET state = 'queued', worker_id = NULL WHERE id = ?", [(i,) for i in ids])
+            conn.executemany(
+                f"UPDATE requests SET state = '{_QUEUED}', worker_id = NULL WHERE id = ?", [(i,) for i in ids]
+            )
             conn.executemany(
                 "UPDATE batches SET requeued = 1 WHERE pk = ?", [(pk,) for pk in {rid >> LINE_BITS for rid in ids}]
             )
@@ -603,11 +630,11 @@ class SQLiteStore:
         row = (
             self._conn()
             .execute(
-                f"SELECT {BATCH_COLUMNS}, pk FROM batches "
-                "WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
-                "AND owner IS NULL AND wake_at <= ? "
-                "AND (status != 'in_progress' OR expires_at <= ? OR upstream IS NOT NULL) ORDER BY pk LIMIT 1",
-                (now, now),
+                # what `job_kind` asks for, as SQL
+                f"SELECT {BATCH_COLUMNS}, pk FROM batches WHERE ({_is('status', JOB_OF_STATUS)} "
+                "OR (status = ? AND (expires_at <= ? OR upstream IS NOT NULL))) "
+                "AND owner IS NULL AND wake_at <= ? ORDER BY pk LIMIT 1",
+                (RUNNABLE_STATUS.value, now, now),
             )
             .fetchone()
         )
@@ -621,7 +648,9 @@ class SQLiteStore:
         if not claimed:
             return None
         batch = _batch(row[:-1])
-        return BatchJob(job_kind(batch, now), batch, worker_id)
+        kind = job_kind(batch, now)
+        assert kind is not None, "the query selects only batches that need a job"
+        return BatchJob(kind, batch, worker_id)
 
     def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
         with self._write() as conn:
@@ -632,13 +661,14 @@ class SQLiteStore:
 
     def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
         claims: list[ClaimedRequest] = []
+        claimable = _is("state", request_sources(RequestState.RUNNING))
         with self._write() as conn:
             batches = conn.execute(
                 "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
-                "WHERE status = 'in_progress' AND expires_at > ? AND (claim_cursor < total OR requeued) "
+                "WHERE status = ? AND expires_at > ? AND (claim_cursor < total OR requeued) "
                 "AND upstream IS NULL "
                 "ORDER BY priority DESC, pk LIMIT 16",
-                (now,),
+                (RUNNABLE_STATUS.value, now),
             ).fetchall()
             # share the slots among runnable batches so a small batch is not stuck behind
             # a million-line one; slots a batch cannot use are claimed on the next call
@@ -652,11 +682,11 @@ class SQLiteStore:
                 if requeued:
                     rows = conn.execute(
                         "SELECT id, offset, length, attempts FROM requests INDEXED BY requests_queued "
-                        "WHERE state = 'queued' AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+                        f"WHERE {claimable} AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
                         (base, base | LINE_MASK, want),
                     ).fetchall()
                     conn.executemany(
-                        "UPDATE requests SET state = 'running', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
+                        f"UPDATE requests SET state = '{_RUNNING}', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
                         [(worker_id, r[0]) for r in rows],
                     )
                     taken += [(r[0] & LINE_MASK, r[1], r[2], r[3] + 1) for r in rows]
@@ -664,7 +694,7 @@ class SQLiteStore:
                 fresh = list(self._lines(conn, pk, cursor, min(cursor + want - len(taken), total)))
                 conn.executemany(
                     "INSERT INTO requests (id, offset, length, state, worker_id, attempts) "
-                    "VALUES (?, ?, ?, 'running', ?, 1)",
+                    f"VALUES (?, ?, ?, '{_RUNNING}', ?, 1)",
                     [(base | line, offset, length, worker_id) for line, offset, length in fresh],
                 )
                 taken += [(line, offset, length, 1) for line, offset, length in fresh]
@@ -675,7 +705,9 @@ class SQLiteStore:
                 claims += [ClaimedRequest(batch_id, file_id, endpoint, *t) for t in taken]
         return claims
 
-    def record_results(self, worker_id: str, results: list[RequestResult]) -> None:
+    def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
+        if bad := {r.state for r in results} - RESULT_STATES:
+            raise ValueError(f"a run cannot end {', '.join(sorted(bad))}")
         totals: dict[str, list[float]] = {}
         with self._write() as conn:
             # only rows this worker still holds are written: one that was reaped and
@@ -683,7 +715,7 @@ class SQLiteStore:
             held = {
                 row[0]
                 for row in conn.execute(
-                    "SELECT id FROM requests INDEXED BY requests_running WHERE state = 'running' AND worker_id = ?",
+                    f"SELECT id FROM requests INDEXED BY requests_running WHERE state = '{_RUNNING}' AND worker_id = ?",
                     (worker_id,),
                 )
             }
@@ -715,8 +747,13 @@ class SQLiteStore:
                     "input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, cost = cost + ? WHERE pk = ?",
                     (done, failed, tokens_in, tokens_out, cost, pk),
                 )
-                conn.execute(
-                    "UPDATE batches SET status = 'finalizing', finalizing_at = CAST(strftime('%s', 'now') AS INTEGER) "
-                    "WHERE pk = ? AND status = 'in_progress' AND completed + failed >= total",
-                    (pk,),
-                )
+                self._to_finalizing(conn, pk, now, "completed + failed >= total")
+
+    @staticmethod
+    def _to_finalizing(conn: sqlite3.Connection, pk: int, now: int, condition: str = "1") -> None:
+        """Move a batch whose every line is done on to writing its result files."""
+        conn.execute(
+            "UPDATE batches SET status = ?, finalizing_at = ? "
+            f"WHERE pk = ? AND {_is('status', batch_sources(BatchStatus.FINALIZING))} AND {condition}",
+            (BatchStatus.FINALIZING.value, now, pk),
+        )

@@ -1,7 +1,8 @@
-"""The batch lifecycle end to end on the worker, without HTTP.
+"""The batch lifecycle end to end on the worker, without HTTP, on the fakes.
 
-Every scenario runs on the in-memory fake and on the real SQLite store: the same
-assertions pin the fake to the real store's semantics.
+The in-memory store behaves as the SQLite store does (both pass the store contract,
+tests/contract), and time is a FakeClock: expiry, heartbeats, reaping and retry
+backoff happen when a test moves the clock, not after real seconds.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from pathlib import Path
 import pytest
 from support import chat_line, jsonl, parse_jsonl
 
-from batchgate.app import Services, build_services, build_worker
-from batchgate.core.models import BatchRecord, BatchStatus, RequestState
-from batchgate.core.ports import WorkerInfo
+from batchgate.app import Services, build_services, build_worker, job_runner
+from batchgate.core.errors import BackendError
+from batchgate.core.models import BatchRecord, BatchStatus, RequestResult, RequestState
+from batchgate.core.ports import BackendRequest, BackendResponse, WorkerInfo
 from batchgate.settings import Settings
-from batchgate.store import LocalBlobStore, SQLiteStore
-from batchgate.testing import InMemoryStore, MemoryBlobStore, ScriptedBackend
+from batchgate.testing import FakeClock, InMemoryStore, MemoryBlobStore, ScriptedBackend
 
 
 class Harness:
-    def __init__(self, services: Services, **worker_overrides: float):
+    def __init__(self, services: Services, clock: FakeClock, **worker_overrides: float):
         self.services = services
+        self.clock = clock
         self.project = services.keys.default_project().id
         self.backend = ScriptedBackend(count_calls=True)
         self.worker_overrides = worker_overrides
@@ -48,26 +50,30 @@ class Harness:
     def batch(self, batch_id: str) -> BatchRecord:
         return self.services.batches.get(self.project, batch_id)
 
-    def drive(self, until: Callable[[], bool], timeout: float = 15.0, worker=None) -> None:  # type: ignore[no-untyped-def]
-        worker = worker or self.worker
+    def drive(self, until: Callable[[], bool], timeout: float = 15.0, tick: float = 0.0) -> None:
+        """Run the worker until `until()`; the fake clock stands still, or with `tick`
+        moves that many seconds every 10 ms (for jobs that look again a second later)."""
 
         async def main() -> None:
             stop = asyncio.Event()
-            task = asyncio.create_task(worker.run(stop))
-            deadline = time.time() + timeout
+            task = asyncio.create_task(self.worker.run(stop))
+            deadline = time.monotonic() + timeout
             try:
                 while not until():
-                    assert time.time() < deadline, "timed out"
+                    assert time.monotonic() < deadline, "timed out"
                     assert not task.done(), task.exception()
                     await asyncio.sleep(0.01)
+                    self.clock.advance(tick)
             finally:
                 stop.set()
                 await task
 
         asyncio.run(main())
 
-    def run_to_end(self, batch_id: str, timeout: float = 15.0) -> BatchRecord:
-        self.drive(lambda: self.batch(batch_id).status in {"completed", "failed", "expired", "cancelled"}, timeout)
+    def run_to_end(self, batch_id: str, timeout: float = 15.0, tick: float = 0.0) -> BatchRecord:
+        self.drive(
+            lambda: self.batch(batch_id).status in {"completed", "failed", "expired", "cancelled"}, timeout, tick
+        )
         return self.batch(batch_id)
 
     def lines(self, file_id: str | None) -> list[dict]:
@@ -85,16 +91,15 @@ class Harness:
         return out, err
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    # a backoff of a minute: with the fake clock a retry costs no real time
     settings = Settings(
-        home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=0.01
+        home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=60
     )
-    if request.param == "memory":
-        services = build_services(settings, InMemoryStore(), MemoryBlobStore())
-    else:
-        services = build_services(settings, SQLiteStore(tmp_path / "db.sqlite"), LocalBlobStore(tmp_path / "files"))
-    yield Harness(services)
+    clock = FakeClock()
+    services = build_services(settings, InMemoryStore(), MemoryBlobStore(), clock=clock)
+    yield Harness(services, clock)
     services.close()
 
 
@@ -165,10 +170,10 @@ def test_cancel_keeps_finished_results_and_settles_the_rest(harness: Harness) ->
     batch_id = harness.submit([chat_line(c, mock={"sleep": 0.05}) for c in ids(60)])
     harness.drive(lambda: harness.batch(batch_id).completed >= 8)
     cancelled = harness.services.batches.cancel(harness.project, batch_id)
-    assert cancelled.status == BatchStatus.CANCELLING and cancelled.cancelling_at is not None
-    started = time.time()
-    batch = harness.run_to_end(batch_id)
-    assert time.time() - started < 3, "a cancel finishes promptly"
+    assert cancelled.status == BatchStatus.CANCELLING and cancelled.cancelling_at == int(harness.clock.time())
+    started = time.monotonic()
+    batch = harness.run_to_end(batch_id, tick=0.1)
+    assert time.monotonic() - started < 3, "a cancel finishes promptly"
     assert batch.status == BatchStatus.CANCELLED and batch.cancelled_at is not None
     out, err = harness.assert_exactly_once(batch, ids(60))
     assert len(out) >= 8
@@ -187,12 +192,34 @@ def test_cancel_while_validating(harness: Harness) -> None:
 
 def test_expiry_keeps_partial_output(harness: Harness) -> None:
     harness.worker.config.concurrency = 2
-    batch_id = harness.submit([chat_line(c, mock={"sleep": 0.2}) for c in ids(40)], window="2s")
-    batch = harness.run_to_end(batch_id, timeout=20)
-    assert batch.status == BatchStatus.EXPIRED and batch.expired_at is not None
+    batch_id = harness.submit([chat_line(c, mock={"sleep": 0.05}) for c in ids(40)], window="1h")
+    harness.drive(lambda: harness.batch(batch_id).completed >= 4)
+    assert harness.batch(batch_id).status == BatchStatus.IN_PROGRESS
+    harness.clock.advance(3600)  # the window ends while lines run
+    batch = harness.run_to_end(batch_id, tick=0.1)  # time moves on: the settle may wait for running lines
+    assert batch.status == BatchStatus.EXPIRED
+    assert batch.expired_at is not None and batch.expires_at <= batch.expired_at < batch.expires_at + 5
     out, err = harness.assert_exactly_once(batch, ids(40))
-    assert out, "lines finished before the window ended are kept"
+    assert 4 <= len(out) < 40, "lines finished before the window ended are kept"
     assert err and {r["error"]["code"] for r in err} == {"batch_expired"}
+
+
+def test_retry_backoff_waits_on_the_clock(harness: Harness) -> None:
+    """Retry-After of 20 s, twice: 40 s pass on the clock, none in the test."""
+    attempts: list[float] = []
+
+    async def rate_limited(request: BackendRequest) -> BackendResponse:
+        attempts.append(harness.clock.time())
+        if len(attempts) < 3:
+            raise BackendError("slow down", code="rate_limit_exceeded", transient=True, retry_after=20)
+        return await ScriptedBackend().execute(request)
+
+    harness.worker.backend.execute = rate_limited  # type: ignore[method-assign]
+    started = time.monotonic()
+    batch = harness.run_to_end(harness.submit([chat_line("r0")]))
+    assert time.monotonic() - started < 5
+    assert batch.status == BatchStatus.COMPLETED and batch.completed == 1
+    assert [round(t - attempts[0]) for t in attempts] == [0, 20, 40]
 
 
 def test_dead_worker_rows_are_requeued_and_run_once(harness: Harness) -> None:
@@ -200,9 +227,12 @@ def test_dead_worker_rows_are_requeued_and_run_once(harness: Harness) -> None:
     batch_id = harness.submit([chat_line(c) for c in ids(20)])
     harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
     # a worker on another host claims rows, then stops heartbeating
-    store.register_worker(WorkerInfo("ghost", "elsewhere", 1, time.time() - 3600))
-    claimed = store.claim_requests("ghost", 7, int(time.time()))
+    store.register_worker(WorkerInfo("ghost", "elsewhere", 1, harness.clock.time()))
+    claimed = store.claim_requests("ghost", 7, int(harness.clock.time()))
     assert len(claimed) == 7
+    harness.drive(lambda: harness.batch(batch_id).completed == 13)
+    assert "ghost" in {w.id for w in store.list_workers()}, "alive until its heartbeat is too old"
+    harness.clock.advance(harness.worker.config.dead_after + 1)
     batch = harness.run_to_end(batch_id)
     harness.assert_exactly_once(batch, ids(20))
     assert all(harness.backend.calls[c] == 1 for c in ids(20))
@@ -213,14 +243,12 @@ def test_results_of_a_reaped_worker_are_not_recorded_twice(harness: Harness) -> 
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(3)])
     harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
-    store.register_worker(WorkerInfo("slow", "elsewhere", 1, time.time()))
-    claim = store.claim_requests("slow", 1, int(time.time()))[0]
+    store.register_worker(WorkerInfo("slow", "elsewhere", 1, harness.clock.time()))
+    claim = store.claim_requests("slow", 1, int(harness.clock.time()))[0]
     store.reap_worker("slow")  # presumed dead; its row goes back to the queue
     batch = harness.run_to_end(batch_id)
-    from batchgate.core.models import RequestResult
-
     late = RequestResult(batch_id, claim.line, RequestState.SUCCEEDED, 1, "late", "r0", status_code=200, body=b"{}")
-    store.record_results("slow", [late])  # the zombie reports back: ignored
+    store.record_results("slow", [late], int(harness.clock.time()))  # the zombie reports back: ignored
     assert harness.batch(batch_id).completed == batch.completed == 3
 
 
@@ -229,8 +257,8 @@ def test_poison_line_is_failed_after_max_attempts(harness: Harness) -> None:
     batch_id = harness.submit([chat_line("poison"), chat_line("fine")])
     harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
     for i in range(3):  # three workers crash while holding the same row
-        store.register_worker(WorkerInfo(f"crashy{i}", "elsewhere", 1, time.time()))
-        assert [c.line for c in store.claim_requests(f"crashy{i}", 1, int(time.time()))] == [1]
+        store.register_worker(WorkerInfo(f"crashy{i}", "elsewhere", 1, harness.clock.time()))
+        assert [c.line for c in store.claim_requests(f"crashy{i}", 1, int(harness.clock.time()))] == [1]
         store.reap_worker(f"crashy{i}")
     batch = harness.run_to_end(batch_id)
     _, err = harness.assert_exactly_once(batch, ["poison", "fine"])
@@ -246,7 +274,7 @@ def test_graceful_stop_gives_unfinished_rows_back(harness: Harness) -> None:
     batch = harness.batch(batch_id)
     assert batch.status == BatchStatus.IN_PROGRESS and batch.completed == 0
     # nothing is lost: another worker picks the rows up from the queue
-    claims = harness.services.store.claim_requests("next", 10, int(time.time()))
+    claims = harness.services.store.claim_requests("next", 10, int(harness.clock.time()))
     assert sorted(c.line for c in claims) == list(range(1, 7))
 
 
@@ -275,7 +303,6 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one(harness: Harness) -> None
 
 
 def test_a_worker_reaped_while_alive_rejoins_and_nothing_runs_twice(harness: Harness) -> None:
-    harness.worker.config.heartbeat_interval = 0.05
     harness.worker.config.concurrency = 4
     store = harness.services.store
     batch_id = harness.submit([chat_line(c, mock={"sleep": 0.05}) for c in ids(40)])
@@ -285,6 +312,8 @@ def test_a_worker_reaped_while_alive_rejoins_and_nothing_runs_twice(harness: Har
     def reap_once_then_finish() -> bool:
         if not reaped and harness.batch(batch_id).completed >= 4:
             reaped.append(store.reap_worker(first_id))  # as a peer would after a long pause
+            # its next heartbeat is due: it learns it was reaped
+            harness.clock.advance(harness.worker.config.heartbeat_interval)
         return harness.batch(batch_id).status == BatchStatus.COMPLETED
 
     harness.drive(reap_once_then_finish)
@@ -296,7 +325,7 @@ def test_rows_of_an_unregistered_worker_are_requeued(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(10)])
     harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
-    assert len(store.claim_requests("phantom", 5, int(time.time()))) == 5  # never registered
+    assert len(store.claim_requests("phantom", 5, int(harness.clock.time()))) == 5  # never registered
     batch = harness.run_to_end(batch_id)
     harness.assert_exactly_once(batch, ids(10))
 
@@ -306,11 +335,11 @@ def test_a_failed_flush_keeps_its_results(harness: Harness, monkeypatch: pytest.
     real = store.record_results
     failures = []
 
-    def flaky(worker_id, results):  # type: ignore[no-untyped-def]
+    def flaky(worker_id, results, now):  # type: ignore[no-untyped-def]
         if results and not failures:
             failures.append(len(results))
             raise RuntimeError("database is locked")
-        return real(worker_id, results)
+        return real(worker_id, results, now)
 
     monkeypatch.setattr(store, "record_results", flaky)
     batch = harness.run_to_end(harness.submit([chat_line(c) for c in ids(20)]))
@@ -319,9 +348,7 @@ def test_a_failed_flush_keeps_its_results(harness: Harness, monkeypatch: pytest.
 
 
 def test_a_bug_while_running_a_line_fails_that_line_only(harness: Harness) -> None:
-    async def broken(request):  # type: ignore[no-untyped-def]
-        from batchgate.core.ports import BackendResponse
-
+    async def broken(request: BackendRequest) -> BackendResponse:
         if request.custom_id == "r1":
             return BackendResponse(200, {"not json": {1, 2}})  # orjson cannot encode a set
         return await ScriptedBackend().execute(request)
@@ -335,13 +362,11 @@ def test_a_bug_while_running_a_line_fails_that_line_only(harness: Harness) -> No
 def test_cancel_during_validation_settles_every_line(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(5)])
-    job = store.claim_batch_job("validator", int(time.time()))
+    job = store.claim_batch_job("validator", int(harness.clock.time()))
     assert job is not None and job.kind == "validate"
     harness.services.batches.cancel(harness.project, batch_id)  # arrives while it validates
-    from batchgate.app import job_runner
-
     services = harness.services
-    job_runner(services.settings, services.store, services.blobs).run(job)
+    job_runner(services.settings, services.store, services.blobs, services.clock).run(job)
     store.release_batch_job(batch_id, "validator", 0)
     batch = harness.run_to_end(batch_id)
     assert batch.status == BatchStatus.CANCELLED

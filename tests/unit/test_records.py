@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from batchgate.protocol.records import READ_SIZE, Record, RecordsError, detect_format, iter_records, json_record
+from batchgate.protocol.records import (
+    READ_SIZE,
+    Record,
+    RecordsError,
+    detect_format,
+    iter_fields,
+    iter_records,
+    json_record,
+)
 
 
 class Trickle(io.RawIOBase):
@@ -148,6 +156,20 @@ def test_a_record_keeps_every_field_in_order_under_its_own_name() -> None:
     assert obj.fields == {"body": "text", "id": 4} and obj.content == "text"
     (text,) = iter_records(io.BytesIO(b"a line\n"), "text")
     assert text.fields == {"content": "a line"}
+
+
+def test_iter_fields_reads_records_without_a_content_column() -> None:
+    """Agent tasks render any fields: no content column is needed, and objects stay whole."""
+    assert list(iter_fields(io.BytesIO(b"name,notes\nAnn,\n"), "csv")) == [{"name": "Ann", "notes": ""}]
+    assert list(iter_fields(io.BytesIO(b'[{"a": 1, "metadata": {"b": 2}}]'), "json")) == [
+        {"a": 1, "metadata": {"b": 2}}
+    ]
+    with pytest.raises(RecordsError) as string:
+        list(iter_fields(io.BytesIO(b'{"a": 1}\n"text"\n'), "jsonl"))
+    assert "line 2 must be an object" in string.value.message
+    with pytest.raises(RecordsError) as text:
+        iter_fields(io.BytesIO(b"x\n"), "text")
+    assert text.value.param == "format"
 
 
 def test_json_record_reads_request_items_with_the_same_rules() -> None:
