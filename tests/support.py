@@ -14,6 +14,9 @@ from typing import Any
 
 import httpx
 
+from batchgate.core.errors import BackendRejectedError
+from batchgate.core.ports import Backend, BackendRequest, BackendResponse
+
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
@@ -122,3 +125,11 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.02) -> Any
             return value
         time.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+async def answer(backend: Backend, request: BackendRequest) -> BackendResponse:
+    """A backend's answer to `request`: its response, or the error answer it raised."""
+    try:
+        return await backend.execute(request)
+    except BackendRejectedError as exc:
+        return exc.response

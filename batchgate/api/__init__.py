@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from batchgate import __version__
-from batchgate.api import agents, batches, completions, errors, files, health, operations, prompts
+from batchgate.api import agents, batches, completions, errors, files, health, openapi, operations, prompts
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
 
@@ -72,6 +72,7 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.state.worker_thread = worker_thread
     app.state.default_project_id = services.keys.default_project().id if services.settings.insecure_no_auth else None
     errors.install(app)
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(batches.router)

@@ -4,52 +4,54 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
+from batchgate.api.bodies import JsonBody
 from batchgate.api.convert import batch_list, batch_object
 from batchgate.api.deps import project_id, services
+from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
 from batchgate.app import Services
-from batchgate.core.errors import InvalidRequestError
 from batchgate.protocol import openai as wire
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(401, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]
+BatchId = Annotated[str, Query(description="A batch id: the page starts after it.")]
 
 
-def _required_string(value: object, name: str) -> str:
-    if value is None:
-        raise InvalidRequestError(
-            f"Missing required parameter '{name}'.", param=name, code="missing_required_parameter"
-        )
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"'{name}' must be a string.", param=name, code="invalid_type")
-    return value
-
-
-@router.post("", response_model=wire.Batch)
-def create_batch(body: wire.BatchCreate, project: Project, svc: Svc) -> wire.Batch:
+@router.post("", response_model=wire.Batch, responses=error_responses(*JSON_BODY_ERRORS, 404))
+def create_batch(
+    body: Annotated[wire.BatchCreate, Depends(JsonBody(wire.BatchCreate))], project: Project, svc: Svc
+) -> wire.Batch:
+    """Create a batch over an uploaded input file; it starts `validating`."""
     batch = svc.batches.create(
         project,
-        input_file_id=_required_string(body.input_file_id, "input_file_id"),
-        endpoint=_required_string(body.endpoint, "endpoint"),
-        completion_window=_required_string(body.completion_window, "completion_window"),
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
         metadata=body.metadata,
     )
     return batch_object(batch)
 
 
-@router.get("", response_model=wire.BatchList)
-def list_batches(project: Project, svc: Svc, after: str | None = None, limit: int = 20) -> wire.BatchList:
+@router.get("", response_model=wire.BatchList, responses=error_responses(400))
+def list_batches(
+    project: Project,
+    svc: Svc,
+    after: BatchId | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> wire.BatchList:
+    """The project's batches, newest first."""
     return batch_list(svc.batches.list(project, after, limit))
 
 
-@router.get("/{batch_id}", response_model=wire.Batch)
+@router.get("/{batch_id}", response_model=wire.Batch, responses=error_responses(404))
 def retrieve_batch(batch_id: str, project: Project, svc: Svc) -> wire.Batch:
     return batch_object(svc.batches.get(project, batch_id))
 
 
-@router.post("/{batch_id}/cancel", response_model=wire.Batch)
+@router.post("/{batch_id}/cancel", response_model=wire.Batch, responses=error_responses(404, 409))
 def cancel_batch(batch_id: str, project: Project, svc: Svc) -> wire.Batch:
+    """Cancel a batch: results already produced are kept."""
     return batch_object(svc.batches.cancel(project, batch_id))

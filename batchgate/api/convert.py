@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from batchgate.core.models import BatchRecord, FileRecord
 from batchgate.core.ports import Page
@@ -16,7 +17,7 @@ def file_object(f: FileRecord) -> wire.FileObject:
         created_at=f.created_at,
         expires_at=f.expires_at,
         filename=f.filename,
-        purpose=f.purpose,
+        purpose=cast(wire.FilePurpose, f.purpose),
     )
 
 
@@ -30,7 +31,7 @@ def batch_object(b: BatchRecord) -> wire.Batch:
     )
     return wire.Batch(
         id=b.id,
-        endpoint=b.endpoint,
+        endpoint=cast(wire.BatchEndpoint, b.endpoint),
         errors=errors,
         input_file_id=b.input_file_id,
         completion_window=b.completion_window,

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from batchgate.api.errors import invalid_json
 from batchgate.app import Services
 from batchgate.core.errors import InvalidRequestError
 
@@ -20,9 +21,9 @@ async def json_object(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).") from None
+        raise invalid_json(str(exc)) from None
     if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
     return body
 
 

@@ -5,16 +5,22 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from batchgate.protocol.health import Health, Readiness
+
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-def health() -> dict[str, str]:
+@router.get("/health", response_model=Health)
+def health() -> Health:
     """Liveness: the process answers HTTP."""
-    return {"status": "ok"}
+    return Health()
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: `checks` says which check failed."}},
+)
 def ready(request: Request) -> JSONResponse:
     """Readiness: the store answers, and the in-process worker (if any) is looping."""
     checks: dict[str, str] = {}
@@ -27,4 +33,5 @@ def ready(request: Request) -> JSONResponse:
     if worker is not None:
         checks["worker"] = "ok" if worker.alive() else "not running"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    readiness = Readiness(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(readiness.model_dump(), status_code=200 if ok else 503)

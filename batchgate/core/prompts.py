@@ -30,12 +30,13 @@ ROLES = ("system", "user", "assistant", "developer")
 PROMPT_KEYS = ("prompt_slug", "prompt_version", "variables")
 
 
-class PromptError(ValueError):
+class PromptError(InvalidRequestError):
     """Why a line's prompt cannot be rendered: (code, message, param) for the line's error."""
 
+    code: str
+
     def __init__(self, code: str, message: str, param: str):
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+        super().__init__(message, param=param, code=code)
 
 
 def variables_of(messages: list[dict[str, Any]]) -> list[str]:

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from batchgate.core.errors import BackendError
+from batchgate.core.errors import BackendError, BackendRejectedError, BatchgateError
 from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
 
 BUILTIN_BACKEND = "local"
@@ -43,8 +43,10 @@ BUILTIN_BACKEND = "local"
 FALLBACK_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class ConfigError(ValueError):
+class ConfigError(BatchgateError):
     """A routing config that cannot be used; the message lists every problem found."""
+
+    default_code = "invalid_config"
 
     def __init__(self, source: str, problems: list[str]):
         super().__init__(f"{source}: " + "; ".join(problems))
@@ -277,6 +279,17 @@ def _unknown_keys(table: dict[str, Any], known: set[str], where: str, problems: 
             problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
 
+async def _answered_by(backend: str, answer: Awaitable[BackendResponse]) -> BackendResponse:
+    """The answer, or the backend's error answer, marked with the backend that gave it."""
+    try:
+        response = await answer
+    except BackendRejectedError as exc:
+        exc.response.backend = exc.response.backend or backend
+        raise
+    response.backend = response.backend or backend
+    return response
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     return "a number" if isinstance(kind, tuple) else {str: "a string", int: "an integer"}[kind]
 
@@ -296,23 +309,21 @@ class Router:
     async def execute(self, request: BackendRequest) -> BackendResponse:
         routes = self.config.chain(str(request.body.get("model")))
         if not routes:
-            answer = await self.default.execute(request)
-            answer.backend = answer.backend or self.default.name
-            return answer
+            return await _answered_by(self.default.name, self.default.execute(request))
         failure: BackendError | None = None
-        response: BackendResponse | None = None
         for route in routes:
             routed = replace(request, body={**request.body, "model": route.model})
             try:
-                response = await self.backends[route.backend].execute(routed)
+                response = await _answered_by(route.backend, self.backends[route.backend].execute(routed))
+            except BackendRejectedError as exc:
+                if exc.response.status_code not in FALLBACK_STATUSES:
+                    raise  # the request itself is at fault: another route would refuse it too
+                failure = exc
+                continue
             except BackendError as exc:
-                failure, response = exc, None
+                failure = exc
                 continue
             response.cost = route.cost(response.input_tokens, response.output_tokens, batch=not request.interactive)
-            response.backend = route.backend
-            if response.status_code not in FALLBACK_STATUSES:
-                return response
-        if response is not None:
             return response
         assert failure is not None
         raise failure

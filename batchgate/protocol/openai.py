@@ -1,21 +1,24 @@
-"""OpenAI Files and Batches API shapes, field for field."""
+"""OpenAI Files and Batches API shapes, field for field (openai-python `types.FileObject`,
+`types.Batch`), with batchgate's additions marked."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+FilePurpose = Literal["batch", "batch_output"]
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+BatchStatus = Literal[
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
+]
 
 
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
+class FileUpload(BaseModel):
+    """The multipart/form-data body of POST /v1/files (streamed to disk as it arrives)."""
 
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+    file: bytes = Field(description="The file: JSONL, one request per line.")
+    purpose: Literal["batch"]
 
 
 class FileObject(BaseModel):
@@ -25,7 +28,7 @@ class FileObject(BaseModel):
     created_at: int
     expires_at: int | None = None
     filename: str
-    purpose: str
+    purpose: FilePurpose
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
 
@@ -74,11 +77,11 @@ class BatchUsage(BaseModel):
 class Batch(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
-    endpoint: str
+    endpoint: BatchEndpoint
     errors: BatchErrors | None = None
     input_file_id: str
     completion_window: str
-    status: str
+    status: BatchStatus
     output_file_id: str | None = None
     error_file_id: str | None = None
     created_at: int
@@ -104,10 +107,17 @@ class BatchList(BaseModel):
 
 
 class BatchCreate(BaseModel):
-    """The body of POST /v1/batches. Fields are loose on purpose: core validates them and
-    answers with OpenAI-style errors naming the parameter."""
+    """The body of POST /v1/batches (`client.batches.create`)."""
 
-    input_file_id: Any = None
-    endpoint: Any = None
-    completion_window: Any = "24h"
-    metadata: Any = None
+    model_config = ConfigDict(strict=True)
+
+    input_file_id: str = Field(description="A file of your project with purpose `batch`.")
+    endpoint: BatchEndpoint
+    completion_window: str = Field(
+        "24h",
+        json_schema_extra={"pattern": r"^\s*[0-9]+\s*[smhd]\s*$"},  # checked by core, which says what is wrong
+        description="A duration `<n>s/m/h/d` up to 365 days: `24h` as OpenAI, or `30m`, `72h`, …",
+    )
+    metadata: dict[str, str] | None = Field(
+        None, description="At most 16 pairs; keys up to 64 characters, values up to 512."
+    )

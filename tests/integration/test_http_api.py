@@ -145,7 +145,7 @@ def test_batch_create_errors(server: Server) -> None:
     assert_error(
         c.post("/batches", content=b"{oops", headers={"content-type": "application/json"}), 400, "invalid_json"
     )
-    assert_error(c.post("/batches", json=[1, 2]), 422)
+    assert_error(c.post("/batches", json=[1, 2]), 400, "invalid_type")
     assert_error(c.get("/batches/batch_nope"), 404)
     assert_error(c.get("/nowhere"), 404, "not_found")
     # an output file is not a valid input

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import openai
-from support import Server, jsonl, parse_jsonl, wait_for
+from support import Server, answer, jsonl, parse_jsonl, wait_for
 
 from batchgate.core.ports import BackendRequest
 from batchgate.engines.local.backend import LocalBackend
@@ -33,10 +33,10 @@ def test_embeddings_backend(tmp_path: Path) -> None:
             b64 = await backend.execute(
                 BackendRequest("b", "/v1/embeddings", {"model": MODEL, "input": texts[0], "encoding_format": "base64"})
             )
-            wrong = await backend.execute(BackendRequest("c", "/v1/embeddings", {"model": "ada", "input": "x"}))
-            empty = await backend.execute(BackendRequest("d", "/v1/embeddings", {"model": MODEL, "input": []}))
-            dims = await backend.execute(
-                BackendRequest("e", "/v1/embeddings", {"model": MODEL, "input": "x", "dimensions": 8})
+            wrong = await answer(backend, BackendRequest("c", "/v1/embeddings", {"model": "ada", "input": "x"}))
+            empty = await answer(backend, BackendRequest("d", "/v1/embeddings", {"model": MODEL, "input": []}))
+            dims = await answer(
+                backend, BackendRequest("e", "/v1/embeddings", {"model": MODEL, "input": "x", "dimensions": 8})
             )
             return floats, b64, wrong, empty, dims
         finally:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Server, chat_line, jsonl, parse_jsonl, wait_for
+from support import Server, answer, chat_line, jsonl, parse_jsonl, wait_for
 
 from batchgate.core.ports import BackendRequest
 from batchgate.engines.local.backend import LocalBackend
@@ -103,31 +103,32 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
                 )
             )
             assert text.status_code == 200 and text.body["choices"][0]["finish_reason"] == "length"
-            unknown = await backend.execute(
+            unknown = await answer(
+                backend,
                 BackendRequest(
                     "c", "/v1/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}
-                )
+                ),
             )
             assert unknown.status_code == 404 and unknown.body["error"]["code"] == "model_not_found"
             assert MODEL in unknown.body["error"]["message"]
-            long = await backend.execute(
-                BackendRequest("d", "/v1/completions", {"model": MODEL, "prompt": "word " * 400})
+            long = await answer(
+                backend, BackendRequest("d", "/v1/completions", {"model": MODEL, "prompt": "word " * 400})
             )
             assert long.status_code == 400 and long.body["error"]["code"] == "context_length_exceeded"
             assert "256 tokens" in long.body["error"]["message"]
-            bad = await backend.execute(
-                BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0})
+            bad = await answer(
+                backend, BackendRequest("e", "/v1/chat/completions", {"model": MODEL, "messages": [], "max_tokens": 0})
             )
             assert bad.status_code == 400 and bad.body["error"]["param"] == "max_tokens"
             bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": "not a schema"}}
             body = chat_line("f", "x", model=MODEL, response_format=bad_schema)["body"]
-            refused = await backend.execute(BackendRequest("f", "/v1/chat/completions", body))
+            refused = await answer(backend, BackendRequest("f", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "response_format.json_schema"
             body = chat_line("g", "x", model=MODEL, top_logprobs=3)["body"]
-            refused = await backend.execute(BackendRequest("g", "/v1/chat/completions", body))
+            refused = await answer(backend, BackendRequest("g", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "top_logprobs"
             body = chat_line("h", "x", model=MODEL, n=9)["body"]
-            refused = await backend.execute(BackendRequest("h", "/v1/chat/completions", body))
+            refused = await answer(backend, BackendRequest("h", "/v1/chat/completions", body))
             assert refused.status_code == 400 and refused.body["error"]["param"] == "n"
             body = chat_line("i", "Name an animal.", model=MODEL, n=3, temperature=1.0, seed=7, max_tokens=6)["body"]
             several = await backend.execute(BackendRequest("i", "/v1/chat/completions", body))

@@ -26,7 +26,7 @@ import pytest
 from support import Server, chat_line, jsonl, parse_jsonl, wait_for
 from upstreams import FAULT_KINDS, FaultProxy, Faults, llama_server
 
-from batchgate.core.errors import BackendError
+from batchgate.core.errors import BackendError, BackendRejectedError, UpstreamUnreachableError
 from batchgate.core.ports import BackendRequest
 from batchgate.core.routing import UpstreamConfig
 from batchgate.engines.local.catalog import ModelCatalog
@@ -108,16 +108,18 @@ def test_retry_after_is_honoured(proxy: FaultProxy) -> None:
 
 def test_when_retries_run_out_the_upstream_status_and_message_are_kept(proxy: FaultProxy) -> None:
     proxy.faults = Faults.always("503", retry_after=None)
-    response = asyncio.run(execute(backend(proxy.url, max_retries=2), request("doomed")))
-    assert response.status_code == 503
-    assert response.body["error"]["message"]
+    with pytest.raises(BackendRejectedError) as refused:
+        asyncio.run(execute(backend(proxy.url, max_retries=2), request("doomed")))
+    assert refused.value.response.status_code == 503 and not refused.value.transient
+    assert refused.value.response.body["error"]["message"]
     assert proxy.attempts_by_key() == {"doomed": 3}
 
 
 def test_other_client_errors_are_not_retried(proxy: FaultProxy) -> None:
-    response = asyncio.run(execute(backend(proxy.url), request("huge", "hi " * 3000)))
-    assert response.status_code == 400
-    assert response.body["error"]["code"] == "context_length_exceeded"
+    with pytest.raises(BackendRejectedError) as refused:
+        asyncio.run(execute(backend(proxy.url), request("huge", "hi " * 3000)))
+    assert refused.value.response.status_code == 400 == refused.value.status
+    assert refused.value.response.body["error"]["code"] == "context_length_exceeded"
     assert proxy.attempts_by_key() == {"huge": 1}
 
 
@@ -125,7 +127,8 @@ def test_no_response_at_all_is_a_backend_error_naming_the_upstream() -> None:
     closed = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(BackendError, match=r"Upstream 'llama'.*after 2 attempts") as caught:
         asyncio.run(execute(backend(closed, max_retries=1), request("nowhere")))
-    assert caught.value.code == "upstream_unreachable" and not caught.value.transient
+    assert isinstance(caught.value, UpstreamUnreachableError) and not caught.value.transient
+    assert caught.value.code == "upstream_unreachable" and caught.value.status == 503
 
 
 def test_streamed_chunks_reassemble_to_the_plain_completion(proxy: FaultProxy) -> None:
@@ -291,6 +294,45 @@ def test_synchronous_requests_route_through_the_official_client(
     proxy.faults = Faults.always("429", max_per_key=1, retry_after="0")
     again = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert again.choices[0].finish_reason in ("stop", "length")  # the gateway retried the 429 itself
+
+
+def test_upstream_statuses_reach_a_synchronous_caller(
+    start_server: Callable[..., Server], tmp_path: Path, proxy: FaultProxy
+) -> None:
+    # no retries in the gateway: each fault reaches the caller as the status it maps to (no
+    # request reaches llama.cpp, so the 1 s read timeout holds only for the injected delay)
+    server = gateway(start_server, tmp_path, upstream_config(proxy.url, max_retries=0, read_timeout=1.0))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    ask = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+
+    proxy.faults = Faults.always("429", retry_after="7")
+    with pytest.raises(openai.RateLimitError) as limited:  # 429 stays 429, never a 400
+        client.chat.completions.create(**ask)
+    assert limited.value.response.headers["retry-after"] == "7"
+    assert limited.value.code == "rate_limit_exceeded" and "injected" in limited.value.message
+    with pytest.raises(openai.RateLimitError):  # a stream is refused the same way, before any event
+        client.chat.completions.create(**ask, stream=True)
+
+    proxy.faults = Faults.always("500")
+    with pytest.raises(openai.InternalServerError) as broken:
+        client.chat.completions.create(**ask)
+    assert broken.value.status_code == 502 and broken.value.code == "upstream_error"
+    assert "HTTP 500" in broken.value.message
+
+    proxy.faults = Faults.always("slow", slow_seconds=4.0)  # longer than the 1 s read timeout
+    with pytest.raises(openai.InternalServerError) as late:
+        client.chat.completions.create(**ask)
+    assert late.value.status_code == 504 and late.value.code == "upstream_timeout"
+
+
+def test_an_unreachable_upstream_is_a_503(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = gateway(start_server, tmp_path, upstream_config(f"http://127.0.0.1:{_closed_port()}", max_retries=0))
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "smol", "messages": [{"role": "user", "content": "Hi"}]},
+        timeout=30,
+    )
+    assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unreachable"
 
 
 def test_request_rate_cap_paces_a_batch(start_server: Callable[..., Server], tmp_path: Path) -> None:

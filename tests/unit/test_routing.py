@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batchgate.core.errors import BackendError
+from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ports import BackendRequest, BackendResponse
 from batchgate.core.routing import ConfigError, Router, load_config, parse_config
 from batchgate.engines.openai_compat.limits import RateLimit, SharedSemaphore
@@ -106,7 +106,8 @@ def test_model_problem_lists_what_exists() -> None:
 
 
 class Recorder:
-    """A backend answering with a fixed status (or failing), recording what it was sent."""
+    """A backend answering with a fixed status (an error status raised, as backends do) or
+    failing, recording what it was sent."""
 
     def __init__(self, name: str, status: int = 200, fail: bool = False):
         self.name, self.status, self.fail = name, status, fail
@@ -116,8 +117,9 @@ class Recorder:
         self.seen.append(request.body["model"])
         if self.fail:
             raise BackendError("connection refused", code="upstream_unreachable")
-        body = {"error": {"message": "busy"}} if self.status != 200 else {"usage": {}}
-        return BackendResponse(self.status, body, 1_000_000, 1_000_000, model=request.body["model"])
+        if self.status != 200:
+            raise BackendRejectedError(BackendResponse(self.status, {"error": {"message": "busy"}}))
+        return BackendResponse(200, {"usage": {}}, 1_000_000, 1_000_000, model=request.body["model"])
 
     def models(self) -> list[str]:
         return []
@@ -152,13 +154,19 @@ def test_router_falls_back_when_the_upstream_is_overloaded_or_down(primary: Reco
 def test_router_does_not_fall_back_on_a_bad_request() -> None:
     gpu, local = Recorder("gpu", status=400), Recorder("local")
     router = Router(parse_config(tomllib.loads(CONFIG)), {"gpu": gpu, "local": local}, local)
-    assert route(router, "big").status_code == 400 and local.seen == []
+    with pytest.raises(BackendRejectedError) as refused:
+        route(router, "big")
+    assert refused.value.response.status_code == 400 and refused.value.response.backend == "gpu"
+    assert refused.value.status == 400 and local.seen == []
 
 
 def test_router_returns_the_last_failure_when_every_route_fails() -> None:
     gpu, local = Recorder("gpu", status=429), Recorder("local", status=503)
     router = Router(parse_config(tomllib.loads(CONFIG)), {"gpu": gpu, "local": local}, local)
-    assert route(router, "big").status_code == 503
+    with pytest.raises(BackendRejectedError) as failed:
+        route(router, "big")
+    assert failed.value.response.status_code == 503 and failed.value.response.backend == "local"
+    assert failed.value.status == 502 and failed.value.code == "upstream_error"  # what a synchronous caller gets
 
 
 def test_unlisted_models_go_to_the_builtin_backend_unchanged() -> None:

@@ -18,21 +18,23 @@ from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF
 
-from batchgate.core.errors import BackendRejectedError, BatchgateError, NotFoundError
+from batchgate.core.errors import (
+    BackendError,
+    BackendRejectedError,
+    BatchgateError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from batchgate.core.ids import IdSequence
 from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.engines.local.catalog import ModelCatalog
 from batchgate.engines.local.embeddings import EMBEDDING_MODEL, EmbeddingEngine
 from batchgate.engines.local.embeddings import installed as embeddings_installed
-from batchgate.engines.local.engine import (
-    Generation,
-    InvalidGrammarError,
-    LlamaEngine,
-    PromptTooLongError,
-    SamplingParams,
-    TokenLogprob,
-)
+from batchgate.engines.local.engine import Generation, LlamaEngine, SamplingParams, TokenLogprob
 from batchgate.engines.local.grammar import response_format_schema, schema_grammar
+from batchgate.protocol import chat, embeddings
+from batchgate.protocol import completions as text
+from batchgate.protocol.completions import CompletionUsage
 
 MAX_CHOICES = 8
 
@@ -70,8 +72,10 @@ class LocalBackend:
                 for i in range(_choices(request.body))
             ]
             generations = await asyncio.gather(*(asyncio.wrap_future(f) for f in submitted))
-        except Exception as exc:
-            return _refusal(exc)
+        except BackendError:
+            raise  # the engine failed: no answer
+        except BatchgateError as exc:
+            raise _refusal(exc) from None
         model = str(request.body["model"])
         completion_tokens = sum(g.completion_tokens for g in generations)
         response = self._response(request.url, model, generations, len(tokens), completion_tokens)
@@ -89,9 +93,10 @@ class LocalBackend:
                 loop.call_soon_threadsafe(texts.put_nowait, text)
 
             future = engine.submit(tokens, params, True, on_text)
-        except Exception as exc:
-            response = _refusal(exc)
-            raise BackendRejectedError(response.status_code, response.body) from exc
+        except BackendError:
+            raise  # the engine failed: no answer
+        except BatchgateError as exc:
+            raise _refusal(exc) from None
         # hold back what could be the start of a stop string: it is cut if the stop completes
         holdback = max((len(s) for s in params.stop), default=1) - 1
         done, sent = asyncio.wrap_future(future), 0
@@ -123,16 +128,19 @@ class LocalBackend:
             if body.get("dimensions") not in (None, engine.dimensions):
                 raise _BadRequest(f"This model's embeddings have {engine.dimensions} dimensions.", "dimensions")
             result = await asyncio.wrap_future(engine.submit(texts))
-        except Exception as exc:
-            return _refusal(exc)
-        data = [
-            {"object": "embedding", "index": i, "embedding": _encode_vector(vector, encoding)}
-            for i, vector in enumerate(result.vectors)
-        ]
-        usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
-        return BackendResponse(
-            200, {"object": "list", "data": data, "model": model, "usage": usage}, result.tokens, 0, model
+        except BackendError:
+            raise  # the engine failed: no answer
+        except BatchgateError as exc:
+            raise _refusal(exc) from None
+        answer = embeddings.CreateEmbeddingResponse(
+            data=[
+                embeddings.Embedding(index=i, embedding=_encode_vector(vector, encoding))
+                for i, vector in enumerate(result.vectors)
+            ],
+            model=model,
+            usage=embeddings.EmbeddingUsage(prompt_tokens=result.tokens, total_tokens=result.tokens),
         )
+        return BackendResponse(200, answer.model_dump(), result.tokens, 0, model)
 
     def _embedder(self) -> EmbeddingEngine:
         with self._loading:
@@ -168,30 +176,48 @@ class LocalBackend:
     def _response(
         self, url: str, model: str, generations: list[Generation], prompt_tokens: int, completion_tokens: int
     ) -> dict[str, Any]:
-        choices = []
-        for index, g in enumerate(generations):
-            if url == "/v1/completions":
-                logprobs = _text_logprobs(g.logprobs) if g.logprobs is not None else None
-                choices.append({"index": index, "text": g.text, "finish_reason": g.finish_reason, "logprobs": logprobs})
-            else:
-                message = {"role": "assistant", "content": g.text}
-                logprobs = {"content": [_chat_logprob(t) for t in g.logprobs]} if g.logprobs is not None else None
-                choices.append(
-                    {"index": index, "message": message, "finish_reason": g.finish_reason, "logprobs": logprobs}
-                )
-        usage = {
-            "prompt_tokens": prompt_tokens,  # the prompt is counted once, as OpenAI does for n > 1
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        return {
-            "id": self._ids.next(),
-            "object": "text_completion" if url == "/v1/completions" else "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": choices,
-            "usage": usage,
-        }
+        usage = CompletionUsage(
+            prompt_tokens=prompt_tokens,  # the prompt is counted once, as OpenAI does for n > 1
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+        id_, created = self._ids.next(), int(time.time())
+        answer: text.Completion | chat.ChatCompletion
+        if url == "/v1/completions":
+            answer = text.Completion(
+                id=id_,
+                created=created,
+                model=model,
+                usage=usage,
+                choices=[
+                    text.CompletionChoice(
+                        index=i,
+                        text=g.text,
+                        finish_reason=g.finish_reason,  # type: ignore[arg-type]
+                        logprobs=_text_logprobs(g.logprobs) if g.logprobs is not None else None,
+                    )
+                    for i, g in enumerate(generations)
+                ],
+            )
+        else:
+            answer = chat.ChatCompletion(
+                id=id_,
+                created=created,
+                model=model,
+                usage=usage,
+                choices=[
+                    chat.ChatCompletionChoice(
+                        index=i,
+                        message=chat.ChatCompletionMessage(content=g.text),
+                        finish_reason=g.finish_reason,  # type: ignore[arg-type]
+                        logprobs=chat.ChoiceLogprobs(content=[_chat_logprob(t) for t in g.logprobs])
+                        if g.logprobs is not None
+                        else None,
+                    )
+                    for i, g in enumerate(generations)
+                ],
+            )
+        return answer.model_dump()
 
     def models(self) -> list[str]:
         names = [row.name for row in self.catalog.status() if row.installed]
@@ -212,49 +238,38 @@ def _token(piece: bytes) -> str:
     return piece.decode(errors="replace")
 
 
-def _chat_logprob(t: TokenLogprob) -> dict[str, Any]:
+def _chat_logprob(t: TokenLogprob) -> chat.ChatCompletionTokenLogprob:
     """OpenAI's chat shape: token, logprob, bytes and the top alternatives."""
-    top = [{"token": _token(p), "logprob": lp, "bytes": list(p)} for p, lp in t.top]
-    return {"token": _token(t.token), "logprob": t.logprob, "bytes": list(t.token), "top_logprobs": top}
+    top = [chat.TopLogprob(token=_token(p), logprob=lp, bytes=list(p)) for p, lp in t.top]
+    return chat.ChatCompletionTokenLogprob(
+        token=_token(t.token), logprob=t.logprob, bytes=list(t.token), top_logprobs=top
+    )
 
 
-def _text_logprobs(tokens: list[TokenLogprob]) -> dict[str, Any]:
+def _text_logprobs(tokens: list[TokenLogprob]) -> text.Logprobs:
     """OpenAI's legacy completions shape: parallel lists."""
     offsets, offset = [], 0
     for t in tokens:
         offsets.append(offset)
         offset += len(_token(t.token))
-    return {
-        "tokens": [_token(t.token) for t in tokens],
-        "token_logprobs": [t.logprob for t in tokens],
-        "top_logprobs": [{_token(p): lp for p, lp in t.top} for t in tokens],
-        "text_offset": offsets,
-    }
-
-
-def _refusal(exc: Exception) -> BackendResponse:
-    """The error response for a request the engine refuses; other exceptions propagate."""
-    if isinstance(exc, _BadRequest):
-        return _error(400, exc.message, exc.param, "invalid_value")
-    if isinstance(exc, PromptTooLongError):
-        return _error(400, str(exc), "messages", "context_length_exceeded")
-    if isinstance(exc, InvalidGrammarError):
-        return _error(400, f"Invalid or unsupported json_schema: {exc}", "response_format", "invalid_value")
-    if isinstance(exc, BatchgateError):
-        return _error(404 if exc.code == "model_not_found" else 400, exc.message, exc.param, exc.code)
-    raise exc
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.message, self.param = message, param
-
-
-def _error(status: int, message: str, param: str | None, code: str | None) -> BackendResponse:
-    return BackendResponse(
-        status, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    return text.Logprobs(
+        tokens=[_token(t.token) for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[{_token(p): lp for p, lp in t.top} for t in tokens],
+        text_offset=offsets,
     )
+
+
+def _refusal(exc: BatchgateError) -> BackendRejectedError:
+    """A request the engine refuses, as its answer: the error's status and body."""
+    return BackendRejectedError(BackendResponse(exc.status, exc.body()))
+
+
+class _BadRequest(InvalidRequestError):
+    """A parameter the engine cannot honour."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message, param=param, code="invalid_value")
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

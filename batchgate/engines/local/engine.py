@@ -31,6 +31,8 @@ import llama_cpp as L
 import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from batchgate.core.errors import BackendError, InvalidRequestError
+
 log = logging.getLogger("batchgate.engine")
 
 
@@ -63,13 +65,20 @@ class Generation:
     logprobs: list[TokenLogprob] | None = None
 
 
-class InvalidGrammarError(ValueError):
-    pass
+class InvalidGrammarError(InvalidRequestError):
+    """llama.cpp refused the grammar made from the request's JSON schema."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"Invalid or unsupported json_schema: {reason}", param="response_format", code="invalid_value")
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(InvalidRequestError):
     def __init__(self, prompt_tokens: int, limit: int):
-        super().__init__(f"The prompt is {prompt_tokens} tokens; this model's context per request is {limit} tokens.")
+        super().__init__(
+            f"The prompt is {prompt_tokens} tokens; this model's context per request is {limit} tokens.",
+            param="messages",
+            code="context_length_exceeded",
+        )
         self.prompt_tokens = prompt_tokens
         self.limit = limit
 
@@ -160,14 +169,14 @@ class LlamaEngine:
         self.batch_tokens = batch_tokens
         self._model = L.llama_model_load_from_file(str(model_path).encode(), model_params())
         if not self._model:
-            raise ValueError(f"llama.cpp could not load {model_path}")
+            raise BackendError(f"llama.cpp could not load {model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         self._ctx = L.llama_init_from_model(
             self._model, context_params(slots, ctx_per_slot, batch_tokens, threads, kv_type)
         )
         if not self._ctx:
-            raise ValueError(f"llama.cpp could not create a context for {model_path}")
+            raise BackendError(f"llama.cpp could not create a context for {model_path}")
         self._memory = L.llama_get_memory(self._ctx)
         self._batch = L.llama_batch_init(batch_tokens, 0, slots)
         template = L.llama_model_chat_template(self._model, None)
@@ -203,7 +212,7 @@ class LlamaEngine:
         buffer = (L.llama_token * (len(data) + 16))()
         n = L.llama_tokenize(self._vocab, data, len(data), buffer, len(buffer), add_special, True)
         if n < 0:
-            raise ValueError("tokenization failed")
+            raise BackendError("The local engine could not tokenize the prompt.")
         return list(buffer[:n])
 
     def _piece(self, token: int) -> bytes:
@@ -270,7 +279,7 @@ class LlamaEngine:
                     self._finish(sequence, error=exc)
         for sequence in [*self._active.values(), *self._waiting]:
             if not sequence.future.done():
-                sequence.future.set_exception(RuntimeError("the engine was closed"))
+                sequence.future.set_exception(BackendError("The local engine was closed.", transient=True))
 
     def _admit(self) -> None:
         free = [slot for slot in range(self.slots) if slot not in self._active]
@@ -328,7 +337,7 @@ class LlamaEngine:
         batch.n_tokens = n
         status = L.llama_decode(self._ctx, batch)
         if status != 0:
-            raise RuntimeError(f"llama_decode returned {status}")
+            raise BackendError(f"llama_decode returned {status}")
         for sequence in list(self._active.values()):
             if sequence.logits_at >= 0:
                 token = L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at)

@@ -4,10 +4,12 @@ caps, connect and read timeouts, and retries.
 
 Retries happen here, per upstream: 429, 5xx, timeouts, dropped connections and truncated
 bodies are retried up to `max_retries` times with exponential backoff and jitter,
-honouring `Retry-After` / `retry-after-ms`. Any other 4xx is final and returned as it
-is, so a failed line carries the upstream's status and message. When the retries run
-out, the last 429/5xx response is returned the same way; only when there was no response
-at all does `execute` raise BackendError (non-transient: the retrying was done here).
+honouring `Retry-After` / `retry-after-ms`. Any other 4xx is final: it is raised as
+BackendRejectedError carrying the upstream's answer, so a failed line keeps the
+upstream's status and message and a synchronous caller gets its status (a 429 with its
+Retry-After). When the retries run out, the last 429/5xx answer is raised the same way;
+with no answer at all, UpstreamTimeoutError or UpstreamUnreachableError. None of these
+are transient for the worker: the retrying was done here.
 
 aiohttp rather than httpx: at 64 concurrent requests it served 15.8x the requests per
 second of httpx on the same mock upstream (bench/http_clients.py, bench/RESULTS.md).
@@ -27,10 +29,16 @@ from typing import Any
 import aiohttp
 import orjson
 
-from batchgate.core.errors import BackendError, BackendRejectedError
+from batchgate.core.errors import (
+    BackendError,
+    BackendRejectedError,
+    UpstreamTimeoutError,
+    UpstreamUnreachableError,
+)
 from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.core.routing import UpstreamConfig
 from batchgate.engines.openai_compat.limits import RateLimit, SharedSemaphore
+from batchgate.protocol.errors import ErrorBody, ErrorDetail
 
 log = logging.getLogger("batchgate.upstream")
 
@@ -56,9 +64,7 @@ class UpstreamBackend:
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
         async with self._slots:  # a request in flight, its retries included
-            status, body = await self._post(request)
-        if status != 200:
-            return BackendResponse(status, body, model=request.body.get("model"))
+            body = await self._post(request)
         usage = body.get("usage") or {}
         return BackendResponse(
             200,
@@ -72,9 +78,7 @@ class UpstreamBackend:
         body = {**request.body, "stream": True, "stream_options": {"include_usage": True}}
         finish_reason, usage, chunks = None, None, 0
         async with self._slots:
-            status, response = await self._post(BackendRequest(request.custom_id, request.url, body), stream=True)
-            if status != 200:
-                raise BackendRejectedError(status, response)
+            response = await self._post(BackendRequest(request.custom_id, request.url, body), stream=True)
             async with response:
                 async for line in response.content:
                     if not line.startswith(b"data:"):
@@ -134,11 +138,12 @@ class UpstreamBackend:
             output = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
             await self._tokens.acquire(len(payload) / 4 + int(output) * int(body.get("n") or 1))
 
-    async def _post(self, request: BackendRequest, stream: bool = False) -> tuple[int, Any]:
-        """POST with retries. Returns (status, JSON body), or with `stream` (200, the open
-        response) once the upstream starts answering. A final answer is a 200, another
-        4xx, or the last 429/5xx once the retries ran out. Raises BackendError when the
-        last attempt got no response (or a 200 whose body broke off or was not JSON)."""
+    async def _post(self, request: BackendRequest, stream: bool = False) -> Any:
+        """POST with retries. Returns the JSON body of a 200, or with `stream` the open
+        response once the upstream starts answering. Raises BackendRejectedError for
+        another 4xx, or the last 429/5xx once the retries ran out; UpstreamTimeoutError
+        or UpstreamUnreachableError when the last attempt got no response (or a 200 whose
+        body broke off or was not JSON)."""
         payload = orjson.dumps(request.body)
         headers = {**self._headers, "X-Batchgate-Custom-Id": request.custom_id}
         attempts = 0
@@ -150,7 +155,7 @@ class UpstreamBackend:
                 response = await self._session().post(self._url(request.url), data=payload, headers=headers)
                 status, retry_after = response.status, _retry_after(response.headers)
                 if stream and status == 200:
-                    return status, response
+                    return response
                 try:
                     raw = await response.read()
                 finally:
@@ -161,14 +166,15 @@ class UpstreamBackend:
                 body = _json_body(raw)
                 if status == 200 and body is None:
                     failure = f"the response was not JSON ({len(raw)} bytes)"
+                elif status == 200:
+                    return body
                 elif status not in RETRY_STATUSES or last:
-                    return status, body or _error_body(status, raw)
+                    answer = BackendResponse(status, body or _error_body(status, raw), model=request.body.get("model"))
+                    raise BackendRejectedError(answer, retry_after=retry_after)
             if last:
                 assert failure is not None
-                raise BackendError(
-                    f"Upstream {self.name!r}: {failure} (after {attempts} attempts).",
-                    code="upstream_timeout" if "timed out" in failure else "upstream_unreachable",
-                )
+                kind: type[BackendError] = UpstreamTimeoutError if "timed out" in failure else UpstreamUnreachableError
+                raise kind(f"Upstream {self.name!r}: {failure} (after {attempts} attempts).")
             log.debug("upstream %s: %s; retry %d", self.name, failure or status, attempts)
             await asyncio.sleep(self._backoff(attempts, retry_after))
 
@@ -206,7 +212,8 @@ def _json_body(raw: bytes) -> dict[str, Any] | None:
 def _error_body(status: int, raw: bytes) -> dict[str, Any]:
     """An OpenAI error body for an upstream answer that was not one."""
     text = raw[:500].decode(errors="replace").strip() or f"HTTP {status}"
-    return {"error": {"message": f"Upstream answered {status}: {text}", "type": "upstream_error", "code": status}}
+    detail = ErrorDetail(message=f"Upstream answered {status}: {text}", type="upstream_error", code="upstream_error")
+    return ErrorBody(error=detail).model_dump()
 
 
 def _describe(exc: BaseException) -> str:

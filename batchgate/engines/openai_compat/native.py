@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, TypeVar
 import aiohttp
 import orjson
 
-from batchgate.core.errors import BackendError
+from batchgate.core.errors import BackendError, UpstreamTimeoutError, UpstreamUnreachableError
 from batchgate.core.ports import UpstreamBatch
 from batchgate.core.routing import UpstreamConfig
 
@@ -96,8 +96,10 @@ class NativeBatches:
 
         try:
             return asyncio.run(run())
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BackendError(f"Upstream {self.config.name!r}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"Upstream {self.config.name!r}: the request timed out.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnreachableError(f"Upstream {self.config.name!r}: {type(exc).__name__}: {exc}") from exc
 
     async def _batch(self, pending: Any) -> UpstreamBatch:
         body = await self._json(await pending)

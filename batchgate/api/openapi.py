@@ -1,0 +1,120 @@
+"""/openapi.json as the API really behaves: every request body, every response and every
+error status typed with its protocol model.
+
+Two things FastAPI cannot see for itself are filled in once the document is generated:
+the request bodies that `JsonBody` reads after authentication (FastAPI documents only
+bodies it reads itself), and the status of a request whose parameters do not validate,
+which is OpenAI's 400 with an error body here, not FastAPI's 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
+
+from batchgate.api.bodies import JsonBody
+from batchgate.protocol.errors import ErrorBody
+
+REF = "#/components/schemas/{model}"
+
+_MEANINGS = {
+    400: "Invalid request: `param` names the parameter at fault, `code` says how.",
+    401: "Missing, unknown or revoked API key (`invalid_api_key`).",
+    404: "No such object in your project (`not_found`; objects of other projects are not found either).",
+    409: "The object's current state forbids this.",
+    413: "Too large (`file_too_large`, `too_many_items`, …).",
+    429: "Rate limited by the upstream: the upstream's 429 with its `Retry-After`.",
+    500: "An unexpected server error (`internal_error`).",
+    502: "The backend answered with an error of its own (`upstream_error`) or gave no usable answer.",
+    503: "The upstream could not be reached (`upstream_unreachable`), or the service is not ready.",
+    504: "The upstream did not answer in time (`upstream_timeout`).",
+}
+
+# the statuses any route that reads a JSON body can answer because of the body
+JSON_BODY_ERRORS = (400,)
+# the statuses of a synchronous call answered by a backend
+BACKEND_ERRORS = (429, 502, 503, 504)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route or router: each status with the OpenAI error body."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's schema for a place FastAPI does not fill itself (a streamed response, a
+    body read by hand); the document gets it, and the models it uses, as components."""
+    return model.model_json_schema(ref_template=REF)
+
+
+def event_stream(model: type[BaseModel]) -> dict[str, Any]:
+    """The `text/event-stream` content of a response whose `data:` events carry `model`."""
+    return {"text/event-stream": {"schema": model_schema(model)}}
+
+
+def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()  # FastAPI caches it in app.openapi_schema: edited in place
+            for route in iter_route_contexts(app.routes):
+                if isinstance(route.original_route, APIRoute) and route.path_format:
+                    _document_body(document, route.path_format, route.original_route)
+            _drop_validation_422(document)
+            _hoist_schemas(document)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _json_bodies(dependant: Dependant) -> Iterator[type[BaseModel]]:
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, JsonBody):
+            yield dependency.call.model
+        yield from _json_bodies(dependency)
+
+
+def _document_body(document: dict[str, Any], path: str, route: APIRoute) -> None:
+    for model in _json_bodies(route.dependant):
+        for method in route.methods or ():
+            operation = document["paths"][path][method.lower()]
+            content = {"application/json": {"schema": model_schema(model)}}
+            operation["requestBody"] = {"required": True, "content": content}
+
+
+def _drop_validation_422(document: dict[str, Any]) -> None:
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", {})):
+                del responses["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+
+
+def _hoist_schemas(document: dict[str, Any]) -> None:
+    """Model schemas placed inline (see `model_schema`) become components, referenced."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+
+    def add(name: str, schema: dict[str, Any]) -> None:
+        if components.setdefault(name, schema) != schema:
+            raise RuntimeError(f"Two different models are named {name!r} in the OpenAPI document.")
+
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            places = [operation.get("requestBody", {}), *operation.get("responses", {}).values()]
+            for media in (m for place in places for m in place.get("content", {}).values()):
+                schema = media.get("schema")
+                if not isinstance(schema, dict) or "title" not in schema or "properties" not in schema:
+                    continue  # a reference already, or not a model
+                for name, definition in schema.pop("$defs", {}).items():
+                    add(name, definition)
+                add(schema["title"], schema)
+                media["schema"] = {"$ref": REF.format(model=schema["title"])}
