@@ -80,6 +80,11 @@ def test_projects_are_isolated(server: Server) -> None:
     assert_error(b.post(f"/batches/{batch['id']}/cancel"), 404)
     assert_error(create(b, file["id"]), 404, param="input_file_id")
     assert b.get("/files").json()["data"] == [] and b.get("/batches").json()["data"] == []
+    # paging after another project's id reads exactly as after an unknown id (issue 11 #9)
+    create(b, upload(b, jsonl([chat_line("y")]))["id"])
+    for path, theirs in (("/files", file["id"]), ("/batches", batch["id"])):
+        unknown = b.get(path, params={"after": "id-unknown"}).json()
+        assert unknown["data"] == [] and b.get(path, params={"after": theirs}).json() == unknown
 
 
 def test_upload_errors(server: Server) -> None:
