@@ -42,8 +42,10 @@ BACKEND_ERRORS = (429, 502, 503, 504)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route or router: each status with the OpenAI error body."""
-    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+    """`responses=` for a route or router: each status with the OpenAI error body, as JSON
+    whatever the route's own media type."""
+    content = {"application/json": {"schema": model_schema(ErrorBody)}}
+    return {status: {"description": _MEANINGS[status], "content": content} for status in statuses}
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
