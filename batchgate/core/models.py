@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
 from batchgate.core.states import BatchStatus, JobKind, RequestState
+from batchgate.protocol.openai import BatchEndpoint
 
 
 class FilePurpose(enum.StrEnum):
@@ -16,7 +17,7 @@ class FilePurpose(enum.StrEnum):
     BATCH_OUTPUT = "batch_output"  # both result files, as OpenAI (there is no "batch_errors")
 
 
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+BATCH_ENDPOINTS: tuple[str, ...] = get_args(BatchEndpoint)
 
 
 @dataclass(slots=True)
