@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from batchgate import __version__
 from batchgate.api import agents, batches, completions, errors, files, health, openapi, operations, prompts
+from batchgate.api.limits import BodyGate
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
 
@@ -80,5 +81,6 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(operations.router)
     app.include_router(prompts.router)
     app.include_router(agents.router)
+    app.add_middleware(BodyGate, services=services)  # inside RequestLog: its refusals are logged too
     app.add_middleware(RequestLog)
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 
 from batchgate.api.errors import invalid_json
 from batchgate.app import Services
@@ -27,13 +29,29 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def project_id(request: Request) -> str:
+# declared for /openapi.json only (auto_error=False: the key is checked by KeyService,
+# which answers in OpenAI's error shape); either header carries the key
+BEARER = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
+API_KEY_HEADER = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key (Swarms clients).")
+
+
+def credentials(headers: Headers) -> str | None:
+    """The `Authorization` header value the key is checked from."""
+    header = headers.get("authorization")
+    if header is None and (api_key := headers.get("x-api-key")):
+        header = f"Bearer {api_key}"  # Swarms clients send their key as x-api-key
+    return header
+
+
+def project_id(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    _api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> str:
     """The project of the caller's API key (or the default project without auth)."""
     svc = services(request)
     if svc.settings.insecure_no_auth:
         return request.app.state.default_project_id
-    header = request.headers.get("authorization")
-    if header is None and (api_key := request.headers.get("x-api-key")):
-        header = f"Bearer {api_key}"  # Swarms clients send their key as x-api-key
-    key = svc.keys.authenticate(header)
+    # a request with a body was authenticated before it was read (api.limits.BodyGate)
+    key = getattr(request.state, "api_key", None) or svc.keys.authenticate(credentials(request.headers))
     return key.project_id
