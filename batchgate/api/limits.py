@@ -26,8 +26,8 @@ from batchgate.core.errors import BatchgateError, PayloadTooLargeError
 
 # routes whose body is a multipart upload, streamed to disk under the file size limit
 STREAMED_UPLOADS = frozenset({"/v1/files", "/api/files"})
-# the route whose JSON body may hold a whole batch of records (`items`)
-BATCH_JSON_ROUTES = frozenset({"/api/batches"})
+# the routes whose JSON body may hold a whole batch of records (`items`, agent records)
+BATCH_JSON_ROUTES = frozenset({"/api/batches", "/v1/agent/batch/completions", "/v1/swarm/batch/completions"})
 
 
 class BodyGate:
