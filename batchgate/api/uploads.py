@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from batchgate.core.errors import InvalidRequestError, PayloadTooLargeError
 from batchgate.core.files import Upload
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FILENAME_CHARS = 255
 
 
 @dataclass
@@ -29,6 +31,7 @@ class _State:
     fields: dict[str, str] = field(default_factory=dict)
     file_name: str | None = None
     saw_file: bool = False
+    ended: bool = False  # the closing boundary arrived
 
 
 async def receive_upload(request: Request, upload: Upload, max_bytes: int) -> dict[str, str]:
@@ -70,6 +73,10 @@ async def receive_upload(request: Request, upload: Upload, max_bytes: int) -> di
         if state.name == "file":
             if state.saw_file:
                 raise InvalidRequestError("Send exactly one 'file' part per upload.", param="file")
+            if state.filename is not None and len(state.filename) > MAX_FILENAME_CHARS:
+                raise InvalidRequestError(
+                    f"The file name is longer than {MAX_FILENAME_CHARS} characters.", param="file"
+                )
             state.saw_file = True
             state.file_name = state.filename
 
@@ -85,6 +92,9 @@ async def receive_upload(request: Request, upload: Upload, max_bytes: int) -> di
         if state.name != "file":
             state.fields[state.name] = state.value.decode("utf-8", "replace")
 
+    def on_end() -> None:
+        state.ended = True
+
     parser = MultipartParser(
         params[b"boundary"],
         {
@@ -95,11 +105,24 @@ async def receive_upload(request: Request, upload: Upload, max_bytes: int) -> di
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
-    async for chunk in request.stream():
-        parser.write(chunk)
-    parser.finalize()
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        # a body that does not match its boundary, or a part header over the parser's
+        # bounds (4 KB a header line, 8 headers: a huge filename ends here)
+        raise InvalidRequestError(f"The upload is not valid multipart/form-data: {exc}.", param="file") from None
+    if not state.ended:
+        # a body cut short (a dropped proxy connection, a client killed mid-send) would
+        # otherwise be kept as a complete file with its last lines missing
+        raise InvalidRequestError(
+            "The upload ended before the multipart body's closing boundary: the file is incomplete.",
+            param="file",
+        )
     if not state.saw_file:
         raise InvalidRequestError("Missing required parameter 'file'.", param="file", code="missing_required_parameter")
     if state.file_name:
