@@ -36,6 +36,7 @@ from batchgate.core.models import (
     PromptVersion,
     RequestResult,
     RequestState,
+    StoredResponse,
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
 from batchgate.core.states import (
@@ -108,6 +109,7 @@ class InMemoryStore:
         self._workers: dict[str, WorkerInfo] = {}
         self._prompts: dict[tuple[str, str], PromptRecord] = {}
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
+        self._responses: dict[str, StoredResponse] = {}
 
     def close(self) -> None:
         pass
@@ -371,6 +373,22 @@ class InMemoryStore:
             if prompt is None or not 0 < version <= len(self._prompt_versions[(project_id, slug)]):
                 return False
             prompt.published_version = version
+            return True
+
+    # stored responses
+    def add_response(self, response: StoredResponse) -> None:
+        with self._lock:
+            self._responses[response.id] = replace(response)
+
+    def get_response(self, response_id: str, project_id: str) -> StoredResponse | None:
+        stored = self._responses.get(response_id)
+        return replace(stored) if stored and stored.project_id == project_id else None
+
+    def delete_response(self, response_id: str, project_id: str) -> bool:
+        with self._lock:
+            if self.get_response(response_id, project_id) is None:
+                return False
+            del self._responses[response_id]
             return True
 
     # workers

@@ -116,6 +116,18 @@ class PromptRecord:
     published_version: int | None = None
 
 
+@dataclass(slots=True)
+class StoredResponse:
+    """A `response` created with `store: true`, and the conversation a later response
+    continues from it with `previous_response_id` (chat messages, without instructions)."""
+
+    id: str
+    project_id: str
+    created_at: int
+    response: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+
 # A chunk of a batch's line index, written by validation: a flat array("q") of
 # (line number, byte offset, byte length) triples, one per request line, in input order.
 LineIndex = array

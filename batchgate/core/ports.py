@@ -26,6 +26,7 @@ from batchgate.core.models import (
     PromptVersion,
     RequestResult,
     RequestState,
+    StoredResponse,
 )
 
 
@@ -179,6 +180,11 @@ class Store(Protocol):
         ...
 
     def publish_prompt_version(self, project_id: str, slug: str, version: int) -> bool: ...
+
+    # stored responses (POST /v1/responses with store: true)
+    def add_response(self, response: StoredResponse) -> None: ...
+    def get_response(self, response_id: str, project_id: str) -> StoredResponse | None: ...
+    def delete_response(self, response_id: str, project_id: str) -> bool: ...
 
     # the worker's side
     def register_worker(self, info: WorkerInfo) -> None: ...

@@ -36,6 +36,7 @@ from batchgate.core.models import (
     PromptVersion,
     RequestResult,
     RequestState,
+    StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
 from batchgate.core.states import (
@@ -567,6 +568,39 @@ class SQLiteStore:
                     "SELECT 1 FROM prompt_versions WHERE project_id = ? AND slug = ? AND version = ?)",
                     (version, project_id, slug, project_id, slug, version),
                 ).rowcount
+                > 0
+            )
+
+    # ---- stored responses ---------------------------------------------------------
+
+    def add_response(self, response: StoredResponse) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO responses (id, project_id, created_at, response, messages) VALUES (?, ?, ?, ?, ?)",
+                (
+                    response.id,
+                    response.project_id,
+                    response.created_at,
+                    orjson.dumps(response.response),
+                    orjson.dumps(response.messages),
+                ),
+            )
+
+    def get_response(self, response_id: str, project_id: str) -> StoredResponse | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT id, project_id, created_at, response, messages FROM responses WHERE id = ? AND project_id = ?",
+                (response_id, project_id),
+            )
+            .fetchone()
+        )
+        return StoredResponse(*row[:3], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
+
+    def delete_response(self, response_id: str, project_id: str) -> bool:
+        with self._write() as conn:
+            return (
+                conn.execute("DELETE FROM responses WHERE id = ? AND project_id = ?", (response_id, project_id)).rowcount
                 > 0
             )
 

@@ -24,6 +24,7 @@ from batchgate.core.models import (
     PromptRecord,
     RequestResult,
     RequestState,
+    StoredResponse,
 )
 from batchgate.core.ports import Store, WorkerInfo
 from batchgate.core.states import ACCEPTS_LINES, JobKind, batch_sources
@@ -615,3 +616,19 @@ def test_prompts_versions_and_publishing(store: Store) -> None:
     prompt = store.get_prompt(A, "triage")
     assert prompt is not None and (prompt.name, prompt.published_version) == ("Triage", 1)
     assert store.get_prompt(A, "nope") is None
+
+
+# ---- stored responses ------------------------------------------------------------------
+
+
+def test_stored_responses_are_per_project_and_deletable(store: Store) -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    stored = StoredResponse("resp_1", A, NOW, {"id": "resp_1", "object": "response", "output": []}, messages)
+    store.add_response(stored)
+    assert store.get_response("resp_1", A) == stored
+    assert store.get_response("resp_1", B) is None, "another project's response is not found"
+    assert store.get_response("resp_2", A) is None
+    assert not store.delete_response("resp_1", B)
+    assert store.delete_response("resp_1", A)
+    assert store.get_response("resp_1", A) is None
+    assert not store.delete_response("resp_1", A)
