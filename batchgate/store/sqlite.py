@@ -600,7 +600,9 @@ class SQLiteStore:
     def delete_response(self, response_id: str, project_id: str) -> bool:
         with self._write() as conn:
             return (
-                conn.execute("DELETE FROM responses WHERE id = ? AND project_id = ?", (response_id, project_id)).rowcount
+                conn.execute(
+                    "DELETE FROM responses WHERE id = ? AND project_id = ?", (response_id, project_id)
+                ).rowcount
                 > 0
             )
 
