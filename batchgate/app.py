@@ -33,6 +33,8 @@ from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.prompts import PromptService
+from batchgate.core.response_service import ResponseService
+from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.worker import Worker, WorkerConfig
@@ -97,6 +99,7 @@ class Services:
     operations: OperationRuns
     prompts: PromptService
     agents: AgentRuns
+    responses: ResponseService
     clock: Clock  # the time the batch lifecycle reads (a FakeClock in tests)
 
     def close(self) -> None:
@@ -116,7 +119,8 @@ def build_services(
     routing = load_config(settings.config)
     # cheap: a local model loads on first use. Agent and swarm lines need several model
     # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
-    backend = AgentBackend(backend or make_backend(settings, routing))
+    # /v1/responses lines run as chat completions (ResponsesBackend), which may be agent lines
+    backend = ResponsesBackend(AgentBackend(backend or make_backend(settings, routing)))
     files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store, clock=clock)
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
     return Services(
@@ -131,6 +135,7 @@ def build_services(
         operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
+        responses=ResponseService(backend, store),
         clock=clock,
     )
 

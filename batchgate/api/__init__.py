@@ -11,7 +11,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from batchgate import __version__
-from batchgate.api import agents, batches, completions, errors, files, health, openapi, operations, prompts
+from batchgate.api import (
+    agents,
+    batches,
+    completions,
+    errors,
+    files,
+    health,
+    openapi,
+    operations,
+    prompts,
+    responses,
+)
 from batchgate.api.limits import BodyGate
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
@@ -78,6 +89,7 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(files.router)
     app.include_router(batches.router)
     app.include_router(completions.router)
+    app.include_router(responses.router)
     app.include_router(operations.router)
     app.include_router(prompts.router)
     app.include_router(agents.router)

@@ -1,0 +1,63 @@
+"""The Responses API: POST /v1/responses (streamed or not), GET and DELETE of stored ones."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from batchgate.api.bodies import JsonBody
+from batchgate.api.deps import project_id, services
+from batchgate.api.openapi import BACKEND_ERRORS, JSON_BODY_ERRORS, error_responses, event_stream
+from batchgate.app import Services
+from batchgate.protocol import responses as wire
+
+router = APIRouter(prefix="/v1", tags=["responses"], responses=error_responses(401, 500))
+
+Project = Annotated[str, Depends(project_id)]
+Svc = Annotated[Services, Depends(services)]
+Body = Annotated[wire.ResponseCreateRequest, Depends(JsonBody(wire.ResponseCreateRequest))]
+
+
+@router.post(
+    "/responses",
+    response_model=wire.Response,
+    responses={
+        200: {
+            "description": "With `stream: true`: OpenAI's response events (`event: <type>` + `data: {...}`), "
+            "from `response.created` to `response.completed` (or `response.incomplete`).",
+            "content": event_stream(wire.StreamEvent),
+        },
+        **error_responses(*JSON_BODY_ERRORS, 404, *BACKEND_ERRORS),
+    },
+)
+async def create_response(body: Body, project: Project, svc: Svc) -> wire.Response | StreamingResponse:
+    """A model response to text or a list of input items; with `stream: true`, OpenAI's events."""
+    request = body.model_dump(exclude_unset=True, by_alias=True)
+    if not body.stream:
+        return await svc.responses.create(project, request)
+    events = svc.responses.stream(project, request)
+    first = await anext(events)  # a refusal is raised here, as an ordinary HTTP error
+
+    async def sse() -> AsyncIterator[bytes]:
+        event: dict[str, Any] | None = first
+        while event is not None:
+            yield b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+            event = await anext(events, None)
+
+    return StreamingResponse(sse(), media_type="text/event-stream")
+
+
+@router.get("/responses/{response_id}", response_model=wire.Response, responses=error_responses(404))
+async def get_response(response_id: str, project: Project, svc: Svc) -> dict[str, Any]:
+    """A response created with `store: true`."""
+    return await svc.responses.get(project, response_id)
+
+
+@router.delete("/responses/{response_id}", response_model=wire.ResponseDeleted, responses=error_responses(404))
+async def delete_response(response_id: str, project: Project, svc: Svc) -> wire.ResponseDeleted:
+    """Forget a stored response (responses that continue it keep their own copy)."""
+    return await svc.responses.delete(project, response_id)

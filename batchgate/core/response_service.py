@@ -1,0 +1,209 @@
+"""POST /v1/responses answered now: created, streamed as OpenAI's events, and (with
+`store: true`) kept for GET /v1/responses/{id} and `previous_response_id`.
+
+The translation to and from chat completions is in `core/responses.py`; this adds the
+project's stored conversations and the event stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from batchgate.core.errors import BackendRejectedError, NotFoundError
+from batchgate.core.ids import IdSequence, new_id
+from batchgate.core.models import StoredResponse
+from batchgate.core.ports import Backend, BackendRequest, Store, StreamDelta
+from batchgate.core.responses import (
+    CHAT,
+    Translated,
+    base_response,
+    conversation,
+    output_message,
+    rename_refusal,
+    response_object,
+    translate,
+)
+from batchgate.protocol import responses as wire
+
+Event = dict[str, Any]
+
+
+class ResponseService:
+    def __init__(self, backend: Backend, store: Store):
+        self.backend = backend
+        self.store = store
+        self._ids = IdSequence("resp-")
+
+    async def _translate(self, project: str, body: dict[str, Any]) -> Translated:
+        previous = body.get("previous_response_id")
+        history: list[dict[str, Any]] = []
+        if isinstance(previous, str):
+            stored = await asyncio.to_thread(self.store.get_response, previous, project)
+            if stored is None:
+                raise NotFoundError(f"No stored response {previous!r}.", param="previous_response_id")
+            history = stored.messages
+        return translate(body, history)
+
+    async def create(self, project: str, body: dict[str, Any]) -> wire.Response:
+        t = await self._translate(project, body)
+        try:
+            answer = await self.backend.execute(BackendRequest(self._ids.next(), CHAT, t.chat, interactive=True))
+        except BackendRejectedError as exc:
+            raise rename_refusal(exc) from None
+        response = response_object(t, answer, new_id("resp_"), int(time.time()), bool(t.request.store))
+        await self._keep(project, t, response)
+        return response
+
+    async def _keep(self, project: str, t: Translated, response: wire.Response) -> None:
+        if t.request.store:
+            record = StoredResponse(
+                response.id,
+                project,
+                response.created_at,
+                orjson.loads(response.model_dump_json()),
+                conversation(t, response),
+            )
+            await asyncio.to_thread(self.store.add_response, record)
+
+    async def get(self, project: str, response_id: str) -> dict[str, Any]:
+        stored = await asyncio.to_thread(self.store.get_response, response_id, project)
+        if stored is None:
+            raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
+        return stored.response
+
+    async def delete(self, project: str, response_id: str) -> wire.ResponseDeleted:
+        if not await asyncio.to_thread(self.store.delete_response, response_id, project):
+            raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
+        return wire.ResponseDeleted(id=response_id)
+
+    async def stream(self, project: str, body: dict[str, Any]) -> AsyncIterator[Event]:
+        """OpenAI's event sequence. A refusal is raised before the first event, so it can
+        still be an ordinary HTTP error.
+
+        Text streams as the engine writes it. With tools in play the answer is only known
+        to be a call, and a valid one, once complete (the local engine does not stream
+        calls), so it is generated whole, then sent as the same events."""
+        t = await self._translate(project, body)
+        created_at, response_id = int(time.time()), new_id("resp_")
+        start = base_response(t, response_id, created_at, bool(t.request.store))
+        tools_in_play = bool(t.request.tools) and t.request.tool_choice != "none"
+        request = BackendRequest(self._ids.next(), CHAT, t.chat, interactive=True)
+        events = _Sequence()
+        if tools_in_play:
+            try:
+                answer = await self.backend.execute(request)
+            except BackendRejectedError as exc:
+                raise rename_refusal(exc) from None
+            response = response_object(t, answer, response_id, created_at, bool(t.request.store))
+            yield events.response("response.created", start)
+            yield events.response("response.in_progress", start)
+            for index, item in enumerate(response.output):
+                for event in _item_events(events, index, item):
+                    yield event
+        else:
+            deltas = self.backend.stream(request)
+            try:
+                first: StreamDelta | None = await anext(deltas)
+            except BackendRejectedError as exc:
+                raise rename_refusal(exc) from None
+            yield events.response("response.created", start)
+            yield events.response("response.in_progress", start)
+            item_id, text = new_id("msg_"), []
+            yield events.item("response.output_item.added", 0, output_message("", "in_progress", item_id), [])
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            yield events.part("response.content_part.added", item_id, part)
+            last = first
+            delta = first
+            while delta is not None:
+                if delta.text:
+                    text.append(delta.text)
+                    yield events.text("response.output_text.delta", item_id, delta=delta.text)
+                last = delta
+                delta = await anext(deltas, None)
+            assert last is not None
+            full = "".join(text)
+            status = "incomplete" if last.finish_reason == "length" else "completed"
+            message = output_message(full, status, item_id)
+            yield events.text("response.output_text.done", item_id, text=full)
+            yield events.part("response.content_part.done", item_id, {**part, "text": full})
+            yield events.item("response.output_item.done", 0, message)
+            usage = wire.ResponseUsage(
+                input_tokens=last.input_tokens,
+                output_tokens=last.output_tokens,
+                total_tokens=last.input_tokens + last.output_tokens,
+            )
+            response = start.model_copy(
+                update={
+                    "status": status,
+                    "completed_at": int(time.time()) if status == "completed" else None,
+                    "incomplete_details": wire.IncompleteDetails(reason="max_output_tokens")
+                    if status == "incomplete"
+                    else None,
+                    "output": [message] if full else [],
+                    "usage": usage,
+                }
+            )
+        await self._keep(project, t, response)
+        kind = "response.completed" if response.status == "completed" else "response.incomplete"
+        yield events.response(kind, response)
+
+
+class _Sequence:
+    """Events numbered in the order they are sent (`sequence_number`)."""
+
+    def __init__(self) -> None:
+        self.number = -1
+
+    def event(self, kind: str, **fields: Any) -> Event:
+        self.number += 1
+        return {"type": kind, "sequence_number": self.number, **fields}
+
+    def response(self, kind: str, response: wire.Response) -> Event:
+        return self.event(kind, response=orjson.loads(response.model_dump_json()))
+
+    def item(self, kind: str, index: int, item: wire.OutputMessage | wire.FunctionCall, content: Any = None) -> Event:
+        data = item.model_dump()
+        if content is not None:
+            data["content"] = content
+        return self.event(kind, output_index=index, item=data)
+
+    def part(self, kind: str, item_id: str, part: dict[str, Any], index: int = 0) -> Event:
+        return self.event(kind, item_id=item_id, output_index=index, content_index=0, part=part)
+
+    def text(self, kind: str, item_id: str, index: int = 0, **fields: Any) -> Event:
+        return self.event(kind, item_id=item_id, output_index=index, content_index=0, logprobs=[], **fields)
+
+
+def _item_events(events: _Sequence, index: int, item: wire.OutputMessage | wire.FunctionCall) -> list[Event]:
+    """The events of one output item generated whole."""
+    if isinstance(item, wire.FunctionCall):
+        pending = item.model_copy(update={"arguments": "", "status": "in_progress"})
+        return [
+            events.item("response.output_item.added", index, pending),
+            events.event(
+                "response.function_call_arguments.delta", item_id=item.id, output_index=index, delta=item.arguments
+            ),
+            events.event(
+                "response.function_call_arguments.done",
+                item_id=item.id,
+                output_index=index,
+                name=item.name,
+                arguments=item.arguments,
+            ),
+            events.item("response.output_item.done", index, item),
+        ]
+    text = "".join(c.text for c in item.content)
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    return [
+        events.item("response.output_item.added", index, item.model_copy(update={"status": "in_progress"}), []),
+        events.part("response.content_part.added", item.id, part, index),
+        events.text("response.output_text.delta", item.id, index, delta=text),
+        events.text("response.output_text.done", item.id, index, text=text),
+        events.part("response.content_part.done", item.id, {**part, "text": text}, index),
+        events.item("response.output_item.done", index, item),
+    ]
