@@ -94,6 +94,15 @@ class PayloadTooLargeError(BatchgateError):
     default_code = "payload_too_large"
 
 
+class InsufficientStorageError(BatchgateError):
+    """The data dir's disk is full (ENOSPC, SQLite's "database or disk is full"): nothing
+    was written, and the same request may succeed once space is freed."""
+
+    status = 507
+    type = "server_error"
+    default_code = "insufficient_storage"
+
+
 class BackendError(BatchgateError):
     """A backend produced no usable answer to one request.
 

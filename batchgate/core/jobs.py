@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from batchgate.core.clock import Clock, SystemClock
-from batchgate.core.errors import JobLostError, NotFoundError
+from batchgate.core.errors import InsufficientStorageError, JobLostError, NotFoundError
 from batchgate.core.models import BatchError, BatchJob, BatchStatus, RequestState
 from batchgate.core.output import write_result_files
 from batchgate.core.passthrough import Passthrough
@@ -28,6 +28,47 @@ log = logging.getLogger("batchgate.jobs")
 
 # How a worker runs a job: returns a time to look at the batch again, or None when done.
 JobExecutor = Callable[[BatchJob], Awaitable[int | None]]
+
+# A validation that fails this many times in a row with the same error (a bug, an input
+# that crashes the job's process) fails its batch instead of being retried forever.
+MAX_VALIDATION_FAILURES = 3
+
+
+class ValidationFailures:
+    """Counts the consecutive, identical failures of each batch's validation job."""
+
+    def __init__(self, limit: int = MAX_VALIDATION_FAILURES):
+        self.limit = limit
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def give_up(self, job: BatchJob, exc: BaseException) -> bool:
+        """Record a failed job; True when it is a validation that has now failed `limit`
+        times the same way. A full disk never counts: space comes back, and the batch
+        then validates."""
+        if job.kind != JobKind.VALIDATE or isinstance(exc, InsufficientStorageError):
+            return False
+        same = describe(exc)
+        previous, count = self._seen.get(job.batch.id, ("", 0))
+        count = count + 1 if previous == same else 1
+        if count < self.limit:
+            self._seen[job.batch.id] = (same, count)
+            return False
+        del self._seen[job.batch.id]
+        return True
+
+    def succeeded(self, job: BatchJob) -> None:
+        self._seen.pop(job.batch.id, None)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
+def fail_unvalidatable(store: Store, job: BatchJob, exc: BaseException, now: int, attempts: int) -> None:
+    """End a batch whose validation keeps failing: failed, with the error it fails with."""
+    message = f"Validation could not complete ({attempts} attempts failed the same way: {describe(exc)})."
+    store.clear_requests(job.batch.id, job.owner)
+    store.fail_batch(job.batch.id, [BatchError("validation_failed", message, None, None)], now, job.owner)
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ROLES = ("system", "user", "assistant", "developer")
 PROMPT_KEYS = ("prompt_slug", "prompt_version", "variables")
+MAX_VERSION = 2**63 - 1  # the largest version number a store's INTEGER column can hold
 
 
 class PromptError(InvalidRequestError):
@@ -86,9 +87,13 @@ class PromptLines:
         slug, number = body.get("prompt_slug"), body.get("prompt_version")
         if not isinstance(slug, str) or not slug:
             raise PromptError("invalid_type", "'body.prompt_slug' must be a non-empty string.", "body.prompt_slug")
-        if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+        if number is not None and (
+            not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= MAX_VERSION
+        ):
             raise PromptError(
-                "invalid_type", "'body.prompt_version' must be a positive integer.", "body.prompt_version"
+                "invalid_type",
+                f"'body.prompt_version' must be a positive integer of at most {MAX_VERSION}.",
+                "body.prompt_version",
             )
         key = (project_id, slug, number)
         if key not in self._versions:

@@ -39,7 +39,7 @@ import orjson
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
-from batchgate.core.jobs import JobExecutor
+from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_unvalidatable
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
@@ -104,6 +104,7 @@ class Worker:
         self._prompts: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._store_thread: ThreadPoolExecutor | None = None
         self._job_task: asyncio.Task[None] | None = None  # the batch job this worker runs
+        self._validation_failures = ValidationFailures()
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
@@ -187,9 +188,18 @@ class Worker:
         wake_at = 0
         try:
             wake_at = await self.jobs(job) or 0
-        except Exception:
-            log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
+            self._validation_failures.succeeded(job)
+        except Exception as exc:
             wake_at = int(self.clock.time()) + 5
+            if not self._validation_failures.give_up(job, exc):
+                log.exception("batch %s: %s job failed; will retry", job.batch.id, job.kind)
+            else:
+                log.error("batch %s: validation keeps failing (%s); failing the batch", job.batch.id, describe(exc))
+                attempts = self._validation_failures.limit
+                try:
+                    await self._db(fail_unvalidatable, self.store, job, exc, int(self.clock.time()), attempts)
+                except Exception:
+                    log.exception("batch %s: could not fail the batch; will retry", job.batch.id)
         finally:
             # a no-op when the job ended the batch (which clears the owner itself)
             await self._db(self.store.release_batch_job, job.batch.id, self.id, wake_at)
