@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from batchgate.api.bodies import JsonBody
 from batchgate.api.convert import batch_list, batch_object
 from batchgate.api.deps import project_id, services
-from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
+from batchgate.api.openapi import JSON_BODY_ERRORS, STORAGE_ERRORS, error_responses
 from batchgate.app import Services
 from batchgate.protocol import openai as wire
 
@@ -20,7 +20,7 @@ Svc = Annotated[Services, Depends(services)]
 BatchId = Annotated[str, Query(description="A batch id: the page starts after it.")]
 
 
-@router.post("", response_model=wire.Batch, responses=error_responses(*JSON_BODY_ERRORS, 404))
+@router.post("", response_model=wire.Batch, responses=error_responses(*JSON_BODY_ERRORS, 404, *STORAGE_ERRORS))
 def create_batch(
     body: Annotated[wire.BatchCreate, Depends(JsonBody(wire.BatchCreate))], project: Project, svc: Svc
 ) -> wire.Batch:

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchgate.api.convert import file_list, file_object
 from batchgate.api.deps import project_id, services
-from batchgate.api.openapi import error_responses, model_schema
+from batchgate.api.openapi import STORAGE_ERRORS, error_responses, model_schema
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
 from batchgate.protocol import openai as wire
@@ -34,7 +34,9 @@ class OctetStream(Response):
     media_type = "application/octet-stream"
 
 
-@router.post("", response_model=wire.FileObject, openapi_extra=UPLOAD_BODY, responses=error_responses(400, 413))
+@router.post(
+    "", response_model=wire.FileObject, openapi_extra=UPLOAD_BODY, responses=error_responses(400, 413, *STORAGE_ERRORS)
+)
 async def create_file(request: Request, project: Project, svc: Svc) -> wire.FileObject:
     """Upload a file (multipart: `file` and `purpose`), streamed to disk."""
     with svc.files.upload(project) as upload:

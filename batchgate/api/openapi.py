@@ -33,12 +33,15 @@ _MEANINGS = {
     502: "The backend answered with an error of its own (`upstream_error`) or gave no usable answer.",
     503: "The upstream could not be reached (`upstream_unreachable`), or the service is not ready.",
     504: "The upstream did not answer in time (`upstream_timeout`).",
+    507: "The data dir's disk is full (`insufficient_storage`): nothing was written.",
 }
 
 # the statuses any route that reads a JSON body can answer because of the body
 JSON_BODY_ERRORS = (400,)
 # the statuses of a synchronous call answered by a backend
 BACKEND_ERRORS = (429, 502, 503, 504)
+# the status of a request that writes to the data dir while its disk is full
+STORAGE_ERRORS = (507,)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

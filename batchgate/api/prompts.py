@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from batchgate.api.bodies import JsonBody
 from batchgate.api.deps import project_id, services
-from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
+from batchgate.api.openapi import JSON_BODY_ERRORS, STORAGE_ERRORS, error_responses
 from batchgate.app import Services
 from batchgate.core.models import PromptRecord, PromptVersion
 from batchgate.core.prompts import variables_of
@@ -45,7 +45,7 @@ def _version(version: PromptVersion) -> wire.PromptVersionObject:
     )
 
 
-@router.post("", response_model=wire.Prompt, responses=error_responses(*JSON_BODY_ERRORS, 409))
+@router.post("", response_model=wire.Prompt, responses=error_responses(*JSON_BODY_ERRORS, 409, *STORAGE_ERRORS))
 def create_prompt(
     body: Annotated[wire.PromptCreate, Depends(JsonBody(wire.PromptCreate))], project: Project, svc: Svc
 ) -> wire.Prompt:
@@ -72,7 +72,7 @@ def retrieve_prompt(slug: str, project: Project, svc: Svc) -> wire.PromptWithPub
 @router.post(
     "/{slug}/versions",
     response_model=wire.PromptVersionObject,
-    responses=error_responses(*JSON_BODY_ERRORS, 404),
+    responses=error_responses(*JSON_BODY_ERRORS, 404, *STORAGE_ERRORS),
 )
 def create_version(
     slug: str,
