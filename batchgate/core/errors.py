@@ -142,13 +142,18 @@ class UpstreamTimeoutError(BackendError):
     default_code = "upstream_timeout"
 
 
+_GATEWAY_CREDENTIALS = frozenset({401, 403, 407})  # statuses about the gateway's key, not the caller's
+
+
 class BackendRejectedError(BackendError):
     """A backend answered with an error: `response` is that answer (its status and OpenAI
     error body), recorded whole as a batch line's response.
 
     A synchronous caller gets it as an API error: a 4xx keeps its status and the
-    backend's message, type, param and code (a 429 keeps its Retry-After); a 5xx becomes
-    a 502 `upstream_error`, since the server at fault is not this one. Not transient:
+    backend's message, type, param and code (a 429 keeps its Retry-After), for it is
+    about the caller's request. A 5xx becomes a 502 `upstream_error`, and so does a
+    refusal of the gateway's own credentials (401, 403, 407), which the caller cannot
+    fix: the server at fault is not this one. An upstream's 408 is a 504. Not transient:
     backends retry 429 and 5xx themselves before they give up.
     """
 
@@ -157,7 +162,10 @@ class BackendRejectedError(BackendError):
         detail = detail if isinstance(detail, dict) else {}
         message = str(detail.get("message") or f"The backend answered HTTP {response.status_code}.")
         param, code = detail.get("param"), detail.get("code")
-        if 400 <= response.status_code < 500:
+        if response.status_code == 408:
+            self.status, self.type = 504, "server_error"
+            super().__init__(message, code="upstream_timeout", retry_after=retry_after)
+        elif 400 <= response.status_code < 500 and response.status_code not in _GATEWAY_CREDENTIALS:
             self.status = response.status_code
             self.type = str(detail.get("type") or "invalid_request_error")
             super().__init__(message, param=param if isinstance(param, str) else None, retry_after=retry_after)

@@ -51,6 +51,17 @@ def test_an_upstream_server_error_is_a_502_that_says_so() -> None:
     assert broken.response.status_code == 503  # what a batch line records: the upstream's own answer
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_of_the_gateways_own_key_is_not_the_callers_fault(status: int) -> None:
+    refused = answer(status, message="Incorrect API key provided", code="invalid_api_key")
+    assert (refused.status, refused.code) == (502, "upstream_error")
+    assert "www-authenticate" not in to_response(refused).headers
+
+
+def test_an_upstream_request_timeout_is_a_504() -> None:
+    assert (answer(408, message="timeout").status, answer(408).code) == (504, "upstream_timeout")
+
+
 def test_an_answer_that_is_not_an_openai_error_body_still_maps() -> None:
     odd = errors.BackendRejectedError(BackendResponse(422, {"detail": "nope"}))
     assert (odd.status, odd.type, odd.code) == (422, "invalid_request_error", None)
