@@ -67,7 +67,7 @@ async def agent_batch(request: Request, project: Project, svc: Svc, wait: bool =
 def list_agent_batches(project: Project, svc: Svc, after: str | None = None, limit: int = 20) -> AgentBatchList:
     """The project's agent batches, newest first (progress only; `after`: the last id of
     the previous page)."""
-    batches, has_more, last = svc.agents.list(project, "agent", after, limit)
+    batches, has_more, last = svc.agents.list_batches(project, "agent", after, limit)
     return AgentBatchList(data=[svc.agents.summary(b) for b in batches], has_more=has_more, last_id=last)
 
 

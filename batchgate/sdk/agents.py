@@ -40,7 +40,8 @@ class _BatchOps(Generic[B]):
 
     def __init__(self, kind: str, model: type[B], max_retries: int):
         self.path = f"/v1/{kind}/batch/completions"
-        self.model, self.max_retries = model, max_retries
+        self.model: type[B] = model
+        self.max_retries = max_retries
 
     def submit(self, records: Sequence[dict[str, Any]], key: str) -> Op[str]:
         # Idempotency-Key: the server answers a resent submission with the batch it made
@@ -72,7 +73,8 @@ class BatchCompletions(Generic[B]):
     """`client.agent.batch.completions` / `client.swarm.batch.completions`."""
 
     def __init__(self, driver: SyncDriver, ops: _BatchOps[B]):
-        self._driver, self._ops = driver, ops
+        self._driver = driver
+        self._ops: _BatchOps[B] = ops
 
     def create(
         self,
@@ -152,7 +154,7 @@ class _SwarmCompletions:
 
 class _Batch(Generic[B]):
     def __init__(self, completions: BatchCompletions[B]):
-        self.completions = completions
+        self.completions: BatchCompletions[B] = completions
 
 
 class Agent:

@@ -73,10 +73,7 @@ class AgentBackend:
 
     def __init__(self, inner: Backend):
         self.inner = inner
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
+        self.name = inner.name
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
         body = request.body

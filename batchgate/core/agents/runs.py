@@ -187,22 +187,16 @@ class AgentRuns:
             raise InvalidRequestError(
                 f"No record can run; the first: {first.message}", param=first.param, code=first.code
             )
-        if kind == "agent":
-            prompts = await self.system_prompts([p.agent_config for p in runnable if isinstance(p, AgentCompletion)])
-            lines = [
-                (i, agent_body(p, prompts.get(_prompt_key(p.agent_config))), spec_fields(p.agent_config))
-                if isinstance(p, AgentCompletion)
-                else (i, None, _invalid_fields(raws[i], "agent", p))
-                for i, p in enumerate(parsed)
-            ]
-        else:
-            with_prompts = {i: await self._with_prompts(p) for i, p in enumerate(parsed) if isinstance(p, SwarmSpec)}
-            lines = [
-                (i, swarm_body(with_prompts[i]), swarm_fields(with_prompts[i]))
-                if i in with_prompts
-                else (i, None, _invalid_fields(raws[i], "swarm", p))  # type: ignore[arg-type]
-                for i, p in enumerate(parsed)
-            ]
+        prompts = await self.system_prompts([p.agent_config for p in runnable if isinstance(p, AgentCompletion)])
+        lines: list[tuple[int, dict[str, Any] | None, dict[str, Any]]] = []
+        for i, p in enumerate(parsed):
+            if isinstance(p, InvalidRequestError):
+                lines.append((i, None, _invalid_fields(raws[i], kind, p)))
+            elif isinstance(p, AgentCompletion):
+                lines.append((i, agent_body(p, prompts.get(_prompt_key(p.agent_config))), spec_fields(p.agent_config)))
+            else:
+                swarm = await self._with_prompts(p)
+                lines.append((i, swarm_body(swarm), swarm_fields(swarm)))
         return await asyncio.to_thread(self._create, project_id, kind, lines, idempotency_key)
 
     def _find(self, project_id: str, kind: str, idempotency_key: str) -> BatchRecord | None:
@@ -245,13 +239,12 @@ class AgentRuns:
         self.get(project_id, batch_id, kind)
         return self.batches.cancel(project_id, batch_id)
 
-    def list(
+    def list_batches(
         self, project_id: str, kind: str, after: str | None, limit: int
     ) -> tuple[list[BatchRecord], bool, str | None]:
-        """The project's batches of this kind, newest first; `after` pages on like /v1/batches."""
-        page = self.batches.list(project_id, after, limit)
-        last = page.data[-1].id if page.data else None
-        return [b for b in page.data if b.source == kind], page.has_more, last
+        """The project's batches of this kind, newest first; `after`: the last id of the previous page."""
+        page = self.batches.list(project_id, after, limit, source=kind)
+        return page.data, page.has_more, page.data[-1].id if page.data else None
 
     @staticmethod
     def ended(batch: BatchRecord) -> bool:
@@ -346,7 +339,8 @@ def _prompt_key(spec: AgentSpec) -> tuple[str, ...]:
 def _invalid_fields(raw: object, kind: str, error: InvalidRequestError) -> dict[str, Any]:
     """What a record that cannot run is answered with: what can be read of it, and why."""
     raw = raw if isinstance(raw, dict) else {}
-    config = raw.get("agent_config") if isinstance(raw.get("agent_config"), dict) else {}
+    config = raw.get("agent_config")
+    config = config if isinstance(config, dict) else {}
     fields: dict[str, Any] = (
         {"name": config.get("agent_name"), "description": config.get("description"), "temperature": None}
         if kind == "agent"
@@ -425,7 +419,7 @@ def _agent_result_from_body(
     cost: float,
     timestamp: str,
 ) -> AgentCompletionResponse:
-    usage = (body or {}).get("usage") or {} if isinstance(body, dict) else {}
+    usage = (body.get("usage") if isinstance(body, dict) else None) or {}
     tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
     if error is None and status != 200:
         error = _error_of(None, body)
