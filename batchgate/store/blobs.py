@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from batchgate.core.errors import NotFoundError
+from batchgate.store.private import FILE_MODE, private_dir
 
 MAX_OPEN_FILES = 32
 
@@ -44,7 +45,7 @@ class _FileWriter:
 class LocalBlobStore:
     def __init__(self, root: Path):
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
         for temp in root.glob("*.tmp-*"):
             if not _writer_alive(temp.name):
                 temp.unlink(missing_ok=True)  # left by a crash mid-write
@@ -61,7 +62,9 @@ class LocalBlobStore:
         final = self._path(blob_id)
         temp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
-            with open(temp, "wb", buffering=1 << 20) as handle:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+            with open(fd, "wb", buffering=1 << 20) as handle:
                 yield _FileWriter(handle)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -52,6 +52,7 @@ from batchgate.core.states import (
     settle_sources,
 )
 from batchgate.store.migrate import upgrade_sqlite
+from batchgate.store.private import private_database
 
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
@@ -107,7 +108,7 @@ def _file(row: tuple) -> FileRecord:
 class SQLiteStore:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)
         upgrade_sqlite(path)
         self._local = threading.local()
         self._pks: dict[str, int] = {}
