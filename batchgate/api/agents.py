@@ -19,9 +19,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from batchgate.api.deps import json_object, project_id, services
+from batchgate.api.errors import invalid_json
+from batchgate.api.openapi import BACKEND_ERRORS, JSON_BODY_ERRORS, REF, error_responses, model_schema
 from batchgate.app import Services
 from batchgate.core.agents.activity import WINDOWS, agent_logs, request_counts
 from batchgate.core.agents.runs import AgentRuns
@@ -31,6 +34,7 @@ from batchgate.protocol.agents import (
     SWARM_TYPES,
     AgentBatchList,
     AgentBatchResponse,
+    AgentCompletion,
     AgentCompletionResponse,
     AsyncBatchAccepted,
     LogEntry,
@@ -41,9 +45,32 @@ from batchgate.protocol.agents import (
     SwarmCompletionResponse,
     SwarmLogs,
     SwarmsAvailable,
+    SwarmSpec,
 )
 
-router = APIRouter(prefix="/v1", tags=["agents"])
+router = APIRouter(prefix="/v1", tags=["agents"], responses=error_responses(401, 500))
+
+# the bodies are read (and their records parsed one by one) by hand, so that one bad record
+# fails only itself: documented here instead of by FastAPI
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _array_of(model: type[BaseModel]) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": REF.format(model=model.__name__)}}
+
+
+ANSWERED = error_responses(*JSON_BODY_ERRORS, *BACKEND_ERRORS)
+BATCH_ERRORS = error_responses(*JSON_BODY_ERRORS, 413, *BACKEND_ERRORS)
+FOUND = error_responses(400, 404)
+ACCEPTED = {
+    202: {
+        "description": "With `Prefer: respond-async` or `?wait=false`: the batch id, at once.",
+        "model": AsyncBatchAccepted,
+    }
+}
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]
@@ -52,13 +79,18 @@ Svc = Annotated[Services, Depends(services)]
 # ---- agents ---------------------------------------------------------------------------
 
 
-@router.post("/agent/completions")
+@router.post("/agent/completions", responses=ANSWERED, openapi_extra=_body(model_schema(AgentCompletion)))
 async def agent_completion(request: Request, project: Project, svc: Svc) -> AgentCompletionResponse:
     completion = svc.agents.parse_agent(await json_object(request))
     return await svc.agents.complete(completion)
 
 
-@router.post("/agent/batch/completions", response_model=None)
+@router.post(
+    "/agent/batch/completions",
+    response_model=None,
+    responses={200: {"model": AgentBatchResponse}, **ACCEPTED, **BATCH_ERRORS},
+    openapi_extra=_body(_array_of(AgentCompletion)),
+)
 async def agent_batch(request: Request, project: Project, svc: Svc, wait: bool = True) -> Any:
     return await _submit(request, project, svc, "agent", wait)
 
@@ -71,12 +103,12 @@ def list_agent_batches(project: Project, svc: Svc, after: str | None = None, lim
     return AgentBatchList(data=[svc.agents.summary(b) for b in batches], has_more=has_more, last_id=last)
 
 
-@router.get("/agent/batch/completions/{batch_id}")
+@router.get("/agent/batch/completions/{batch_id}", responses=FOUND)
 def agent_batch_status(batch_id: str, project: Project, svc: Svc) -> AgentBatchResponse:
     return _full(svc.agents, project, svc.agents.get(project, batch_id, "agent"))  # type: ignore[return-value]
 
 
-@router.post("/agent/batch/completions/{batch_id}/cancel")
+@router.post("/agent/batch/completions/{batch_id}/cancel", responses={**FOUND, **error_responses(409)})
 def cancel_agent_batch(batch_id: str, project: Project, svc: Svc) -> AgentBatchResponse:
     """Cancels; results already produced are kept, the other records fail `batch_cancelled`."""
     return svc.agents.summary(svc.agents.cancel(project, batch_id, "agent"))
@@ -85,24 +117,33 @@ def cancel_agent_batch(batch_id: str, project: Project, svc: Svc) -> AgentBatchR
 # ---- swarms ---------------------------------------------------------------------------
 
 
-@router.post("/swarm/completions")
+@router.post("/swarm/completions", responses=ANSWERED, openapi_extra=_body(model_schema(SwarmSpec)))
 async def swarm_completion(request: Request, project: Project, svc: Svc) -> SwarmCompletionResponse:
     swarm = svc.agents.parse_swarm(await json_object(request))
     return await svc.agents.swarm(swarm)
 
 
-@router.post("/swarm/batch/completions", response_model=None)
+@router.post(
+    "/swarm/batch/completions",
+    response_model=None,
+    responses={
+        200: {"content": {"application/json": {"schema": _array_of(SwarmCompletionResponse)}}},
+        **ACCEPTED,
+        **BATCH_ERRORS,
+    },
+    openapi_extra=_body(_array_of(SwarmSpec)),
+)
 async def swarm_batch(request: Request, project: Project, svc: Svc, wait: bool = True) -> Any:
     """Waits, then answers with the list of swarm results (the Swarms shape)."""
     return await _submit(request, project, svc, "swarm", wait)
 
 
-@router.get("/swarm/batch/completions/{batch_id}")
+@router.get("/swarm/batch/completions/{batch_id}", responses=FOUND)
 def swarm_batch_status(batch_id: str, project: Project, svc: Svc) -> SwarmBatchResponse:
     return _full(svc.agents, project, svc.agents.get(project, batch_id, "swarm"))  # type: ignore[return-value]
 
 
-@router.post("/swarm/batch/completions/{batch_id}/cancel")
+@router.post("/swarm/batch/completions/{batch_id}/cancel", responses={**FOUND, **error_responses(409)})
 def cancel_swarm_batch(batch_id: str, project: Project, svc: Svc) -> SwarmBatchResponse:
     summary = svc.agents.summary(svc.agents.cancel(project, batch_id, "swarm"))
     return SwarmBatchResponse.model_validate(summary.model_dump())
@@ -153,7 +194,7 @@ async def _submit(request: Request, project: str, svc: Services, kind: str, wait
     try:
         raws = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
+        raise invalid_json(str(exc)) from None
     if not isinstance(raws, list):
         raise InvalidRequestError(
             "The request body must be a JSON array of completions.", param="body", code="invalid_type"
