@@ -17,9 +17,11 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from batchgate.protocol.agents import (
     AgentBatchList,
@@ -28,11 +30,13 @@ from batchgate.protocol.agents import (
     SwarmBatchResponse,
     SwarmCompletionResponse,
 )
-from batchgate.sdk._core import Call, Op, Sleep, SyncDriver, request_json
+from batchgate.sdk._core import AsyncDriver, Call, Emit, Op, Sleep, SyncDriver, request_json
 from batchgate.sdk.errors import JobManifestError, WaitTimeoutError
 
 ENDED = ("completed", "failed", "cancelled", "expired")
 B = TypeVar("B", AgentBatchResponse, SwarmBatchResponse)
+M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C")
 
 
 class _BatchOps(Generic[B]):
@@ -68,6 +72,45 @@ class _BatchOps(Generic[B]):
         data = yield from request_json(Call("POST", f"{self.path}/{batch_id}/cancel"), self.max_retries)
         return self.model.model_validate(data)
 
+    def create(
+        self,
+        records: Sequence[dict[str, Any]],
+        wait: bool,
+        timeout: float | None,
+        poll_interval: float,
+        key: str | None,
+    ) -> Op[B]:
+        batch_id = yield from self.submit(records, key or uuid.uuid4().hex)
+        if not wait:
+            return (yield from self.retrieve(batch_id))
+        return (yield from self.wait(batch_id, timeout, poll_interval))
+
+    def run_chunks(
+        self, records: Sequence[dict[str, Any]], chunk_size: int, manifest: Path, poll_interval: float
+    ) -> Op[None]:
+        state = _read_manifest(manifest, len(records), chunk_size)
+        chunks = range(0, len(records), chunk_size)
+        for index, start in enumerate(chunks):
+            if str(index) not in state["chunks"]:
+                key = f"{state['job']}-{index}"
+                state["chunks"][str(index)] = yield from self.submit(records[start : start + chunk_size], key)
+                _write_manifest(manifest, state)
+        for index in range(len(chunks)):
+            batch = yield from self.wait(state["chunks"][str(index)], None, poll_interval)
+            yield Emit((index, batch))
+
+
+def _complete(max_retries: int, path: str, body: dict[str, Any], model: type[M]) -> Op[M]:
+    data = yield from request_json(Call("POST", path, json=body), max_retries)
+    return model.model_validate(data)
+
+
+RUN_CHUNKS_DOC = """Submit `records` in chunks, one batch each, then yield `(chunk_index, batch)` in
+chunk order as they end. Each chunk's batch id is written to `manifest` (atomically)
+before the next is submitted, and each chunk is sent with an idempotency key derived
+from the job, so re-running after a crash (even kill -9) resubmits nothing: recorded
+chunks are polled again, and a chunk submitted but not yet recorded is found by its key."""
+
 
 class BatchCompletions(Generic[B]):
     """`client.agent.batch.completions` / `client.swarm.batch.completions`."""
@@ -87,11 +130,7 @@ class BatchCompletions(Generic[B]):
     ) -> B:
         """Submit a batch (≤ 1,000 records by default); with `wait`, poll until it ends and
         return every result in input order, else return its progress at once."""
-        key = idempotency_key or uuid.uuid4().hex
-        batch_id = self._driver.run(self._ops.submit(records, key))
-        if not wait:
-            return self._driver.run(self._ops.retrieve(batch_id))
-        return self.wait(batch_id, timeout=timeout, poll_interval=poll_interval)
+        return self._driver.run(self._ops.create(records, wait, timeout, poll_interval, idempotency_key))
 
     def retrieve(self, batch_id: str) -> B:
         return self._driver.run(self._ops.retrieve(batch_id))
@@ -110,51 +149,104 @@ class BatchCompletions(Generic[B]):
         manifest: str | os.PathLike[str],
         poll_interval: float = 1.0,
     ) -> Iterator[tuple[int, B]]:
-        """Submit `records` in chunks, one batch each, then yield `(chunk_index, batch)` in
-        chunk order as they end. Each chunk's batch id is written to `manifest` (atomically)
-        before the next is submitted, and each chunk is sent with an idempotency key derived
-        from the job, so re-running after a crash (even kill -9) resubmits nothing: recorded
-        chunks are polled again, and a chunk submitted but not yet recorded is found by its key."""
-        path = Path(manifest)
-        state = _read_manifest(path, len(records), chunk_size)
-        chunks = range(0, len(records), chunk_size)
-        for index, start in enumerate(chunks):
-            if str(index) not in state["chunks"]:
-                key = f"{state['job']}-{index}"
-                state["chunks"][str(index)] = self._driver.run(
-                    self._ops.submit(records[start : start + chunk_size], key)
-                )
-                _write_manifest(path, state)
-        for index in range(len(chunks)):
-            yield index, self.wait(state["chunks"][str(index)], poll_interval=poll_interval)
+        return self._driver.iterate(self._ops.run_chunks(records, chunk_size, Path(manifest), poll_interval))
+
+    run_chunks.__doc__ = RUN_CHUNKS_DOC
 
 
-class _AgentCompletions:
+class AsyncBatchCompletions(Generic[B]):
+    """`BatchCompletions` for `AsyncClient`: the same methods, awaited."""
+
+    def __init__(self, driver: AsyncDriver, ops: _BatchOps[B]):
+        self._driver = driver
+        self._ops: _BatchOps[B] = ops
+
+    async def create(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        idempotency_key: str | None = None,
+    ) -> B:
+        return await self._driver.run(self._ops.create(records, wait, timeout, poll_interval, idempotency_key))
+
+    async def retrieve(self, batch_id: str) -> B:
+        return await self._driver.run(self._ops.retrieve(batch_id))
+
+    async def wait(self, batch_id: str, *, timeout: float | None = None, poll_interval: float = 1.0) -> B:
+        return await self._driver.run(self._ops.wait(batch_id, timeout, poll_interval))
+
+    async def cancel(self, batch_id: str) -> B:
+        return await self._driver.run(self._ops.cancel(batch_id))
+
+    def run_chunks(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        chunk_size: int = 500,
+        manifest: str | os.PathLike[str],
+        poll_interval: float = 1.0,
+    ) -> AsyncIterator[tuple[int, B]]:
+        return self._driver.iterate(self._ops.run_chunks(records, chunk_size, Path(manifest), poll_interval))
+
+    run_chunks.__doc__ = RUN_CHUNKS_DOC
+
+
+class _Batch(Generic[C]):
+    def __init__(self, completions: C):
+        self.completions: C = completions
+
+
+class _Completions:
     def __init__(self, driver: SyncDriver, max_retries: int):
         self._driver, self._max_retries = driver, max_retries
 
+
+class _AgentCompletions(_Completions):
     def create(self, *, agent_config: dict[str, Any], task: str, **fields: Any) -> AgentCompletionResponse:
         """One agent completion now (`history`, `img`, `imgs`, `tools_enabled` as fields)."""
-        call = Call("POST", "/v1/agent/completions", json={"agent_config": agent_config, "task": task, **fields})
-        return AgentCompletionResponse.model_validate(self._driver.run(request_json(call, self._max_retries)))
+        body = {"agent_config": agent_config, "task": task, **fields}
+        return self._driver.run(_complete(self._max_retries, "/v1/agent/completions", body, AgentCompletionResponse))
 
 
-class _SwarmCompletions:
-    def __init__(self, driver: SyncDriver, max_retries: int):
-        self._driver, self._max_retries = driver, max_retries
-
+class _SwarmCompletions(_Completions):
     def create(
         self, *, agents: Sequence[dict[str, Any]], task: str, swarm_type: str, **fields: Any
     ) -> SwarmCompletionResponse:
         """One swarm now (`name`, `description`, `rules` as fields)."""
         body = {"agents": list(agents), "task": task, "swarm_type": swarm_type, **fields}
-        data = self._driver.run(request_json(Call("POST", "/v1/swarm/completions", json=body), self._max_retries))
-        return SwarmCompletionResponse.model_validate(data)
+        return self._driver.run(_complete(self._max_retries, "/v1/swarm/completions", body, SwarmCompletionResponse))
 
 
-class _Batch(Generic[B]):
-    def __init__(self, completions: BatchCompletions[B]):
-        self.completions: BatchCompletions[B] = completions
+class _AsyncCompletions:
+    def __init__(self, driver: AsyncDriver, max_retries: int):
+        self._driver, self._max_retries = driver, max_retries
+
+
+class _AsyncAgentCompletions(_AsyncCompletions):
+    async def create(self, *, agent_config: dict[str, Any], task: str, **fields: Any) -> AgentCompletionResponse:
+        body = {"agent_config": agent_config, "task": task, **fields}
+        return await self._driver.run(
+            _complete(self._max_retries, "/v1/agent/completions", body, AgentCompletionResponse)
+        )
+
+
+class _AsyncSwarmCompletions(_AsyncCompletions):
+    async def create(
+        self, *, agents: Sequence[dict[str, Any]], task: str, swarm_type: str, **fields: Any
+    ) -> SwarmCompletionResponse:
+        body = {"agents": list(agents), "task": task, "swarm_type": swarm_type, **fields}
+        return await self._driver.run(
+            _complete(self._max_retries, "/v1/swarm/completions", body, SwarmCompletionResponse)
+        )
+
+
+def _list_batches(max_retries: int, after: str | None, limit: int) -> Op[AgentBatchList]:
+    params: dict[str, Any] = {"limit": limit} | ({"after": after} if after else {})
+    data = yield from request_json(Call("GET", "/v1/agent/batch/completions", params=params), max_retries)
+    return AgentBatchList.model_validate(data)
 
 
 class Agent:
@@ -163,12 +255,10 @@ class Agent:
     def __init__(self, driver: SyncDriver, max_retries: int):
         self._driver, self._max_retries = driver, max_retries
         self.completions = _AgentCompletions(driver, max_retries)
-        ops = _BatchOps("agent", AgentBatchResponse, max_retries)
-        self.batch = _Batch(BatchCompletions(driver, ops))
+        self.batch = _Batch(BatchCompletions(driver, _BatchOps("agent", AgentBatchResponse, max_retries)))
 
     def list_batches(self, *, after: str | None = None, limit: int = 20) -> AgentBatchList:
-        call = Call("GET", "/v1/agent/batch/completions", params={"limit": limit} | ({"after": after} if after else {}))
-        return AgentBatchList.model_validate(self._driver.run(request_json(call, self._max_retries)))
+        return self._driver.run(_list_batches(self._max_retries, after, limit))
 
 
 class Swarm:
@@ -177,6 +267,26 @@ class Swarm:
     def __init__(self, driver: SyncDriver, max_retries: int):
         self.completions = _SwarmCompletions(driver, max_retries)
         self.batch = _Batch(BatchCompletions(driver, _BatchOps("swarm", SwarmBatchResponse, max_retries)))
+
+
+class AsyncAgent:
+    """`Agent` for `AsyncClient`."""
+
+    def __init__(self, driver: AsyncDriver, max_retries: int):
+        self._driver, self._max_retries = driver, max_retries
+        self.completions = _AsyncAgentCompletions(driver, max_retries)
+        self.batch = _Batch(AsyncBatchCompletions(driver, _BatchOps("agent", AgentBatchResponse, max_retries)))
+
+    async def list_batches(self, *, after: str | None = None, limit: int = 20) -> AgentBatchList:
+        return await self._driver.run(_list_batches(self._max_retries, after, limit))
+
+
+class AsyncSwarm:
+    """`Swarm` for `AsyncClient`."""
+
+    def __init__(self, driver: AsyncDriver, max_retries: int):
+        self.completions = _AsyncSwarmCompletions(driver, max_retries)
+        self.batch = _Batch(AsyncBatchCompletions(driver, _BatchOps("swarm", SwarmBatchResponse, max_retries)))
 
 
 def _read_manifest(path: Path, total: int, chunk_size: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import httpx
 
 from batchgate.sdk._core import AsyncDriver
 from batchgate.sdk._ops import Ops
+from batchgate.sdk.agents import AsyncAgent, AsyncSwarm
 from batchgate.sdk.client import PathLike, http_options
 from batchgate.sdk.config import load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
@@ -242,6 +243,8 @@ class AsyncClient:
         self.files = AsyncFiles(driver, ops)
         self.prompts = AsyncPrompts(driver, ops)
         self.jobs = AsyncJobs(driver, ops)
+        self.agent = AsyncAgent(driver, max_retries)  # the Swarms-compatible agent API
+        self.swarm = AsyncSwarm(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from support import Server
 
-from batchgate import Client
+from batchgate import AsyncClient, Client
 from batchgate.sdk import JobManifestError, PayloadTooLargeError
 
 CONFIG = {"agent_name": "Scorer", "model_name": "m"}
@@ -55,6 +56,27 @@ def test_completions_and_batches(client: Client) -> None:
         poll_interval=0.05,
     )
     assert [s.output[0]["content"] for s in swarms.results] == ["echo: t0", "echo: t1"]
+
+
+def test_async_client(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = start_server()
+    key = server.create_key("sdk")
+
+    async def main() -> None:
+        async with AsyncClient(base_url=server.url, api_key=key) as client:
+            one = await client.agent.completions.create(agent_config=CONFIG, task="hi")
+            assert one.outputs[0].content == "echo: hi"
+            done = await client.agent.batch.completions.create(records(3), poll_interval=0.05)
+            assert [r.outputs[0].content for r in done.results] == [f"echo: lead {i}" for i in range(3)]
+            chunks = client.agent.batch.completions.run_chunks(
+                records(5), chunk_size=2, manifest=tmp_path / "m.json", poll_interval=0.05
+            )
+            assert [(i, len(b.results)) async for i, b in chunks] == [(0, 2), (1, 2), (2, 1)]
+            swarm = await client.swarm.completions.create(agents=[CONFIG], task="t", swarm_type="MajorityVoting")
+            assert swarm.output["answer"] == "echo: t"
+            assert len((await client.agent.list_batches()).data) == 4
+
+    asyncio.run(main())
 
 
 def test_a_resent_submission_does_not_create_a_second_batch(client: Client) -> None:
