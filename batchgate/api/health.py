@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from batchgate.protocol.health import Health, Readiness
+from batchgate.store.disk import storage_problem
 
 router = APIRouter(tags=["health"])
 
@@ -22,13 +23,16 @@ def health() -> Health:
     responses={503: {"model": Readiness, "description": "Not ready: `checks` says which check failed."}},
 )
 def ready(request: Request) -> JSONResponse:
-    """Readiness: the store answers, and the in-process worker (if any) is looping."""
+    """Readiness: the store answers, the data dir can take writes (not while its disk is
+    full), and the in-process worker (if any) is looping."""
+    services = request.app.state.services
     checks: dict[str, str] = {}
     try:
-        request.app.state.services.store.ping()
+        services.store.ping()
         checks["store"] = "ok"
     except Exception as exc:
         checks["store"] = f"error: {exc}"
+    checks["storage"] = storage_problem(services.settings.home) or "ok"
     worker = request.app.state.worker_thread
     if worker is not None:
         checks["worker"] = "ok" if worker.alive() else "not running"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from batchgate import __version__
+from batchgate import __version__, logs
 from batchgate.settings import Settings
 
 console = Console(stderr=True)
@@ -23,7 +22,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(level)  # repeated warnings and errors rate-limited
 
 
 data_dir_option = click.option(

@@ -8,6 +8,7 @@ from typing import BinaryIO
 
 from batchgate.core.errors import (
     ConflictError,
+    InsufficientStorageError,
     InvalidRequestError,
     NotFoundError,
     PayloadTooLargeError,
@@ -62,7 +63,11 @@ class Upload:
             bytes=size,
             created_at=now(),
         )
-        self._service.store.add_file(record)
+        try:
+            self._service.store.add_file(record)
+        except BaseException:
+            self._service.blobs.delete(self.file_id)  # bytes without a row would never be freed
+            raise
         return record
 
     def __exit__(
@@ -112,7 +117,15 @@ class FileService:
                 param="file_id",
                 code="file_in_use",
             )
-        if self.store.delete_file(file_id, project_id):
+        try:
+            deleted = self.store.delete_file(file_id, project_id)
+        except InsufficientStorageError:
+            # on a full disk even deleting the row cannot be written: free the file's own
+            # bytes first, then delete the row (a file left without content is deleted
+            # on the next try)
+            self.blobs.delete(file_id)
+            deleted = self.store.delete_file(file_id, project_id)
+        if deleted:
             self.blobs.delete(file_id)
 
 

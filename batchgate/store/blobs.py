@@ -6,6 +6,7 @@ never sees a half-written file and a crash leaves only a temp file to sweep.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from batchgate.core.errors import NotFoundError
+from batchgate.core.errors import InsufficientStorageError, NotFoundError
 from batchgate.store.private import FILE_MODE, private_dir
 
 MAX_OPEN_FILES = 32
@@ -70,6 +71,13 @@ class LocalBlobStore:
                 os.fsync(handle.fileno())
             os.replace(temp, final)
             self._forget(blob_id)
+        except OSError as exc:
+            # also when closing the file flushes its last buffer onto a disk just filled
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorageError(
+                    "The data dir's disk is full: the file was not stored. Free space (deleting files works) and retry."
+                ) from exc
+            raise
         finally:
             temp.unlink(missing_ok=True)
 

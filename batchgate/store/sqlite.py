@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from batchgate.core.errors import JobLostError
+from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.models import (
     ApiKey,
@@ -139,9 +139,13 @@ class SQLiteStore:
         try:
             yield conn
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:  # never leave a connection holding the write lock
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise InsufficientStorageError(
+                    "The data dir's disk is full: nothing was written. Free space (deleting files works) and retry."
+                ) from exc
             raise
 
     def close(self) -> None:
