@@ -130,7 +130,10 @@ def cancel_batch(batch_id: str, project: Project, svc: Svc) -> OperationBatch:
         200: {
             "model": OutputPage,
             "description": "format=json: one page of rows. format=jsonl: one row per line. format=csv: a table.",
-            "content": {"application/jsonl": {}, "text/csv": {}},
+            "content": {
+                "application/jsonl": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
         }
     },
 )
