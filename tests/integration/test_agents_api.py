@@ -166,7 +166,7 @@ def test_async_agent_batch_survives_kill_9(start_server: Callable[..., Server]) 
     server = start_server(env={"BATCHGATE_CONCURRENCY": "8"})
     key = server.create_key("p")
     c = httpx.Client(base_url=server.url + "/v1", headers={"x-api-key": key}, timeout=60)
-    body = [agent(f"lead {i}", llm_args={"mock": {"sleep": 0.05}}) for i in range(200)]
+    body = [agent(f"lead {i}", llm_args={"mock": {"sleep": 0.1}}) for i in range(200)]
     r = c.post("/agent/batch/completions?wait=false", json=body)
     assert r.status_code == 202
     batch_id = r.json()["batch_id"]

@@ -44,8 +44,13 @@ def svc(tmp_path: Path) -> Services:
 
 
 def recording(svc: Services) -> Recording:
-    assert isinstance(svc.backend, AgentBackend) and isinstance(svc.backend.inner, Recording)
-    return svc.backend.inner
+    """The Recording under the decorators that wrap the backend (AgentBackend among them)."""
+    backend, decorators = svc.backend, []
+    while not isinstance(backend, Recording):
+        decorators.append(type(backend))
+        backend = backend.inner  # type: ignore[attr-defined]
+    assert AgentBackend in decorators
+    return backend
 
 
 def completion(task: str, **config: Any) -> dict[str, Any]:
@@ -99,6 +104,14 @@ def test_history_images_and_llm_args_compile_into_the_body(svc: Services) -> Non
     assert body["top_p"] == 0.5 and body["response_format"] == {"type": "json_object"} and body["max_tokens"] == 9
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][2]["content"][1] == {"type": "image_url", "image_url": {"url": "http://i"}}
+
+
+def test_llm_args_cannot_turn_a_line_into_something_else(svc: Services) -> None:
+    reserved = {"model": "x", "stream": True, "prompt_slug": "p", "batchgate_swarm": {}, "batchgate_agent": {}}
+    out = asyncio.run(svc.agents.complete(svc.agents.parse_agent(completion("hi", llm_args={**reserved, "seed": 3}))))
+    body = recording(svc).bodies[-1]
+    assert out.success and body["seed"] == 3 and body["model"] == "default"
+    assert not {"stream", "prompt_slug", "batchgate_swarm", "batchgate_agent"} & set(body)
 
 
 def test_unknown_fields_are_ignored_with_a_warning(svc: Services, caplog: pytest.LogCaptureFixture) -> None:

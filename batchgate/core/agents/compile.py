@@ -18,6 +18,21 @@ from batchgate.protocol.agents import AgentCompletion, AgentSpec, SwarmSpec
 CHAT = "/v1/chat/completions"
 AGENT_KEY = "batchgate_agent"
 SWARM_KEY = "batchgate_swarm"
+# request fields `llm_args` may not set: the agent's own, streaming (an agent answers whole),
+# and the keys that make a batch line something else (a prompt line, an agent loop, a swarm)
+RESERVED_ARGS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "prompt_slug",
+        "prompt_version",
+        "variables",
+        AGENT_KEY,
+        SWARM_KEY,
+    }
+)
 
 
 def agent_body(completion: AgentCompletion, system_prompt: str | None = None) -> dict[str, Any]:
@@ -25,7 +40,7 @@ def agent_body(completion: AgentCompletion, system_prompt: str | None = None) ->
     the spec's own."""
     spec = completion.agent_config
     body: dict[str, Any] = {
-        **(spec.llm_args or {}),
+        **{k: v for k, v in (spec.llm_args or {}).items() if k not in RESERVED_ARGS},
         "model": spec.model_name,
         "messages": messages(completion, system_prompt or spec.system_prompt),
     }
