@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -13,9 +14,12 @@ FILE_MODE = 0o600
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) if needed, and make it 0700."""
+    """Create `path` (and missing parents) if needed, and make it 0700 — unless it is a
+    shared scratch directory (sticky bit, like /tmp, given as the data dir itself),
+    which must stay usable by others: the database and `files/` in it are private anyway."""
     path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, DIR_MODE)
+    if not path.stat().st_mode & stat.S_ISVTX:
+        os.chmod(path, DIR_MODE)
     return path
 
 

@@ -72,3 +72,15 @@ def test_a_data_dir_made_before_is_tightened(tmp_path: Path) -> None:
         assert (mode(home), mode(home / "files"), mode(home / "batchgate.db")) == (0o700, 0o700, 0o600)
     finally:
         services.close()
+
+
+def test_a_shared_scratch_dir_given_as_the_data_dir_is_left_usable(tmp_path: Path) -> None:
+    shared = tmp_path / "scratch"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    services = build_services(Settings(home=shared, backend="scripted"))
+    try:
+        assert mode(shared) == 0o1777
+        assert (mode(shared / "files"), mode(shared / "batchgate.db")) == (0o700, 0o600)
+    finally:
+        services.close()
