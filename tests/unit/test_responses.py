@@ -1,0 +1,189 @@
+"""The Responses API's translation to and from chat completions, on the fakes: what each
+Responses parameter becomes, refusals naming the parameter, the engine's refusals renamed
+back, batch lines through ResponsesBackend, stored conversations and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from batchgate.core.errors import BackendRejectedError, InvalidRequestError, NotFoundError
+from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.core.response_service import ResponseService
+from batchgate.core.responses import RESPONSES, ResponsesBackend, rename_refusal, renamed, translate
+from batchgate.testing import InMemoryStore, ScriptedBackend
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def test_a_request_becomes_its_chat_request() -> None:
+    t = translate(
+        {
+            "model": "m",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "developer", "content": "Use metric units."},
+                {"role": "user", "content": [{"type": "input_text", "text": "Weather "}, {"type": "input_text", "text": "in Oslo?"}]},
+                {"type": "function_call", "call_id": "call_1", "name": "weather", "arguments": '{"city":"Oslo"}'},
+                {"type": "function_call", "call_id": "call_2", "name": "weather", "arguments": '{"city":"Bergen"}'},
+                {"type": "function_call_output", "call_id": "call_1", "output": "3C"},
+            ],
+            "max_output_tokens": 50,
+            "temperature": 0.5,
+            "top_p": 0.9,
+            "text": {"format": {"type": "json_schema", "name": "out", "schema": SCHEMA, "strict": True}},
+            "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "weather"},
+            "parallel_tool_calls": False,
+        }
+    )  # fmt: skip
+    assert t.chat == {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Use metric units."},
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Oslo"}'}},
+                    {"id": "call_2", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Bergen"}'}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "3C"},
+        ],
+        "max_tokens": 50,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": SCHEMA, "strict": True}},
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+    }  # fmt: skip
+    assert t.messages == t.chat["messages"][1:], "instructions are not part of the stored conversation"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "input"),
+        ({"input": []}, "input"),
+        ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0].type"),
+        ({"input": "x", "tool_choice": {"type": "web_search_preview"}}, "tool_choice.type"),
+        ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
+        ({"input": "x", "include": ["reasoning.encrypted_content"]}, "include"),
+        ({"input": "x", "background": True}, "background"),
+        ({"input": "x", "conversation": "conv_1"}, "conversation"),
+        ({"input": "x", "top_logprobs": 3}, "top_logprobs"),
+        ({"input": "x", "truncation": "auto"}, "truncation"),
+        ({"input": "x", "seed": 1}, "seed"),
+        ({"input": "x", "temperature": 3}, "temperature"),
+        ({"input": "x", "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+        ({"input": "x", "text": {"format": {"type": "json_schema", "schema": SCHEMA}}}, "text.format.name"),
+        ({"input": "x", "text": {"verbosity": "low"}}, "text.verbosity"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type"),
+        ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+    ],
+)  # fmt: skip
+def test_refusals_name_the_parameter(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as refused:
+        translate({"model": "m", **body})
+    assert refused.value.status == 400 and refused.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("chat", "responses"),
+    [
+        ("messages", "input"),
+        ("messages[2].content", "input[2].content"),
+        ("max_tokens", "max_output_tokens"),
+        ("response_format", "text.format"),
+        ("response_format.json_schema.schema.properties.n", "text.format.schema.properties.n"),
+        ("tools[1].function.parameters", "tools[1].parameters"),
+        ("tool_choice.function.name", "tool_choice.name"),
+        ("temperature", "temperature"),
+    ],
+)
+def test_engine_refusals_are_renamed_to_what_the_caller_sent(chat: str, responses: str) -> None:
+    assert renamed(chat) == responses
+    error = {"error": {"message": "bad", "type": "invalid_request_error", "param": chat, "code": "invalid_value"}}
+    again = rename_refusal(BackendRejectedError(BackendResponse(400, error)))
+    assert again.param == responses and again.status == 400
+    assert again.response.body["error"]["param"] == responses
+
+
+def test_batch_lines_run_as_chat_and_answer_a_response_object() -> None:
+    backend = ResponsesBackend(ScriptedBackend())
+    body = {"model": "m", "input": "hello", "max_output_tokens": 5, "metadata": {"k": "v"}}
+    answer = asyncio.run(backend.execute(BackendRequest("line-1", RESPONSES, body)))
+    response = answer.body
+    assert response["object"] == "response" and response["status"] == "completed"
+    assert response["output"][0]["content"][0] == {
+        "type": "output_text",
+        "text": "echo: hello",
+        "annotations": [],
+        "logprobs": [],
+    }
+    assert response["usage"]["total_tokens"] == answer.input_tokens + answer.output_tokens > 0
+    assert response["metadata"] == {"k": "v"} and response["max_output_tokens"] == 5 and not response["store"]
+    for extra, param in [({"store": True}, "store"), ({"stream": True}, "stream"), ({"tools": [{}]}, "tools[0].type")]:
+        with pytest.raises(BackendRejectedError) as refused:
+            asyncio.run(backend.execute(BackendRequest("line-2", RESPONSES, {**body, **extra})))
+        assert refused.value.response.status_code == 400 and refused.value.param == param
+
+
+def test_a_stored_response_is_continued_and_scoped_to_its_project() -> None:
+    store = InMemoryStore()
+    service = ResponseService(ScriptedBackend(), store)
+    first = asyncio.run(service.create("p1", {"model": "m", "input": "one", "store": True, "instructions": "x"}))
+    assert asyncio.run(service.get("p1", first.id))["output"][0]["content"][0]["text"] == "echo: one"
+    with pytest.raises(NotFoundError):
+        asyncio.run(service.get("p2", first.id))
+    stored = store.get_response(first.id, "p1")
+    assert stored is not None and stored.messages == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "echo: one"},
+    ]
+    second = asyncio.run(service.create("p1", {"model": "m", "input": "two", "previous_response_id": first.id}))
+    assert second.previous_response_id == first.id and second.store is False
+    assert store.get_response(second.id, "p1") is None, "store defaults to false"
+    with pytest.raises(NotFoundError) as missing:
+        asyncio.run(service.create("p2", {"model": "m", "input": "two", "previous_response_id": first.id}))
+    assert missing.value.param == "previous_response_id"
+    assert asyncio.run(service.delete("p1", first.id)).deleted
+    with pytest.raises(NotFoundError):
+        asyncio.run(service.delete("p1", first.id))
+
+
+def test_the_stream_is_openais_event_sequence() -> None:
+    service = ResponseService(ScriptedBackend(), InMemoryStore())
+
+    async def events() -> list[dict[str, Any]]:
+        return [e async for e in service.stream("p", {"model": "m", "input": "a b c", "stream": True, "store": True})]
+
+    got = asyncio.run(events())
+    kinds = [e["type"] for e in got]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert set(kinds[4:-4]) == {"response.output_text.delta"}
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
+    deltas = "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta")
+    final = got[-1]["response"]
+    assert final["status"] == "completed" and final["output"][0]["content"][0]["text"] == deltas == "echo: a b c"
+    assert got[0]["response"]["status"] == "in_progress" and got[0]["response"]["output"] == []
+    assert service.store.get_response(final["id"], "p") is not None, "a stored stream is kept when it completes"
