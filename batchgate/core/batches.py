@@ -13,7 +13,7 @@ from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batchgate.core.files import check_limit
 from batchgate.core.ids import new_id
-from batchgate.core.models import BATCH_ENDPOINTS, BatchRecord, BatchStatus, FilePurpose
+from batchgate.core.models import BATCH_ENDPOINTS, BatchRecord, BatchStatus, FilePurpose, is_batch_endpoint
 from batchgate.core.ports import Page, Store
 from batchgate.core.windows import parse_completion_window
 
@@ -42,9 +42,10 @@ class BatchService:
     ) -> BatchRecord:
         """Accept a batch: it starts `validating`, and the worker takes it from there.
         `operation`: the operation an operation batch was compiled from (kept for its output)."""
-        if endpoint not in BATCH_ENDPOINTS:
+        if not is_batch_endpoint(endpoint):
             raise InvalidRequestError(
-                f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)}.",
+                f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)}, "
+                "or another /v1/... endpoint of an upstream the lines' models route to.",
                 param="endpoint",
                 code="invalid_value",
             )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
+import re
 from array import array
 from dataclasses import dataclass
 from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
 from batchgate.core.states import BatchStatus, JobKind, RequestState
-from batchgate.protocol.openai import BatchEndpoint
+from batchgate.protocol.openai import UPSTREAM_ENDPOINT_PATTERN, UPSTREAM_ENDPOINTS_REFUSED, BatchEndpoint
 
 
 class FilePurpose(enum.StrEnum):
@@ -18,6 +19,14 @@ class FilePurpose(enum.StrEnum):
 
 
 BATCH_ENDPOINTS: tuple[str, ...] = get_args(BatchEndpoint)
+
+
+def is_batch_endpoint(endpoint: str) -> bool:
+    """One every backend answers, or another `/v1/...` endpoint for upstream-routed models."""
+    if endpoint in BATCH_ENDPOINTS:
+        return True
+    refused = any(endpoint == p or endpoint.startswith(p + "/") for p in UPSTREAM_ENDPOINTS_REFUSED)
+    return not refused and re.fullmatch(UPSTREAM_ENDPOINT_PATTERN, endpoint) is not None
 
 
 @dataclass(slots=True)

@@ -3,12 +3,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FilePurpose = Literal["batch", "batch_output"]
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"]
+# any other endpoint an upstream serves (e.g. /v1/moderations): lines are forwarded as they are
+UPSTREAM_ENDPOINT_PATTERN = r"^/v1(/[a-z0-9][a-z0-9_-]*)+$"  # no dots: never a path out of /v1
+# the upstream's own state (its files, batches, stores, …) is not for batch lines: they
+# reach the upstream with the gateway's credentials, shared by every project
+UPSTREAM_ENDPOINTS_REFUSED = (
+    "/v1/files", "/v1/uploads", "/v1/batches", "/v1/fine_tuning", "/v1/vector_stores", "/v1/assistants",
+    "/v1/threads", "/v1/organization", "/v1/containers", "/v1/conversations", "/v1/evals", "/v1/realtime",
+    "/v1/models",
+)  # fmt: skip
+# the endpoint of a batch: one every backend answers, or another of an upstream's
+Endpoint = Annotated[
+    str,
+    Field(
+        pattern=UPSTREAM_ENDPOINT_PATTERN,
+        examples=list(get_args(BatchEndpoint)),
+        description="`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` or `/v1/responses` (every "
+        "backend), or another endpoint of the upstream the lines' models route to (e.g. `/v1/moderations`), "
+        "forwarded as is; the local engine answers each line of such an endpoint with a 400 naming the url.",
+    ),
+]
 BatchStatus = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]
@@ -77,7 +97,7 @@ class BatchUsage(BaseModel):
 class Batch(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
-    endpoint: BatchEndpoint
+    endpoint: Endpoint
     errors: BatchErrors | None = None
     input_file_id: str
     completion_window: str
@@ -112,7 +132,7 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(strict=True)
 
     input_file_id: str = Field(description="A file of your project with purpose `batch`.")
-    endpoint: BatchEndpoint
+    endpoint: Endpoint
     completion_window: str = Field(
         "24h",
         json_schema_extra={"pattern": r"^\s*[0-9]+\s*[smhd]\s*$"},  # checked by core, which says what is wrong

@@ -35,4 +35,5 @@ def test_requests_keep_unknown_fields_and_refuse_wrong_types() -> None:
     with pytest.raises(ValidationError):
         chat.ChatCompletionRequest.model_validate({**body, "max_tokens": "10"})  # JSON types are strict
     with pytest.raises(ValidationError):
-        openai.BatchCreate.model_validate({"input_file_id": "f", "endpoint": "/v1/images"})
+        # any /v1/ endpoint may be an upstream's (issue 17), never a path out of /v1
+        openai.BatchCreate.model_validate({"input_file_id": "f", "endpoint": "/v1/../images"})

@@ -152,7 +152,11 @@ class LocalBackend:
         """The engine, prompt tokens and sampling parameters of a request (or an error)."""
         body = request.body
         if request.url not in ("/v1/chat/completions", "/v1/completions"):
-            raise _BadRequest(f"The local engine cannot stream {request.url}.", "url")
+            raise _BadRequest(
+                f"The local engine does not serve {request.url} (it serves /v1/chat/completions, /v1/completions, "
+                "/v1/embeddings and, through them, /v1/responses): route this model to an upstream that does.",
+                "url",
+            )
         params = _sampling_params(request.url, body)
         engine = await asyncio.to_thread(self._engine, str(body["model"]))
         if request.url == "/v1/chat/completions":

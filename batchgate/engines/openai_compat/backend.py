@@ -66,11 +66,14 @@ class UpstreamBackend:
         async with self._slots:  # a request in flight, its retries included
             body = await self._post(request)
         usage = body.get("usage") or {}
+        if not isinstance(usage, dict):
+            usage = {}
         return BackendResponse(
             200,
             body,
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
+            # chat/completions/embeddings count prompt and completion tokens; /v1/responses input and output
+            int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0),
+            int(usage.get("completion_tokens") or usage.get("output_tokens") or 0),
             model=body.get("model") or request.body.get("model"),
         )
 
