@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pgdb import new_database
 
 from batchgate.core.errors import JobLostError
 from batchgate.core.models import (
@@ -29,11 +30,13 @@ from batchgate.core.models import (
 from batchgate.core.ports import Store, WorkerInfo
 from batchgate.core.states import ACCEPTS_LINES, JobKind, batch_sources
 from batchgate.store import SQLiteStore
+from batchgate.store.postgres import PostgresStore
 from batchgate.testing import InMemoryStore
 
 STORES: dict[str, Callable[[Path], Store]] = {
     "memory": lambda tmp: InMemoryStore(),
     "sqlite": lambda tmp: SQLiteStore(tmp / "contract.db"),
+    "postgres": lambda tmp: PostgresStore(new_database(), pool_size=4, migrate=False),
 }
 
 NOW = 1_800_000_000

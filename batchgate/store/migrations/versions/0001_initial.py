@@ -3,7 +3,7 @@
 Revision ID: 0001
 """
 
-from alembic import op
+from batchgate.store.ddl import ddl
 
 revision = "0001"
 down_revision = None
@@ -113,9 +113,9 @@ STATEMENTS = [
 
 def upgrade() -> None:
     for statement in STATEMENTS:
-        op.execute(statement)
+        ddl(statement)
 
 
 def downgrade() -> None:
     for table in ("workers", "requests", "line_chunks", "batches", "files", "api_keys", "projects"):
-        op.execute(f"DROP TABLE {table}")
+        ddl(f"DROP TABLE {table}")

@@ -6,7 +6,7 @@ prompt templates, each with numbered versions and at most one published.
 Revision ID: 0002
 """
 
-from alembic import op
+from batchgate.store.ddl import ddl
 
 revision = "0002"
 down_revision = "0001"
@@ -15,11 +15,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE batches ADD COLUMN cost REAL NOT NULL DEFAULT 0")
-    op.execute("ALTER TABLE batches ADD COLUMN upstream TEXT")
-    op.execute("ALTER TABLE batches ADD COLUMN upstream_batch_id TEXT")
-    op.execute("ALTER TABLE batches ADD COLUMN operation TEXT")
-    op.execute(
+    ddl("ALTER TABLE batches ADD COLUMN cost REAL NOT NULL DEFAULT 0")
+    ddl("ALTER TABLE batches ADD COLUMN upstream TEXT")
+    ddl("ALTER TABLE batches ADD COLUMN upstream_batch_id TEXT")
+    ddl("ALTER TABLE batches ADD COLUMN operation TEXT")
+    ddl(
         """CREATE TABLE prompts (
         project_id TEXT NOT NULL,
         slug TEXT NOT NULL,
@@ -29,7 +29,7 @@ def upgrade() -> None:
         published_version INTEGER,
         PRIMARY KEY (project_id, slug))"""
     )
-    op.execute(
+    ddl(
         """CREATE TABLE prompt_versions (
         project_id TEXT NOT NULL,
         slug TEXT NOT NULL,
@@ -42,7 +42,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE prompt_versions")
-    op.execute("DROP TABLE prompts")
+    ddl("DROP TABLE prompt_versions")
+    ddl("DROP TABLE prompts")
     for column in ("operation", "upstream_batch_id", "upstream", "cost"):
-        op.execute(f"ALTER TABLE batches DROP COLUMN {column}")
+        ddl(f"ALTER TABLE batches DROP COLUMN {column}")

@@ -5,7 +5,7 @@ project's other batches.
 Revision ID: 0003
 """
 
-from alembic import op
+from batchgate.store.ddl import ddl
 
 revision = "0003"
 down_revision = "0002"
@@ -14,8 +14,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE INDEX batches_by_project_source ON batches(project_id, source, pk)")
+    ddl("CREATE INDEX batches_by_project_source ON batches(project_id, source, pk)")
 
 
 def downgrade() -> None:
-    op.execute("DROP INDEX batches_by_project_source")
+    ddl("DROP INDEX batches_by_project_source")

@@ -4,7 +4,7 @@ conversation that `previous_response_id` continues, both as JSON.
 Revision ID: 0004
 """
 
-from alembic import op
+from batchgate.store.ddl import ddl
 
 revision = "0004"
 down_revision = "0003"
@@ -13,7 +13,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
+    ddl(
         """CREATE TABLE responses (
         id TEXT PRIMARY KEY,
         project_id TEXT NOT NULL,
@@ -24,4 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE responses")
+    ddl("DROP TABLE responses")

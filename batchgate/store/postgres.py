@@ -1,0 +1,825 @@
+"""The PostgreSQL store: one database shared by any number of API and worker processes
+on any number of hosts (`BATCHGATE_DATABASE_URL=postgresql://...`).
+
+Same schema and migration history as the SQLite store (see `store/ddl.py`); the
+differences are in how concurrent writers meet. Workers claim lines with
+`SELECT ... FOR UPDATE SKIP LOCKED` on the batch rows (a batch's claim cursor is taken
+by one worker at a time; others move on to other batches, never wait), batch jobs with
+the same skip, and every write that makes work appear (a new batch, lines to run, rows
+requeued, a batch to finalize or cancel) sends a NOTIFY on `WAKE_CHANNEL` in its
+transaction, so idle workers listening there (`PostgresWakeups`) look at once instead
+of polling. Connections come from a psycopg pool; each store call is one transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from batchgate.core.errors import InsufficientStorageError, JobLostError
+from batchgate.core.ids import new_id
+from batchgate.core.models import (
+    ApiKey,
+    BatchError,
+    BatchJob,
+    BatchRecord,
+    BatchStatus,
+    ClaimedRequest,
+    FileRecord,
+    FinishedRow,
+    LineIndex,
+    Project,
+    PromptRecord,
+    PromptVersion,
+    RequestResult,
+    RequestState,
+    StoredResponse,
+)
+from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
+from batchgate.store.migrate import upgrade_postgres
+
+log = logging.getLogger(__name__)
+
+LINE_BITS = 32
+LINE_MASK = (1 << LINE_BITS) - 1
+WAKE_CHANNEL = "batchgate_work"
+
+BATCH_COLUMNS = (
+    "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
+    "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
+    "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation"
+)
+FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
+PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
+_NOTIFY = f"SELECT pg_notify('{WAKE_CHANNEL}', '')"
+
+_RUNNING = RequestState.RUNNING.value
+_QUEUED = RequestState.QUEUED.value
+
+
+def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
+    """A set of states from core/states.py as SQL. Inlined as literals, not bound: the
+    planner uses the partial indexes (`requests_running`, `requests_queued`) only when
+    the query names their predicate's literal."""
+    values = sorted(f"'{state.value}'" for state in states)
+    if not values:
+        return "false"  # nothing leads there
+    return f"{column} = {values[0]}" if len(values) == 1 else f"{column} IN ({', '.join(values)})"
+
+
+def _json(value: Any) -> str | None:
+    return orjson.dumps(value).decode() if value is not None else None
+
+
+def _batch(row: Sequence[Any]) -> BatchRecord:
+    errors = orjson.loads(row[9]) if row[9] else None
+    return BatchRecord(
+        id=row[0], project_id=row[1], endpoint=row[2], input_file_id=row[3], completion_window=row[4],
+        status=BatchStatus(row[5]), created_at=row[6], expires_at=row[7],
+        metadata=orjson.loads(row[8]) if row[8] else None,
+        errors=[BatchError(**e) for e in errors] if errors is not None else None,
+        output_file_id=row[10], error_file_id=row[11], in_progress_at=row[12], finalizing_at=row[13],
+        completed_at=row[14], failed_at=row[15], expired_at=row[16], cancelling_at=row[17],
+        cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
+        output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
+        upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
+    )  # fmt: skip
+
+
+def _prompt_version(row: Sequence[Any]) -> PromptVersion:
+    return PromptVersion(row[0], row[1], orjson.loads(row[2]), orjson.loads(row[3]), row[4])
+
+
+class PostgresStore:
+    def __init__(self, url: str, pool_size: int = 10, migrate: bool = True):
+        self.url = url
+        if migrate:
+            upgrade_postgres(url)
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=True, check=ConnectionPool.check_connection, name="batchgate"
+        )
+        self._pks: dict[str, int] = {}
+        self._chunk_cache: dict[tuple[int, int], array[int]] = {}
+
+    # ---- connections --------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except pg_errors.DiskFull as exc:
+            raise InsufficientStorageError(
+                "The database's disk is full: nothing was written. Free space and retry."
+            ) from exc
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        with self._tx() as cur:
+            return cur.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._tx() as cur:
+            return cur.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def ping(self) -> None:
+        self._one("SELECT 1")
+
+    def _pk(self, batch_id: str) -> int:
+        pk = self._pks.get(batch_id)
+        if pk is None:
+            row = self._one("SELECT pk FROM batches WHERE id = %s", (batch_id,))
+            if row is None:
+                raise KeyError(batch_id)
+            pk = self._pks[batch_id] = row[0]
+        return pk
+
+    def _range(self, batch_id: str) -> tuple[int, int]:
+        base = self._pk(batch_id) << LINE_BITS
+        return base, base | LINE_MASK
+
+    # ---- projects and keys --------------------------------------------------------
+
+    def ensure_project(self, name: str, now: int) -> Project:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO projects (id, name, created_at) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (new_id("proj_"), name, now),
+            )
+            row = cur.execute("SELECT id, name, created_at FROM projects WHERE name = %s", (name,)).fetchone()
+        assert row is not None
+        return Project(*row)
+
+    def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO api_keys (id, project_id, name, prefix, key_hash, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (key.id, key.project_id, key.name, key.prefix, key_hash, key.created_at),
+            )
+
+    _KEY_SELECT = (
+        "SELECT k.id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, p.name "
+        "FROM api_keys k JOIN projects p ON p.id = k.project_id"
+    )
+
+    def find_api_key(self, key_hash: str) -> ApiKey | None:
+        row = self._one(self._KEY_SELECT + " WHERE k.key_hash = %s AND k.revoked_at IS NULL", (key_hash,))
+        return ApiKey(*row) if row else None
+
+    def list_api_keys(self) -> list[ApiKey]:
+        return [ApiKey(*row) for row in self._all(self._KEY_SELECT + " ORDER BY k.created_at, k.id")]
+
+    def revoke_api_key(self, key_id: str, now: int) -> bool:
+        with self._tx() as cur:
+            cur.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (now, key_id))
+            return cur.rowcount > 0
+
+    # ---- files --------------------------------------------------------------------
+
+    def add_file(self, file: FileRecord) -> None:
+        with self._tx() as cur:
+            self._insert_file(cur, file)
+
+    @staticmethod
+    def _insert_file(cur: psycopg.Cursor[Any], f: FileRecord) -> None:
+        cur.execute(
+            f"INSERT INTO files ({FILE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, purpose = EXCLUDED.purpose, "
+            "filename = EXCLUDED.filename, bytes = EXCLUDED.bytes, created_at = EXCLUDED.created_at, "
+            "expires_at = EXCLUDED.expires_at",
+            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at),
+        )
+
+    def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None:
+        row = self._one(f"SELECT {FILE_COLUMNS} FROM files WHERE id = %s", (file_id,))
+        if row is None or (project_id is not None and row[1] != project_id):
+            return None
+        return FileRecord(*row)
+
+    def list_files(
+        self, project_id: str, purpose: str | None, after: str | None, limit: int, order: str
+    ) -> Page[FileRecord]:
+        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE project_id = %s"
+        params: list[object] = [project_id]
+        if purpose:
+            sql += " AND purpose = %s"
+            params.append(purpose)
+        if after is not None:
+            # another project's id finds no pk, exactly like an unknown id (an empty page)
+            sql += f" AND pk {'<' if order == 'desc' else '>'} (SELECT pk FROM files WHERE id = %s AND project_id = %s)"
+            params += [after, project_id]
+        sql += f" ORDER BY pk {'DESC' if order == 'desc' else 'ASC'} LIMIT %s"
+        params.append(limit + 1)
+        rows = self._all(sql, params)
+        return Page([FileRecord(*r) for r in rows[:limit]], len(rows) > limit)
+
+    def delete_file(self, file_id: str, project_id: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM files WHERE id = %s AND project_id = %s", (file_id, project_id))
+            return cur.rowcount > 0
+
+    def file_in_use(self, file_id: str) -> bool:
+        sql = f"SELECT 1 FROM batches WHERE input_file_id = %s AND {_is('status', ACTIVE_STATUSES)} LIMIT 1"
+        return self._one(sql, (file_id,)) is not None
+
+    # ---- batches ------------------------------------------------------------------
+
+    def add_batch(self, b: BatchRecord) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
+                "created_at, expires_at, metadata, priority, source, operation) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
+                    b.created_at, b.expires_at, _json(b.metadata or None), b.priority, b.source,
+                    _json(b.operation or None),
+                ),
+            )  # fmt: skip
+            cur.execute(_NOTIFY)  # its validation job
+
+    def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
+        row = self._one(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = %s", (batch_id,))
+        if row is None or (project_id is not None and row[1] != project_id):
+            return None
+        return _batch(row)
+
+    def list_batches(
+        self, project_id: str, after: str | None, limit: int, source: str | None = None
+    ) -> Page[BatchRecord]:
+        sql = f"SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = %s"
+        params: list[object] = [project_id]
+        if source is not None:
+            sql += " AND source = %s"
+            params.append(source)
+        if after is not None:
+            sql += " AND pk < (SELECT pk FROM batches WHERE id = %s AND project_id = %s)"
+            params += [after, project_id]
+        rows = self._all(sql + " ORDER BY pk DESC LIMIT %s", (*params, limit + 1))
+        return Page([_batch(r) for r in rows[:limit]], len(rows) > limit)
+
+    def start_batch(self, batch_id: str, total: int, now: int, owner: str, upstream: str | None = None) -> bool:
+        starts = _is("status", batch_sources(BatchStatus.IN_PROGRESS))
+        with self._tx() as cur:
+            # a batch cancelled while it validated still gets its lines, to settle as cancelled
+            cur.execute(
+                "UPDATE batches SET total = %s, claim_cursor = 0, upstream = %s, "
+                f"status = CASE WHEN {starts} THEN %s ELSE status END, "
+                f"in_progress_at = CASE WHEN {starts} THEN %s ELSE in_progress_at END "
+                f"WHERE id = %s AND owner = %s AND {_is('status', ACCEPTS_LINES)}",
+                (total, upstream, BatchStatus.IN_PROGRESS.value, now, batch_id, owner),
+            )
+            if cur.rowcount:
+                cur.execute(_NOTIFY)  # lines to claim
+            return cur.rowcount > 0
+
+    def set_upstream_batch(self, batch_id: str, owner: str, upstream_batch_id: str) -> None:
+        with self._tx() as cur:
+            self._check_owner(cur, self._pk(batch_id), owner)
+            cur.execute("UPDATE batches SET upstream_batch_id = %s WHERE id = %s", (upstream_batch_id, batch_id))
+
+    def mirror_counts(self, batch_id: str, owner: str, completed: int, failed: int) -> None:
+        with self._tx() as cur:
+            self._check_owner(cur, self._pk(batch_id), owner)
+            cur.execute("UPDATE batches SET completed = %s, failed = %s WHERE id = %s", (completed, failed, batch_id))
+
+    def import_results(
+        self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool, now: int
+    ) -> None:
+        pk = self._pk(batch_id)
+        low, high = self._range(batch_id)
+        columns = (
+            'id, "offset", length, state, attempts, request_id, custom_id, status_code, result, error_code, '
+            "error_message, input_tokens, output_tokens, cost, latency_ms, backend, model"
+        )
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns.split(", ")[1:])
+        with self._tx() as cur:
+            self._check_owner(cur, pk, owner)
+            cur.executemany(
+                f"INSERT INTO requests ({columns}) VALUES ({', '.join(['%s'] * 17)}) "
+                f"ON CONFLICT (id) DO UPDATE SET {updates}",
+                [
+                    (
+                        (pk << LINE_BITS) | r.line, offset, length, r.state.value, r.attempts, r.request_id,
+                        r.custom_id, r.status_code, r.body, r.error_code, r.error_message, r.input_tokens,
+                        r.output_tokens, r.cost, r.latency_ms, r.backend, r.model,
+                    )
+                    for offset, length, r in rows
+                ],
+            )  # fmt: skip
+            cur.execute(
+                "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
+                "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), "
+                "coalesce(sum(input_tokens), 0)::bigint, coalesce(sum(output_tokens), 0)::bigint, "
+                "coalesce(sum(cost), 0) FROM requests WHERE id BETWEEN %s AND %s) WHERE pk = %s",
+                (low, high, pk),
+            )
+            if done:
+                cur.execute("UPDATE batches SET claim_cursor = total WHERE pk = %s", (pk,))
+                self._to_finalizing(cur, pk, now)
+
+    def fail_batch(self, batch_id: str, errors: list[BatchError], now: int, owner: str) -> bool:
+        data = _json([{"code": e.code, "message": e.message, "line": e.line, "param": e.param} for e in errors])
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE batches SET status = %s, failed_at = %s, errors = %s, owner = NULL "
+                f"WHERE id = %s AND {_is('status', batch_sources(BatchStatus.FAILED))} AND owner = %s",
+                (BatchStatus.FAILED.value, now, data, batch_id, owner),
+            )
+            return cur.rowcount > 0
+
+    def request_cancel(self, batch_id: str, now: int) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE batches SET status = %s, cancelling_at = %s, wake_at = 0 "
+                f"WHERE id = %s AND {_is('status', batch_sources(BatchStatus.CANCELLING))}",
+                (BatchStatus.CANCELLING.value, now, batch_id),
+            )
+            if cur.rowcount:
+                cur.execute(_NOTIFY)  # its cancel job
+            return cur.rowcount > 0
+
+    def finish_batch(
+        self,
+        batch_id: str,
+        owner: str,
+        status: BatchStatus,
+        files: list[FileRecord],
+        output_file_id: str | None,
+        error_file_id: str | None,
+        completed: int,
+        failed: int,
+        now: int,
+    ) -> bool:
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status.value} is not a final status")
+        with self._tx() as cur:
+            cur.execute(
+                f"UPDATE batches SET status = %s, {status.value}_at = %s, output_file_id = %s, error_file_id = %s, "
+                "completed = %s, failed = %s, total = %s, owner = NULL "
+                f"WHERE id = %s AND owner = %s AND {_is('status', batch_sources(status))}",
+                (
+                    status.value, now, output_file_id, error_file_id, completed, failed, completed + failed,
+                    batch_id, owner,
+                ),
+            )  # fmt: skip
+            if not cur.rowcount:
+                return False
+            for f in files:
+                self._insert_file(cur, f)
+            return True
+
+    # ---- request rows -------------------------------------------------------------
+
+    def add_lines(self, batch_id: str, lines: LineIndex, owner: str) -> None:
+        pk = self._pk(batch_id)
+        with self._tx() as cur:
+            self._check_owner(cur, pk, owner)
+            row = cur.execute(
+                "SELECT coalesce(sum(count), 0)::bigint FROM line_chunks WHERE batch_pk = %s", (pk,)
+            ).fetchone()
+            assert row is not None
+            cur.execute(
+                "INSERT INTO line_chunks (batch_pk, first, count, data) VALUES (%s, %s, %s, %s)",
+                (pk, row[0], len(lines) // 3, lines.tobytes()),
+            )
+
+    @staticmethod
+    def _check_owner(cur: psycopg.Cursor[Any], pk: int, owner: str) -> None:
+        # FOR SHARE: the job cannot change hands before this transaction ends
+        row = cur.execute("SELECT owner FROM batches WHERE pk = %s FOR SHARE", (pk,)).fetchone()
+        if row is None or row[0] != owner:
+            raise JobLostError(f"batch job now belongs to {row[0] if row else None!r}, not {owner!r}")
+
+    def _lines(self, cur: psycopg.Cursor[Any], pk: int, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(line, offset, length) for positions [start, stop) of a batch's line index."""
+        rows = cur.execute(
+            "SELECT first, count, data FROM line_chunks WHERE batch_pk = %s AND first < %s AND first + count > %s "
+            "ORDER BY first",
+            (pk, stop, start),
+        ).fetchall()
+        for first, _count, data in rows:
+            chunk = self._chunk_cache.get((pk, first))
+            if chunk is None:
+                chunk = array("q")
+                chunk.frombytes(data)
+                self._chunk_cache.clear()  # claims walk forward: the last chunk is all we reuse
+                self._chunk_cache[(pk, first)] = chunk
+            lo, hi = max(start - first, 0), min(stop - first, len(chunk) // 3)
+            for i in range(3 * lo, 3 * hi, 3):
+                yield chunk[i], chunk[i + 1], chunk[i + 2]
+
+    def clear_requests(self, batch_id: str, owner: str) -> None:
+        pk = self._pk(batch_id)
+        with self._tx() as cur:
+            self._check_owner(cur, pk, owner)
+            cur.execute("DELETE FROM requests WHERE id BETWEEN %s AND %s", self._range(batch_id))
+            cur.execute("DELETE FROM line_chunks WHERE batch_pk = %s", (pk,))
+        self._chunk_cache.clear()
+
+    def settle_unfinished(
+        self, batch_id: str, state: RequestState, code: str, message: str, include_running: bool
+    ) -> int:
+        sources = settle_sources(state, include_running)  # ValueError for a state lines cannot be settled as
+        pk = self._pk(batch_id)
+        base = pk << LINE_BITS
+        with self._tx() as cur:
+            # the batch row first, as claims do: no claim runs on this batch meanwhile
+            row = cur.execute("SELECT claim_cursor, total FROM batches WHERE pk = %s FOR UPDATE", (pk,)).fetchone()
+            assert row is not None
+            cursor, total = row
+            cur.execute(
+                "UPDATE requests SET state = %s, error_code = %s, error_message = %s, worker_id = NULL "
+                f"WHERE id BETWEEN %s AND %s AND {_is('state', sources)}",
+                (state.value, code, message, *self._range(batch_id)),
+            )
+            settled = cur.rowcount
+            if cursor is not None and cursor < total:
+                ids, offsets, lengths = [], [], []
+                for line, offset, length in self._lines(cur, pk, cursor, total):
+                    ids.append(base | line)
+                    offsets.append(offset)
+                    lengths.append(length)
+                # DO NOTHING: a passed-through batch's lines may have rows its upstream answered
+                cur.execute(
+                    'INSERT INTO requests (id, "offset", length, state, error_code, error_message) '
+                    "SELECT i, o, l, %s, %s, %s FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(i, o, l) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (state.value, code, message, ids, offsets, lengths),
+                )
+                settled += cur.rowcount
+            cur.execute("UPDATE batches SET claim_cursor = total, requeued = 0 WHERE pk = %s", (pk,))
+            return settled
+
+    def count_running(self, batch_id: str) -> int:
+        row = self._one(
+            f"SELECT count(*) FROM requests WHERE state = '{_RUNNING}' AND id BETWEEN %s AND %s",
+            self._range(batch_id),
+        )
+        assert row is not None
+        return int(row[0])
+
+    def iter_finished(self, batch_id: str) -> Iterator[FinishedRow]:
+        low, high = self._range(batch_id)
+        # a server-side cursor: a million-row batch streams in pages, never all in memory
+        with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name=f"finished_{new_id('')}") as cur,
+        ):
+            cur.itersize = 5000
+            cur.execute(
+                'SELECT id, custom_id, "offset", length, state, request_id, status_code, result, error_code, '
+                "error_message, cost FROM requests WHERE id BETWEEN %s AND %s ORDER BY id",
+                (low, high),
+            )
+            for r in cur:
+                body = bytes(r[7]) if r[7] is not None else None
+                yield FinishedRow(
+                    r[0] & LINE_MASK, r[1], r[2], r[3], RequestState(r[4]), r[5], r[6], body, r[8], r[9], r[10]
+                )
+
+    # ---- prompt templates ---------------------------------------------------------
+
+    def add_prompt(self, prompt: PromptRecord) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO prompts (project_id, slug, name, description, created_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (prompt.project_id, prompt.slug, prompt.name, prompt.description, prompt.created_at),
+            )
+            return cur.rowcount > 0
+
+    def get_prompt(self, project_id: str, slug: str) -> PromptRecord | None:
+        row = self._one(f"SELECT {PROMPT_COLUMNS} FROM prompts WHERE project_id = %s AND slug = %s", (project_id, slug))
+        return PromptRecord(*row) if row else None
+
+    def list_prompts(self, project_id: str) -> list[PromptRecord]:
+        rows = self._all(f"SELECT {PROMPT_COLUMNS} FROM prompts WHERE project_id = %s ORDER BY slug", (project_id,))
+        return [PromptRecord(*row) for row in rows]
+
+    def add_prompt_version(
+        self, project_id: str, slug: str, messages: list[dict[str, Any]], model_config: dict[str, Any], now: int
+    ) -> PromptVersion:
+        with self._tx() as cur:
+            # the prompt's row serialises concurrent new versions of it (max + 1 would race)
+            cur.execute("SELECT 1 FROM prompts WHERE project_id = %s AND slug = %s FOR UPDATE", (project_id, slug))
+            row = cur.execute(
+                "SELECT coalesce(max(version), 0) FROM prompt_versions WHERE project_id = %s AND slug = %s",
+                (project_id, slug),
+            ).fetchone()
+            assert row is not None
+            version = row[0] + 1
+            cur.execute(
+                "INSERT INTO prompt_versions (project_id, slug, version, messages, model_config, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (project_id, slug, version, _json(messages), _json(model_config), now),
+            )
+        return PromptVersion(slug, version, messages, model_config, now)
+
+    def list_prompt_versions(self, project_id: str, slug: str) -> list[PromptVersion]:
+        rows = self._all(
+            "SELECT slug, version, messages, model_config, created_at FROM prompt_versions "
+            "WHERE project_id = %s AND slug = %s ORDER BY version",
+            (project_id, slug),
+        )
+        return [_prompt_version(row) for row in rows]
+
+    def get_prompt_version(self, project_id: str, slug: str, version: int | None) -> PromptVersion | None:
+        row = self._one(
+            "SELECT v.slug, v.version, v.messages, v.model_config, v.created_at FROM prompt_versions v "
+            "JOIN prompts p ON p.project_id = v.project_id AND p.slug = v.slug "
+            "WHERE v.project_id = %s AND v.slug = %s AND v.version = coalesce(%s::bigint, p.published_version)",
+            (project_id, slug, version),
+        )
+        return _prompt_version(row) if row else None
+
+    def publish_prompt_version(self, project_id: str, slug: str, version: int) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE prompts SET published_version = %s WHERE project_id = %s AND slug = %s AND EXISTS ("
+                "SELECT 1 FROM prompt_versions WHERE project_id = %s AND slug = %s AND version = %s)",
+                (version, project_id, slug, project_id, slug, version),
+            )
+            return cur.rowcount > 0
+
+    # ---- stored responses ---------------------------------------------------------
+
+    def add_response(self, response: StoredResponse) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO responses (id, project_id, created_at, response, messages) VALUES (%s, %s, %s, %s, %s)",
+                (
+                    response.id,
+                    response.project_id,
+                    response.created_at,
+                    _json(response.response),
+                    _json(response.messages),
+                ),
+            )
+
+    def get_response(self, response_id: str, project_id: str) -> StoredResponse | None:
+        row = self._one(
+            "SELECT id, project_id, created_at, response, messages FROM responses WHERE id = %s AND project_id = %s",
+            (response_id, project_id),
+        )
+        return StoredResponse(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
+
+    def delete_response(self, response_id: str, project_id: str) -> bool:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM responses WHERE id = %s AND project_id = %s", (response_id, project_id))
+            return cur.rowcount > 0
+
+    # ---- workers ------------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO workers (id, host, pid, heartbeat_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
+                "heartbeat_at = EXCLUDED.heartbeat_at",
+                (info.id, info.host, info.pid, info.heartbeat_at),
+            )
+
+    def heartbeat(self, worker_id: str, now: float) -> bool:
+        with self._tx() as cur:
+            cur.execute("UPDATE workers SET heartbeat_at = %s WHERE id = %s", (now, worker_id))
+            return cur.rowcount > 0
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo(*r) for r in self._all("SELECT id, host, pid, heartbeat_at FROM workers ORDER BY id")]
+
+    def reap_worker(self, worker_id: str) -> int:
+        with self._tx() as cur:
+            requeued = self._requeue(cur, "worker_id = %s", (worker_id,))
+            cur.execute("UPDATE batches SET owner = NULL WHERE owner = %s", (worker_id,))
+            released = cur.rowcount
+            cur.execute("DELETE FROM workers WHERE id = %s", (worker_id,))
+            if requeued or released:
+                cur.execute(_NOTIFY)
+            return requeued
+
+    def requeue_orphans(self) -> int:
+        with self._tx() as cur:
+            unregistered = "NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = {})"
+            requeued = self._requeue(cur, unregistered.format("requests.worker_id"), ())
+            cur.execute(f"UPDATE batches SET owner = NULL WHERE owner IS NOT NULL AND {unregistered.format('owner')}")
+            if requeued or cur.rowcount:
+                cur.execute(_NOTIFY)
+            return requeued
+
+    @staticmethod
+    def _requeue(cur: psycopg.Cursor[Any], which: str, params: Sequence[Any]) -> int:
+        """Give running rows back to the queue and flag their batches for the claimers."""
+        requeueable = _is("state", request_sources(RequestState.QUEUED))
+        cur.execute(
+            f"UPDATE requests SET state = '{_QUEUED}', worker_id = NULL WHERE {requeueable} AND {which} RETURNING id",
+            params,
+        )
+        ids = [r[0] for r in cur.fetchall()]
+        pks = sorted({rid >> LINE_BITS for rid in ids})
+        if pks:
+            cur.execute("UPDATE batches SET requeued = 1 WHERE pk = ANY(%s)", (pks,))
+        return len(ids)
+
+    def claim_batch_job(self, worker_id: str, now: int) -> BatchJob | None:
+        with self._tx() as cur:
+            row = cur.execute(
+                # what `job_kind` asks for, as SQL; SKIP LOCKED: two workers never wait on one batch
+                f"UPDATE batches SET owner = %s WHERE pk = (SELECT pk FROM batches "
+                f"WHERE ({_is('status', JOB_OF_STATUS)} OR (status = %s AND (expires_at <= %s OR upstream IS NOT NULL))) "
+                "AND owner IS NULL AND wake_at <= %s ORDER BY pk LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {BATCH_COLUMNS}",
+                (worker_id, RUNNABLE_STATUS.value, now, now),
+            ).fetchone()
+        if row is None:
+            return None
+        batch = _batch(row)
+        kind = job_kind(batch, now)
+        assert kind is not None, "the query selects only batches that need a job"
+        return BatchJob(kind, batch, worker_id)
+
+    def release_batch_job(self, batch_id: str, worker_id: str, wake_at: int) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE batches SET owner = NULL, wake_at = %s WHERE id = %s AND owner = %s",
+                (wake_at, batch_id, worker_id),
+            )
+
+    def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
+        claims: list[ClaimedRequest] = []
+        claimable = _is("state", request_sources(RequestState.RUNNING))
+        with self._tx() as cur:
+            # each batch's claim cursor is taken by one worker at a time; the others skip
+            # that batch (for this turn) rather than queue behind it
+            batches = cur.execute(
+                "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
+                "WHERE status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
+                "AND upstream IS NULL ORDER BY priority DESC, pk LIMIT 16 FOR UPDATE SKIP LOCKED",
+                (RUNNABLE_STATUS.value, now),
+            ).fetchall()
+            # share the slots among runnable batches so a small batch is not stuck behind
+            # a million-line one; slots a batch cannot use are claimed on the next call
+            share = -(-limit // max(len(batches), 1))
+            for pk, batch_id, file_id, endpoint, cursor, total, requeued in batches:
+                want = min(share, limit - len(claims))
+                if want <= 0:
+                    break
+                base = pk << LINE_BITS
+                taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
+                if requeued:
+                    rows = cur.execute(
+                        f"UPDATE requests SET state = '{_RUNNING}', worker_id = %s, attempts = attempts + 1 "
+                        f"WHERE id IN (SELECT id FROM requests WHERE {claimable} AND id BETWEEN %s AND %s "
+                        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                        'RETURNING id, "offset", length, attempts',
+                        (worker_id, base, base | LINE_MASK, want),
+                    ).fetchall()
+                    taken += sorted((r[0] & LINE_MASK, r[1], r[2], r[3]) for r in rows)
+                    requeued = int(len(rows) == want)
+                fresh = list(self._lines(cur, pk, cursor, min(cursor + want - len(taken), total)))
+                if fresh:
+                    cur.execute(
+                        'INSERT INTO requests (id, "offset", length, state, worker_id, attempts) '
+                        f"SELECT i, o, l, '{_RUNNING}', %s, 1 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+                        "AS t(i, o, l)",
+                        (
+                            worker_id,
+                            [base | line for line, _, _ in fresh],
+                            [offset for _, offset, _ in fresh],
+                            [length for _, _, length in fresh],
+                        ),
+                    )
+                taken += [(line, offset, length, 1) for line, offset, length in fresh]
+                cur.execute(
+                    "UPDATE batches SET claim_cursor = %s, requeued = %s WHERE pk = %s",
+                    (cursor + len(fresh), requeued, pk),
+                )
+                claims += [ClaimedRequest(batch_id, file_id, endpoint, *t) for t in taken]
+        return claims
+
+    def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
+        if bad := {r.state for r in results} - RESULT_STATES:
+            raise ValueError(f"a run cannot end {', '.join(sorted(bad))}")
+        if not results:
+            return
+        keyed = {(self._pk(r.batch_id) << LINE_BITS) | r.line: r for r in results}
+        totals: dict[int, list[float]] = {}
+        with self._tx() as cur:
+            # only rows this worker still holds are written: one that was reaped and
+            # requeued while it ran belongs to someone else now. Locked in id order, as
+            # every writer of request rows locks them, so two writers never deadlock.
+            held = [
+                row[0]
+                for row in cur.execute(
+                    f"SELECT id FROM requests WHERE id = ANY(%s) AND state = '{_RUNNING}' AND worker_id = %s "
+                    "ORDER BY id FOR UPDATE",
+                    (sorted(keyed), worker_id),
+                )
+            ]
+            cur.executemany(
+                "UPDATE requests SET state = %s, attempts = %s, worker_id = NULL, request_id = %s, "
+                "custom_id = coalesce(%s, custom_id), status_code = %s, result = %s, error_code = %s, "
+                "error_message = %s, input_tokens = %s, output_tokens = %s, cost = %s, latency_ms = %s, "
+                "backend = %s, model = %s WHERE id = %s",
+                [
+                    (
+                        r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
+                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend, r.model,
+                        rid,
+                    )
+                    for rid in held
+                    for r in (keyed[rid],)
+                ],
+            )  # fmt: skip
+            for rid in held:
+                r = keyed[rid]
+                t = totals.setdefault(rid >> LINE_BITS, [0, 0, 0, 0, 0.0])
+                t[0] += r.state == RequestState.SUCCEEDED
+                t[1] += r.state == RequestState.FAILED
+                t[2] += r.input_tokens
+                t[3] += r.output_tokens
+                t[4] += r.cost
+            finalizing = 0
+            for pk in sorted(totals):  # batch rows in pk order too
+                done, failed, tokens_in, tokens_out, cost = totals[pk]
+                cur.execute(
+                    "UPDATE batches SET completed = completed + %s, failed = failed + %s, "
+                    "input_tokens = input_tokens + %s, output_tokens = output_tokens + %s, cost = cost + %s "
+                    "WHERE pk = %s",
+                    (int(done), int(failed), int(tokens_in), int(tokens_out), cost, pk),
+                )
+                finalizing += self._to_finalizing(cur, pk, now, "completed + failed >= total")
+            if finalizing:
+                cur.execute(_NOTIFY)  # a finalize job
+
+    @staticmethod
+    def _to_finalizing(cur: psycopg.Cursor[Any], pk: int, now: int, condition: str = "true") -> int:
+        """Move a batch whose every line is done on to writing its result files."""
+        cur.execute(
+            "UPDATE batches SET status = %s, finalizing_at = %s "
+            f"WHERE pk = %s AND {_is('status', batch_sources(BatchStatus.FINALIZING))} AND {condition}",
+            (BatchStatus.FINALIZING.value, now, pk),
+        )
+        return cur.rowcount
+
+
+class PostgresWakeups:
+    """Calls `wake` whenever a store anywhere announces work on `WAKE_CHANNEL`.
+
+    A thread holding one connection that LISTENs; notifications sent while it is
+    disconnected are lost, which is why workers still poll, on a long interval."""
+
+    def __init__(self, url: str, wake: Callable[[], None]):
+        self.url = url
+        self.wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="batchgate-pg-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                    self.wake()  # work may have appeared while we were not listening
+                    while not self._stop.is_set():
+                        # a short timeout: stop() is noticed within a second
+                        if any(True for _ in conn.notifies(timeout=1.0)):
+                            self.wake()
+            except psycopg.Error:
+                log.warning("lost the PostgreSQL LISTEN connection; reconnecting", exc_info=True)
+                self._stop.wait(1.0)

@@ -1,0 +1,69 @@
+"""PostgreSQL databases for tests: the schema is migrated once per run into a template
+database, and each test gets its own database copied from it (CREATE DATABASE ...
+TEMPLATE, a file copy: milliseconds, not a migration run).
+
+The server is BATCHGATE_TEST_PG (default: this machine kind's 127.0.0.1:5432, trust
+auth, database `test`). Unreachable, the tests that need it skip locally and fail in CI
+(CI=true), so a CI run never passes without having run them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from batchgate.store.migrate import upgrade_postgres
+
+ADMIN_URL = os.environ.get("BATCHGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+_PREFIX = f"bgtest_{os.getpid()}_"
+_TEMPLATE = f"{_PREFIX}template"
+_state: dict[str, object] = {}
+
+
+def _url(database: str) -> str:
+    return urlsplit(ADMIN_URL)._replace(path=f"/{database}").geturl()
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+def _unavailable(exc: Exception) -> None:
+    reason = f"PostgreSQL at {ADMIN_URL} is unreachable ({exc.__class__.__name__}: {exc})".strip()
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
+    pytest.skip(reason)
+
+
+def _template() -> str:
+    if "template" not in _state:
+        try:
+            _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+        except psycopg.OperationalError as exc:
+            _unavailable(exc)
+        _admin(f"CREATE DATABASE {_TEMPLATE}")
+        atexit.register(_drop_all)
+        upgrade_postgres(_url(_TEMPLATE))
+        _state["template"] = _TEMPLATE
+    return _TEMPLATE
+
+
+def new_database() -> str:
+    """The URL of a fresh, migrated database of its own (dropped when the run ends)."""
+    template = _template()
+    name = f"{_PREFIX}{secrets.token_hex(4)}"
+    _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return _url(name)
+
+
+def _drop_all() -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (_PREFIX + "%",))]
+        for name in names:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
