@@ -248,8 +248,11 @@ class AsyncClient:
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:
-        """A client for profile `name` of the profiles file (see `batchgate.sdk.config`)."""
+        """A client for profile `name` of the profiles file (see `batchgate.sdk.config`), with
+        the profile's `timeout` when it sets one and `kwargs` do not."""
         settings = load_profile(name)
+        if settings.timeout is not None:
+            kwargs.setdefault("timeout", settings.timeout)
         return cls(settings.base_url, settings.api_key, **kwargs)
 
     async def close(self) -> None:

@@ -297,8 +297,11 @@ class Client:
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:
-        """A client for profile `name` of the profiles file (see `batchgate.sdk.config`)."""
+        """A client for profile `name` of the profiles file (see `batchgate.sdk.config`), with
+        the profile's `timeout` when it sets one and `kwargs` do not."""
         settings = load_profile(name)
+        if settings.timeout is not None:
+            kwargs.setdefault("timeout", settings.timeout)
         return cls(settings.base_url, settings.api_key, **kwargs)
 
     def close(self) -> None:

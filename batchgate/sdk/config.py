@@ -6,6 +6,7 @@ names), one table per profile:
     [prod]
     base_url = "https://batchgate.example.com"
     api_key_env = "BATCHGATE_PROD_KEY"   # or api_key = "sk-…" (the key in the file itself)
+    timeout = 300                        # optional: seconds per request (the client's default otherwise)
 
 Anything a profile leaves out falls back to `BATCHGATE_BASE_URL` / `BATCHGATE_API_KEY`,
 then to http://127.0.0.1:8000 and no key.
@@ -28,6 +29,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 class Settings:
     base_url: str
     api_key: str | None
+    timeout: float | None = None  # a profile's own request timeout, when it sets one
 
 
 def profiles_path() -> Path:
@@ -76,4 +78,8 @@ def load_profile(name: str) -> Settings:
     base_url = profile.get("base_url")
     if base_url is not None and not isinstance(base_url, str):
         raise ConfigurationError(f"profile {name!r}: base_url must be a string")
-    return resolve(base_url, str(api_key) if api_key is not None else None)
+    timeout = profile.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigurationError(f"profile {name!r}: timeout must be a positive number of seconds")
+    settings = resolve(base_url, str(api_key) if api_key is not None else None)
+    return Settings(settings.base_url, settings.api_key, None if timeout is None else float(timeout))

@@ -324,6 +324,7 @@ def test_profiles_and_environment(srv: Server, key: str, tmp_path: Path, monkeyp
     profiles = tmp_path / "profiles.toml"
     profiles.write_text(
         f'[local]\nbase_url = "{srv.url}/v1/"\napi_key_env = "SDK_TEST_KEY"\n\n[inline]\nbase_url = "{srv.url}"\napi_key = "{key}"\n'
+        "timeout = 12.5\n\n[slow]\ntimeout = -1\n"
     )
     monkeypatch.setenv("BATCHGATE_PROFILES", str(profiles))
     monkeypatch.setenv("SDK_TEST_KEY", key)
@@ -331,6 +332,10 @@ def test_profiles_and_environment(srv: Server, key: str, tmp_path: Path, monkeyp
         with Client.from_profile(name) as client:
             assert client.base_url == srv.url
             client.batches.list()
+    with Client.from_profile("inline") as client, Client.from_profile("inline", timeout=3) as overridden:
+        assert (client._http.timeout.read, overridden._http.timeout.read) == (12.5, 3)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        Client.from_profile("slow")
     with pytest.raises(ConfigurationError, match="no profile 'prod'"):
         Client.from_profile("prod")
     monkeypatch.delenv("SDK_TEST_KEY")
