@@ -121,7 +121,9 @@ def build_services(
     # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
     # /v1/responses lines run as chat completions (ResponsesBackend), which may be agent lines
     backend = ResponsesBackend(AgentBackend(backend or make_backend(settings, routing)))
-    files, batches = FileService(store, blobs, settings.max_file_bytes), BatchService(store, clock=clock)
+    retention = {"batch": settings.retention_batch} if settings.retention_batch else {}
+    files = FileService(store, blobs, settings.max_file_bytes, retention)
+    batches = BatchService(store, clock=clock, output_retention=settings.retention_batch_output)
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
     return Services(
         settings=settings,
@@ -192,6 +194,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         backoff_base=s.retry_backoff,
         drain_timeout=s.drain_timeout,
         dead_after=s.dead_worker_after,
+        sweep_interval=s.sweep_interval,
         poll_interval=s.poll_interval,
     )
     return Worker(services.store, services.blobs, backend or services.backend, jobs, config, services.clock)

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     drain_timeout: float = 10.0
     dead_worker_after: float = 30.0
     poll_interval: float = 0.1
+    # retention (seconds from creation) of files uploaded without `expires_after`, and of
+    # result files of batches created without `output_expires_after`; None: kept
+    retention_batch: int | None = Field(None, gt=0)
+    retention_batch_output: int | None = Field(None, gt=0)
+    sweep_interval: float = 60.0  # seconds between sweeps of expired files, by each worker
     # how often a batch passed through to an upstream's own Batch API is polled (seconds)
     upstream_poll_interval: int = 5
 

@@ -177,6 +177,17 @@ class InMemoryStore:
             b.record.input_file_id == file_id and b.record.status in ACTIVE_STATUSES for b in self._batches.values()
         )
 
+    def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        with self._lock:
+            expired = [
+                f
+                for f in self._files.values()
+                if f.expires_at is not None and f.expires_at <= now and not self.file_in_use(f.id)
+            ][:limit]
+            for f in expired:
+                del self._files[f.id]
+            return expired
+
     # batches
     def add_batch(self, batch: BatchRecord) -> None:
         with self._lock:

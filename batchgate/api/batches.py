@@ -31,6 +31,7 @@ def create_batch(
         endpoint=body.endpoint,
         completion_window=body.completion_window,
         metadata=body.metadata,
+        output_expires_after=body.output_expires_after.seconds if body.output_expires_after else None,
     )
     return batch_object(batch)
 

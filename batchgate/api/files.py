@@ -13,6 +13,7 @@ from batchgate.api.deps import project_id, services
 from batchgate.api.openapi import STORAGE_ERRORS, error_responses, model_schema
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
+from batchgate.core.retention import form_expiry
 from batchgate.protocol import openai as wire
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 500))
@@ -38,10 +39,12 @@ class OctetStream(Response):
     "", response_model=wire.FileObject, openapi_extra=UPLOAD_BODY, responses=error_responses(400, 413, *STORAGE_ERRORS)
 )
 async def create_file(request: Request, project: Project, svc: Svc) -> wire.FileObject:
-    """Upload a file (multipart: `file` and `purpose`), streamed to disk."""
+    """Upload a file (multipart: `file`, `purpose`, optional `expires_after[anchor]` and
+    `expires_after[seconds]`), streamed to disk."""
     with svc.files.upload(project) as upload:
         fields = await receive_upload(request, upload, svc.files.max_file_bytes)
-        record = await run_in_threadpool(upload.commit, fields.get("purpose"), fields.get("filename"))
+        expires_after = form_expiry(fields)
+        record = await run_in_threadpool(upload.commit, fields.get("purpose"), fields.get("filename"), expires_after)
     return file_object(record)
 
 

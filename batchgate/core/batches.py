@@ -23,8 +23,15 @@ MAX_METADATA_VALUE = 512
 
 
 class BatchService:
-    def __init__(self, store: Store, on_change: Callable[[], None] | None = None, clock: Clock | None = None):
+    def __init__(
+        self,
+        store: Store,
+        on_change: Callable[[], None] | None = None,
+        clock: Clock | None = None,
+        output_retention: int | None = None,
+    ):
         self.store = store
+        self.output_retention = output_retention  # seconds the result files are kept by default
         # called after a batch is created or cancelled, so an in-process worker can act
         # at once instead of at its next poll
         self.on_change = on_change or (lambda: None)
@@ -39,9 +46,11 @@ class BatchService:
         metadata: dict[str, str] | None = None,
         operation: dict[str, Any] | None = None,
         source: str | None = None,
+        output_expires_after: int | None = None,
     ) -> BatchRecord:
         """Accept a batch: it starts `validating`, and the worker takes it from there.
-        `operation`: the operation an operation batch was compiled from (kept for its output)."""
+        `operation`: the operation an operation batch was compiled from (kept for its output).
+        `output_expires_after`: seconds its result files are kept (default: `output_retention`)."""
         if not is_batch_endpoint(endpoint):
             raise InvalidRequestError(
                 f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)}, "
@@ -74,6 +83,7 @@ class BatchService:
             metadata=metadata or None,
             source=source or ("operation" if operation else "openai"),
             operation=operation,
+            output_expires_after=output_expires_after if output_expires_after is not None else self.output_retention,
         )
         self.store.add_batch(batch)
         self.on_change()

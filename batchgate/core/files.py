@@ -16,6 +16,7 @@ from batchgate.core.errors import (
 from batchgate.core.ids import new_id, now
 from batchgate.core.models import FilePurpose, FileRecord
 from batchgate.core.ports import BlobStore, BlobWriter, Page, Store
+from batchgate.core.retention import expires_at
 
 UPLOAD_PURPOSES = (FilePurpose.BATCH.value,)
 
@@ -48,20 +49,24 @@ class Upload:
             )
         self._writer.write(data)
 
-    def commit(self, purpose: str | None, filename: str | None) -> FileRecord:
+    def commit(self, purpose: str | None, filename: str | None, expires_after: int | None = None) -> FileRecord:
         """Register the file. Multipart fields may come in any order, so the purpose is
-        checked here, after the bytes; a bad one discards them."""
+        checked here, after the bytes; a bad one discards them. It expires `expires_after`
+        seconds from now, or after the purpose's default retention (None: kept)."""
         assert self._writer is not None
         check_purpose(purpose)
         size = self._writer.size
         self._stack.close()  # the blob becomes visible before its row does
+        created = now()
+        seconds = expires_after if expires_after is not None else self._service.retention.get(str(purpose))
         record = FileRecord(
             id=self.file_id,
             project_id=self.project_id,
             purpose=str(purpose),
             filename=filename or "upload.jsonl",
             bytes=size,
-            created_at=now(),
+            created_at=created,
+            expires_at=expires_at(created, seconds),
         )
         try:
             self._service.store.add_file(record)
@@ -80,10 +85,11 @@ class Upload:
 
 
 class FileService:
-    def __init__(self, store: Store, blobs: BlobStore, max_file_bytes: int):
+    def __init__(self, store: Store, blobs: BlobStore, max_file_bytes: int, retention: dict[str, int] | None = None):
         self.store = store
         self.blobs = blobs
         self.max_file_bytes = max_file_bytes
+        self.retention = retention or {}  # purpose -> seconds until an upload expires, by default
 
     def upload(self, project_id: str) -> Upload:
         return Upload(self, project_id)

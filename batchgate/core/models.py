@@ -102,6 +102,8 @@ class BatchRecord:
     upstream_batch_id: str | None = None
     # an operation batch (source "operation"): the operation and the file of its items
     operation: dict[str, Any] | None = None
+    # seconds after their creation that the output and error files expire (None: kept)
+    output_expires_after: int | None = None
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import orjson
 from batchgate.core.ids import derived_id, now
 from batchgate.core.models import BatchRecord, FilePurpose, FileRecord, FinishedRow, RequestState
 from batchgate.core.ports import BlobStore, Store
+from batchgate.core.retention import expires_at
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ def write_result_files(store: Store, blobs: BlobStore, batch: BatchRecord) -> Re
                     f"{batch_id}_{name}",
                     sizes[file_id],
                     created,
+                    expires_at(created, batch.output_expires_after),
                 )
             )
         else:

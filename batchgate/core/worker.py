@@ -43,6 +43,7 @@ from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
+from batchgate.core.retention import Sweeper
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
@@ -64,6 +65,7 @@ class WorkerConfig:
     flush_rows: int = 2000
     drain_timeout: float = 10.0
     status_check_interval: float = 0.5
+    sweep_interval: float = 60.0  # seconds of the clock between sweeps of expired files
 
 
 def _pid_alive(pid: int) -> bool:
@@ -105,6 +107,8 @@ class Worker:
         self._store_thread: ThreadPoolExecutor | None = None
         self._job_task: asyncio.Task[None] | None = None  # the batch job this worker runs
         self._validation_failures = ValidationFailures()
+        self.sweeper = Sweeper(store, blobs, self.clock)
+        self._sweep_task: asyncio.Task[int] | None = None
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
@@ -134,7 +138,7 @@ class Worker:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         cfg = self.config
-        last_beat = last_reap = 0.0  # on the clock
+        last_beat = last_reap = last_sweep = 0.0  # on the clock
         last_flush = last_status = 0.0  # on time.monotonic()
         while not stop.is_set():
             now = self.clock.time()
@@ -149,6 +153,9 @@ class Worker:
                     last_reap = now
                 if self._job_task is None or self._job_task.done():
                     self._job_task = await self._start_job(int(now))
+                if now - last_sweep >= cfg.sweep_interval and (self._sweep_task is None or self._sweep_task.done()):
+                    self._sweep_task = asyncio.create_task(self.sweep_expired_files())
+                    last_sweep = now
                 if self._inflight and tick - last_status >= cfg.status_check_interval:
                     await self._abandon_stopped_batches(int(now))
                     last_status = tick
@@ -300,6 +307,19 @@ class Worker:
         except Exception:
             log.exception("worker %s: could not record its last results; peers will requeue them", self.id)
         log.info("worker %s stopped", self.id)
+
+    async def sweep_expired_files(self) -> int:
+        """Delete every expired file, a chunk per store call, beside the claiming (a
+        sweep of thousands of files never holds up a batch line or an API call)."""
+        total = 0
+        try:
+            while (deleted := await self._db(self.sweeper.sweep)) > 0:
+                total += deleted
+                if deleted < self.sweeper.chunk:
+                    break
+        except Exception:
+            log.exception("sweeping expired files failed; retrying at the next sweep")
+        return total
 
     async def reap_dead_workers(self, now: float) -> None:
         for info in await self._db(self.store.list_workers):

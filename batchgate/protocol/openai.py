@@ -34,11 +34,25 @@ BatchStatus = Literal[
 ]
 
 
+class ExpiresAfter(BaseModel):
+    """When a file expires: `seconds` (1 hour to 30 days) after its creation."""
+
+    model_config = ConfigDict(strict=True)
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=3600, le=2_592_000)
+
+
 class FileUpload(BaseModel):
     """The multipart/form-data body of POST /v1/files (streamed to disk as it arrives)."""
 
     file: bytes = Field(description="The file: JSONL, one request per line.")
     purpose: Literal["batch"]
+    expires_after: ExpiresAfter | None = Field(
+        None,
+        description="Sent as the form fields `expires_after[anchor]` (`created_at`) and `expires_after[seconds]`; "
+        "the file is deleted once expired (unless a batch that has not ended reads it).",
+    )
 
 
 class FileObject(BaseModel):
@@ -140,4 +154,7 @@ class BatchCreate(BaseModel):
     )
     metadata: dict[str, str] | None = Field(
         None, description="At most 16 pairs; keys up to 64 characters, values up to 512."
+    )
+    output_expires_after: ExpiresAfter | None = Field(
+        None, description="When the output and error files expire (default: the server's retention for them)."
     )

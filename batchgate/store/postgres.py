@@ -70,7 +70,7 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -106,6 +106,7 @@ def _batch(row: Sequence[Any]) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
+        output_expires_after=row[30],
     )  # fmt: skip
 
 
@@ -245,6 +246,17 @@ class PostgresStore:
             cur.execute("DELETE FROM files WHERE id = %s AND project_id = %s", (file_id, project_id))
             return cur.rowcount > 0
 
+    def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        with self._tx() as cur:
+            # SKIP LOCKED: two sweeping workers share the due files instead of waiting on each other
+            cur.execute(
+                f"DELETE FROM files WHERE id IN (SELECT id FROM files f WHERE expires_at <= %s AND NOT EXISTS ("
+                f"SELECT 1 FROM batches WHERE input_file_id = f.id AND {_is('status', ACTIVE_STATUSES)}) "
+                f"ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {FILE_COLUMNS}",
+                (now, limit),
+            )
+            return [FileRecord(*r) for r in cur.fetchall()]
+
     def file_in_use(self, file_id: str) -> bool:
         sql = f"SELECT 1 FROM batches WHERE input_file_id = %s AND {_is('status', ACTIVE_STATUSES)} LIMIT 1"
         return self._one(sql, (file_id,)) is not None
@@ -255,12 +267,12 @@ class PostgresStore:
         with self._tx() as cur:
             cur.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
-                "created_at, expires_at, metadata, priority, source, operation) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "created_at, expires_at, metadata, priority, source, operation, output_expires_after) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
                     b.created_at, b.expires_at, _json(b.metadata or None), b.priority, b.source,
-                    _json(b.operation or None),
+                    _json(b.operation or None), b.output_expires_after,
                 ),
             )  # fmt: skip
             cur.execute(_NOTIFY)  # its validation job

@@ -61,7 +61,7 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -98,6 +98,7 @@ def _batch(row: tuple) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
+        output_expires_after=row[30],
     )  # fmt: skip
 
 
@@ -253,6 +254,17 @@ class SQLiteStore:
             cur = conn.execute("DELETE FROM files WHERE id = ? AND project_id = ?", (file_id, project_id))
             return cur.rowcount > 0
 
+    def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT {FILE_COLUMNS} FROM files f WHERE expires_at <= ? AND NOT EXISTS ("
+                f"SELECT 1 FROM batches WHERE input_file_id = f.id AND {_is('status', ACTIVE_STATUSES)}) "
+                "ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany("DELETE FROM files WHERE id = ?", [(r[0],) for r in rows])
+        return [_file(r) for r in rows]
+
     def file_in_use(self, file_id: str) -> bool:
         row = (
             self._conn()
@@ -270,12 +282,13 @@ class SQLiteStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
-                "created_at, expires_at, metadata, priority, source, operation) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, expires_at, metadata, priority, source, operation, output_expires_after) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
                     b.created_at, b.expires_at, orjson.dumps(b.metadata).decode() if b.metadata else None,
                     b.priority, b.source, orjson.dumps(b.operation).decode() if b.operation else None,
+                    b.output_expires_after,
                 ),
             )  # fmt: skip
 

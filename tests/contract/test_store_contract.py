@@ -232,6 +232,30 @@ def test_a_file_is_in_use_while_a_batch_on_it_is_active(store: Store) -> None:
     assert done_batch is not None and not store.file_in_use(done_batch.input_file_id)
 
 
+def test_expired_files_are_deleted_unless_an_active_batch_reads_them(store: Store) -> None:
+    def expiring(at: int | None, project: str = A) -> FileRecord:
+        f = FileRecord(f"file-{next(_serial):06d}", project, "batch", "in.jsonl", 10, NOW, expires_at=at)
+        store.add_file(f)
+        return f
+
+    due, due_b, later, kept = expiring(NOW - 5), expiring(NOW, B), expiring(NOW + 60), expiring(None)
+    active = validated(store, 1)  # its input expires too, but the batch still reads it
+    input_file = store.get_file(active.input_file_id, A)
+    assert input_file is not None
+    store.delete_file(input_file.id, A)
+    store.add_file(FileRecord(input_file.id, A, "batch", "in.jsonl", 100, NOW, expires_at=NOW - 100))
+    deleted = store.delete_expired_files(NOW, 10)
+    assert sorted(f.id for f in deleted) == sorted([due.id, due_b.id]), "every project's due files, no others"
+    assert deleted[0].expires_at is not None and deleted[0].expires_at <= NOW
+    assert store.get_file(due.id, A) is None and store.get_file(later.id, A) is not None
+    assert store.get_file(kept.id, A) is not None and store.get_file(input_file.id, A) is not None
+    assert store.delete_expired_files(NOW, 10) == []
+    assert [f.id for f in store.delete_expired_files(NOW + 60, 10)] == [later.id]
+    many = [expiring(NOW - i) for i in range(5)]
+    assert len(store.delete_expired_files(NOW, 3)) == 3, "at most `limit` a call"
+    assert len(store.delete_expired_files(NOW, 3)) == 2 and all(store.get_file(f.id, A) is None for f in many)
+
+
 # ---- batches and listing ---------------------------------------------------------------
 
 

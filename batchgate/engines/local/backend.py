@@ -32,6 +32,7 @@ from batchgate.engines.local.embeddings import EMBEDDING_MODEL, EmbeddingEngine
 from batchgate.engines.local.embeddings import installed as embeddings_installed
 from batchgate.engines.local.engine import Generation, LlamaEngine, SamplingParams, TokenLogprob
 from batchgate.engines.local.grammar import response_format_schema, schema_grammar
+from batchgate.engines.local.tools import ToolUse, parse_calls, prompt_messages, tool_use
 from batchgate.protocol import chat, embeddings
 from batchgate.protocol import completions as text
 from batchgate.protocol.completions import CompletionUsage
@@ -58,12 +59,13 @@ class LocalBackend:
         self._embeddings: EmbeddingEngine | None = None
         self._loading = threading.Lock()
         self._ids = IdSequence("cmpl-")
+        self._call_ids = IdSequence("call_")
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
         if request.url == "/v1/embeddings":
             return await self._embed(request.body)
         try:
-            engine, tokens, params = await self._prepare(request)
+            engine, tokens, params, tools = await self._prepare(request)
             # n choices are n sequences decoded together; seeded ones get seed, seed+1, …
             submitted = [
                 engine.submit(
@@ -78,16 +80,21 @@ class LocalBackend:
             raise _refusal(exc) from None
         model = str(request.body["model"])
         completion_tokens = sum(g.completion_tokens for g in generations)
-        response = self._response(request.url, model, generations, len(tokens), completion_tokens)
+        response = self._response(request.url, model, generations, len(tokens), completion_tokens, tools)
         return BackendResponse(200, response, len(tokens), completion_tokens, model)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         loop = asyncio.get_running_loop()
         texts: asyncio.Queue[str] = asyncio.Queue()
         try:
-            engine, tokens, params = await self._prepare(request)
+            engine, tokens, params, tools = await self._prepare(request)
             if _choices(request.body) != 1:
                 raise _BadRequest("Streaming returns one choice: 'n' must be 1.", "n")
+            if tools is not None:  # a call is only known to be one, and valid, once complete
+                raise _BadRequest(
+                    "The local engine does not stream tool calls: set 'stream' to false (or 'tool_choice' to 'none').",
+                    "stream",
+                )
 
             def on_text(text: str) -> None:  # called from the engine's thread
                 loop.call_soon_threadsafe(texts.put_nowait, text)
@@ -148,8 +155,8 @@ class LocalBackend:
                 self._embeddings = EmbeddingEngine()
             return self._embeddings
 
-    async def _prepare(self, request: BackendRequest) -> tuple[LlamaEngine, list[int], SamplingParams]:
-        """The engine, prompt tokens and sampling parameters of a request (or an error)."""
+    async def _prepare(self, request: BackendRequest) -> tuple[LlamaEngine, list[int], SamplingParams, ToolUse | None]:
+        """The engine, prompt tokens, sampling parameters and tools of a request (or an error)."""
         body = request.body
         if request.url not in ("/v1/chat/completions", "/v1/completions"):
             raise _BadRequest(
@@ -158,14 +165,17 @@ class LocalBackend:
                 "url",
             )
         params = _sampling_params(request.url, body)
+        tools = tool_use(body) if request.url == "/v1/chat/completions" else None
+        if tools is not None:
+            params = replace(params, grammar=tools.grammar)
         engine = await asyncio.to_thread(self._engine, str(body["model"]))
         if request.url == "/v1/chat/completions":
-            text = engine.chat_prompt(_messages(body))
+            text = engine.chat_prompt(*prompt_messages(_messages(body), tools, engine.renders_tools))
         elif isinstance(prompt := body.get("prompt"), str):
             text = prompt
         else:
             raise _BadRequest("'prompt' must be a string.", "prompt")
-        return engine, engine.tokenize(text), params
+        return engine, engine.tokenize(text), params, tools
 
     def _engine(self, model: str) -> LlamaEngine:
         with self._loading:  # the first lines of a batch arrive together: load (and verify) once
@@ -178,7 +188,13 @@ class LocalBackend:
             return engine
 
     def _response(
-        self, url: str, model: str, generations: list[Generation], prompt_tokens: int, completion_tokens: int
+        self,
+        url: str,
+        model: str,
+        generations: list[Generation],
+        prompt_tokens: int,
+        completion_tokens: int,
+        tools: ToolUse | None = None,
     ) -> dict[str, Any]:
         usage = CompletionUsage(
             prompt_tokens=prompt_tokens,  # the prompt is counted once, as OpenAI does for n > 1
@@ -209,19 +225,27 @@ class LocalBackend:
                 created=created,
                 model=model,
                 usage=usage,
-                choices=[
-                    chat.ChatCompletionChoice(
-                        index=i,
-                        message=chat.ChatCompletionMessage(content=g.text),
-                        finish_reason=g.finish_reason,  # type: ignore[arg-type]
-                        logprobs=chat.ChoiceLogprobs(content=[_chat_logprob(t) for t in g.logprobs])
-                        if g.logprobs is not None
-                        else None,
-                    )
-                    for i, g in enumerate(generations)
-                ],
+                choices=[self._chat_choice(i, g, tools) for i, g in enumerate(generations)],
             )
         return answer.model_dump()
+
+    def _chat_choice(self, index: int, g: Generation, tools: ToolUse | None) -> chat.ChatCompletionChoice:
+        """A choice: the text, or with tools in play the calls the model made."""
+        logprobs = None if g.logprobs is None else chat.ChoiceLogprobs(content=[_chat_logprob(t) for t in g.logprobs])
+        calls = parse_calls(g.text, self._call_ids) if tools is not None else None
+        if calls is None:
+            message, finish_reason = chat.ChatCompletionMessage(content=g.text), g.finish_reason
+        else:  # a call cut off by max_tokens is dropped, and the finish reason still says "length"
+            message = chat.ChatCompletionMessage(
+                content=None, tool_calls=[chat.ChatCompletionMessageToolCall.model_validate(c) for c in calls]
+            )
+            finish_reason = "tool_calls" if g.finish_reason == "stop" else g.finish_reason
+        return chat.ChatCompletionChoice(
+            index=index,
+            message=message,
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+            logprobs=logprobs,
+        )
 
     def models(self) -> list[str]:
         names = [row.name for row in self.catalog.status() if row.installed]
@@ -286,9 +310,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 # Parameters the engine does not implement yet: refused per line rather than ignored, so
 # nobody gets unconstrained text where they asked for a schema.
 def _refuse_unsupported(body: dict[str, Any]) -> None:
-    for name in ("tools", "functions"):
-        if body.get(name):
-            raise _BadRequest(f"The local engine does not support '{name}' yet.", name)
+    if body.get("functions"):
+        raise _BadRequest("The local engine does not support the deprecated 'functions': use 'tools'.", "functions")
 
 
 def _embedding_inputs(body: dict[str, Any]) -> tuple[list[str], str]:
