@@ -106,6 +106,56 @@ class Services:
         self.store.close()
 
 
+def open_store(settings: Settings) -> Store:
+    """The store the settings name: PostgreSQL for a `postgresql://` database URL,
+    else SQLite in the data dir. Either brings its schema up to date first."""
+    if settings.database_url is None:
+        return SQLiteStore(settings.db_path)
+    from batchgate.store.postgres import PostgresStore, is_postgres_url
+
+    if not is_postgres_url(settings.database_url):
+        raise InvalidRequestError(f"unsupported database URL {settings.database_url!r}: use postgresql://...")
+    return PostgresStore(settings.database_url, settings.database_pool_size)
+
+
+def upgrade_database(settings: Settings) -> str:
+    """Migrate the settings' database to the newest schema; where it is, for the operator."""
+    from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
+    from batchgate.store.postgres import redacted
+
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        upgrade_sqlite(settings.db_path)
+        return str(settings.db_path)
+    upgrade_postgres(settings.database_url)
+    return redacted(settings.database_url)
+
+
+def announces_work(store: Store) -> bool:
+    """Whether the store tells every process when work appears (PostgreSQL's NOTIFY), so
+    that a worker listening with `work_wakeups` need only poll as a fallback."""
+    from batchgate.store.postgres import PostgresStore
+
+    return isinstance(store, PostgresStore)
+
+
+@contextlib.contextmanager
+def work_wakeups(store: Store, wake: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, call `wake` (from another thread) whenever any process
+    announces work on this store; nothing on a store that does not announce it."""
+    from batchgate.store.postgres import PostgresStore, PostgresWakeups
+
+    if not isinstance(store, PostgresStore):
+        yield
+        return
+    wakeups = PostgresWakeups(store.url, wake)
+    wakeups.start()
+    try:
+        yield
+    finally:
+        wakeups.stop()
+
+
 def build_services(
     settings: Settings,
     store: Store | None = None,
@@ -114,7 +164,7 @@ def build_services(
     clock: Clock | None = None,
 ) -> Services:
     clock = clock or SystemClock()
-    store = store or SQLiteStore(settings.db_path)
+    store = store or open_store(settings)
     blobs = blobs or LocalBlobStore(settings.files_dir)
     routing = load_config(settings.config)
     # cheap: a local model loads on first use. Agent and swarm lines need several model
@@ -144,8 +194,8 @@ def build_services(
 
 @contextlib.contextmanager
 def open_keys(settings: Settings) -> Iterator[KeyService]:
-    """Key administration on the data dir: the store alone, no files, no backend."""
-    store = SQLiteStore(settings.db_path)
+    """Key administration on the settings' store alone: no files, no backend."""
+    store = open_store(settings)
     try:
         yield KeyService(store)
     finally:
@@ -195,7 +245,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         drain_timeout=s.drain_timeout,
         dead_after=s.dead_worker_after,
         sweep_interval=s.sweep_interval,
-        poll_interval=s.poll_interval,
+        poll_interval=s.listen_poll_interval if announces_work(services.store) else s.poll_interval,
     )
     return Worker(services.store, services.blobs, backend or services.backend, jobs, config, services.clock)
 
@@ -262,7 +312,7 @@ def _child_init(settings: dict[str, Any], parent_pid: int, log_level: int) -> No
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
     # only the store and the files: jobs never call a backend, so none is loaded here
     s = Settings(**settings)
-    _child_runner = job_runner(s, SQLiteStore(s.db_path), LocalBlobStore(s.files_dir))
+    _child_runner = job_runner(s, open_store(s), LocalBlobStore(s.files_dir))
 
 
 def _child_ready() -> bool:
@@ -301,7 +351,8 @@ class WorkerThread:
             self._stop = asyncio.Event()
             self._ready.set()
             try:
-                await self.worker.run(self._stop)
+                with work_wakeups(self.worker.store, self.wake):
+                    await self.worker.run(self._stop)
             finally:
                 await close_worker(self.worker)
 

@@ -14,6 +14,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHGATE_", extra="ignore")
 
     home: Path = Field(default=Path(".batchgate"), description="Data dir: database and files.")
+    # the shared store of many API and worker processes: `postgresql://user@host/db`.
+    # None: SQLite in the data dir (one machine)
+    database_url: str | None = None
+    database_pool_size: int = 10  # connections per process
     host: str = "127.0.0.1"
     port: int = 8000
     insecure_no_auth: bool = False
@@ -54,6 +58,9 @@ class Settings(BaseSettings):
     drain_timeout: float = 10.0
     dead_worker_after: float = 30.0
     poll_interval: float = 0.1
+    # on PostgreSQL, workers are woken by NOTIFY when work appears anywhere: polling is
+    # only the fallback for what announces nothing (a retry's wake time, an expiry)
+    listen_poll_interval: float = 2.0
     # retention (seconds from creation) of files uploaded without `expires_after`, and of
     # result files of batches created without `output_expires_after`; None: kept
     retention_batch: int | None = Field(None, gt=0)

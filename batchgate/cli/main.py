@@ -40,6 +40,14 @@ config_option = click.option(
     help="Routing config (batchgate.toml): upstreams, model routes, fallbacks, prices. Env: BATCHGATE_CONFIG.",
 )
 
+database_url_option = click.option(
+    "--database-url",
+    envvar="BATCHGATE_DATABASE_URL",
+    default=None,
+    help="A PostgreSQL database shared by many API and worker processes (postgresql://user@host:5432/db). "
+    "Env: BATCHGATE_DATABASE_URL. Default: SQLite in the data dir.",
+)
+
 
 def _check_config(path: Path | None) -> None:
     """Fail fast, before serving anything, on a config that cannot be used."""
@@ -61,6 +69,7 @@ def main() -> None:
 @click.option("--host", default=None, help="Interface to bind. Default 127.0.0.1.")
 @click.option("--port", type=int, default=None, help="Port. Default 8000.")
 @data_dir_option
+@database_url_option
 @config_option
 @click.option("--no-worker", is_flag=True, help="Serve the API only; run `batchgate worker` separately.")
 @click.option(
@@ -74,6 +83,7 @@ def serve(
     host: str | None,
     port: int | None,
     data_dir: Path | None,
+    database_url: str | None,
     config: Path | None,
     no_worker: bool,
     insecure_no_auth: bool,
@@ -86,7 +96,14 @@ def serve(
 
     _logging(log_level)
     _check_config(config)
-    settings = _settings(host=host, port=port, home=data_dir, config=config, insecure_no_auth=insecure_no_auth or None)
+    settings = _settings(
+        host=host,
+        port=port,
+        home=data_dir,
+        database_url=database_url,
+        config=config,
+        insecure_no_auth=insecure_no_auth or None,
+    )
     services = build_services(settings)
     worker = None if no_worker else WorkerThread.for_services(services)
     app = create_app(services, worker)
@@ -99,15 +116,16 @@ def serve(
 
 @main.command()
 @data_dir_option
+@database_url_option
 @config_option
 @click.option("--log-level", default="info", show_default=True)
-def worker(data_dir: Path | None, config: Path | None, log_level: str) -> None:
-    """Run a worker process on the data dir (alongside `serve --no-worker`, or more workers)."""
-    from batchgate.app import build_services, build_worker, close_worker
+def worker(data_dir: Path | None, database_url: str | None, config: Path | None, log_level: str) -> None:
+    """Run a worker process on the data dir or database (alongside `serve --no-worker`, or more workers)."""
+    from batchgate.app import build_services, build_worker, close_worker, work_wakeups
 
     _logging(log_level)
     _check_config(config)
-    services = build_services(_settings(home=data_dir, config=config))
+    services = build_services(_settings(home=data_dir, database_url=database_url, config=config))
     w = build_worker(services, jobs_in_subprocess=True)
     console.print(f"worker {w.id} on {services.settings.home.resolve()}")
 
@@ -117,7 +135,8 @@ def worker(data_dir: Path | None, config: Path | None, log_level: str) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await w.run(stop)
+            with work_wakeups(services.store, lambda: loop.call_soon_threadsafe(w.wake)):
+                await w.run(stop)
         finally:
             await close_worker(w)
 
@@ -161,18 +180,19 @@ def run(
 
 @main.group()
 def keys() -> None:
-    """Create, list and revoke API keys (operates on the data dir directly)."""
+    """Create, list and revoke API keys (operates on the data dir or database directly)."""
 
 
 @keys.command("create")
 @click.option("--project", required=True, help="Project the key belongs to (created if new).")
 @click.option("--name", default="", help="A label for the key.")
 @data_dir_option
-def keys_create(project: str, name: str, data_dir: Path | None) -> None:
+@database_url_option
+def keys_create(project: str, name: str, data_dir: Path | None, database_url: str | None) -> None:
     """Create a key and print it once: only its hash is stored."""
     from batchgate.app import open_keys
 
-    with open_keys(_settings(home=data_dir)) as keys:
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         key, secret = keys.create(project, name)
     console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
     click.echo(secret)
@@ -180,12 +200,13 @@ def keys_create(project: str, name: str, data_dir: Path | None) -> None:
 
 @keys.command("list")
 @data_dir_option
-def keys_list(data_dir: Path | None) -> None:
+@database_url_option
+def keys_list(data_dir: Path | None, database_url: str | None) -> None:
     """List keys (ids and prefixes, never the secrets)."""
     from batchgate.app import open_keys
 
     table = Table("id", "project", "name", "prefix", "created", "revoked")
-    with open_keys(_settings(home=data_dir)) as keys:
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         for k in keys.list():
             table.add_row(k.id, k.project_name, k.name, k.prefix + "…", str(k.created_at), str(k.revoked_at or ""))
     Console().print(table)
@@ -194,17 +215,34 @@ def keys_list(data_dir: Path | None) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 @data_dir_option
-def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+@database_url_option
+def keys_revoke(key_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke a key by id: requests with it get 401 from then on."""
     from batchgate.app import open_keys
     from batchgate.core.errors import BatchgateError
 
-    with open_keys(_settings(home=data_dir)) as keys:
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         try:
             keys.revoke(key_id)
         except BatchgateError as exc:
             raise click.ClickException(exc.message) from exc
     console.print(f"revoked {key_id}")
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@data_dir_option
+@database_url_option
+def db_upgrade(data_dir: Path | None, database_url: str | None) -> None:
+    """Migrate the database to this version's schema (serve and worker also do it at start)."""
+    from batchgate.app import upgrade_database
+
+    where = upgrade_database(_settings(home=data_dir, database_url=database_url))
+    console.print(f"database schema up to date: {where}")
 
 
 @main.group("config")

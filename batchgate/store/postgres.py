@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import psycopg
@@ -78,6 +79,18 @@ _NOTIFY = f"SELECT pg_notify('{WAKE_CHANNEL}', '')"
 
 _RUNNING = RequestState.RUNNING.value
 _QUEUED = RequestState.QUEUED.value
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
@@ -690,13 +703,18 @@ class PostgresStore:
         claimable = _is("state", request_sources(RequestState.RUNNING))
         with self._tx() as cur:
             # each batch's claim cursor is taken by one worker at a time; the others skip
-            # that batch (for this turn) rather than queue behind it
-            batches = cur.execute(
+            # that batch rather than queue behind it. Only when every runnable batch is
+            # locked (other claims, result counts) does a claim wait, for the first one:
+            # it is a moment, and an empty claim would idle the worker until the next poll
+            runnable = (
                 "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
                 "WHERE status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-                "AND upstream IS NULL ORDER BY priority DESC, pk LIMIT 16 FOR UPDATE SKIP LOCKED",
-                (RUNNABLE_STATUS.value, now),
-            ).fetchall()
+                "AND upstream IS NULL ORDER BY priority DESC, pk"
+            )
+            params = (RUNNABLE_STATUS.value, now)
+            batches = cur.execute(runnable + " LIMIT 16 FOR UPDATE SKIP LOCKED", params).fetchall()
+            if not batches:
+                batches = cur.execute(runnable + " LIMIT 1 FOR UPDATE", params).fetchall()
             # share the slots among runnable batches so a small batch is not stuck behind
             # a million-line one; slots a batch cannot use are claimed on the next call
             share = -(-limit // max(len(batches), 1))

@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pgdb import new_database
 from support import chat_line, jsonl, parse_jsonl
 
 from batchgate.app import Services, build_services, build_worker, job_runner
 from batchgate.core.errors import BackendError
 from batchgate.core.models import BatchRecord, BatchStatus, RequestResult, RequestState
-from batchgate.core.ports import BackendRequest, BackendResponse, WorkerInfo
+from batchgate.core.ports import BackendRequest, BackendResponse, Store, WorkerInfo
 from batchgate.settings import Settings
+from batchgate.store.postgres import PostgresStore
 from batchgate.testing import FakeClock, InMemoryStore, MemoryBlobStore, ScriptedBackend
 
 
@@ -70,6 +72,15 @@ class Harness:
 
         asyncio.run(main())
 
+    def validate(self, batch_id: str) -> None:
+        """Run the batch's validation but claim none of its lines, which the test then
+        claims itself (a worker that claimed them first would race it)."""
+        concurrency, self.worker.config.concurrency = self.worker.config.concurrency, 0
+        try:
+            self.drive(lambda: self.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+        finally:
+            self.worker.config.concurrency = concurrency
+
     def run_to_end(self, batch_id: str, timeout: float = 15.0, tick: float = 0.0) -> BatchRecord:
         self.drive(
             lambda: self.batch(batch_id).status in {"completed", "failed", "expired", "cancelled"}, timeout, tick
@@ -91,14 +102,21 @@ class Harness:
         return out, err
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+# the in-memory fake, and PostgreSQL (a database of its own per test; see tests/pgdb.py)
+STORES: dict[str, Callable[[], Store]] = {
+    "memory": InMemoryStore,
+    "postgres": lambda: PostgresStore(new_database(), pool_size=4, migrate=False),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     # a backoff of a minute: with the fake clock a retry costs no real time
     settings = Settings(
         home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3, max_attempts=3, retry_backoff=60
     )
     clock = FakeClock()
-    services = build_services(settings, InMemoryStore(), MemoryBlobStore(), clock=clock)
+    services = build_services(settings, STORES[request.param](), MemoryBlobStore(), clock=clock)
     yield Harness(services, clock)
     services.close()
 
@@ -225,7 +243,7 @@ def test_retry_backoff_waits_on_the_clock(harness: Harness) -> None:
 def test_dead_worker_rows_are_requeued_and_run_once(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(20)])
-    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    harness.validate(batch_id)
     # a worker on another host claims rows, then stops heartbeating
     store.register_worker(WorkerInfo("ghost", "elsewhere", 1, harness.clock.time()))
     claimed = store.claim_requests("ghost", 7, int(harness.clock.time()))
@@ -242,7 +260,7 @@ def test_dead_worker_rows_are_requeued_and_run_once(harness: Harness) -> None:
 def test_results_of_a_reaped_worker_are_not_recorded_twice(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(3)])
-    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    harness.validate(batch_id)
     store.register_worker(WorkerInfo("slow", "elsewhere", 1, harness.clock.time()))
     claim = store.claim_requests("slow", 1, int(harness.clock.time()))[0]
     store.reap_worker("slow")  # presumed dead; its row goes back to the queue
@@ -255,7 +273,7 @@ def test_results_of_a_reaped_worker_are_not_recorded_twice(harness: Harness) -> 
 def test_poison_line_is_failed_after_max_attempts(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line("poison"), chat_line("fine")])
-    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    harness.validate(batch_id)
     for i in range(3):  # three workers crash while holding the same row
         store.register_worker(WorkerInfo(f"crashy{i}", "elsewhere", 1, harness.clock.time()))
         assert [c.line for c in store.claim_requests(f"crashy{i}", 1, int(harness.clock.time()))] == [1]
@@ -324,7 +342,7 @@ def test_a_worker_reaped_while_alive_rejoins_and_nothing_runs_twice(harness: Har
 def test_rows_of_an_unregistered_worker_are_requeued(harness: Harness) -> None:
     store = harness.services.store
     batch_id = harness.submit([chat_line(c) for c in ids(10)])
-    harness.drive(lambda: harness.batch(batch_id).status == BatchStatus.IN_PROGRESS)
+    harness.validate(batch_id)
     assert len(store.claim_requests("phantom", 5, int(harness.clock.time()))) == 5  # never registered
     batch = harness.run_to_end(batch_id)
     harness.assert_exactly_once(batch, ids(10))
