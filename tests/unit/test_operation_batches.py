@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from batchgate.app import Services, build_services, build_worker
 from batchgate.core import operation_output
@@ -176,6 +177,33 @@ def test_an_upload_keeps_string_form_values_and_discards_a_file_it_could_not_use
         svc.operation_batches.upload(project(svc), bad, unused.id)
     assert missing.value.param == "content_column"
     assert unused.id not in [f.id for f in svc.files.list(project(svc), None, None, 100, "desc").data]
+
+
+def test_form_values_are_read_as_their_parameters_types() -> None:
+    form = RecordsUpload.from_form(
+        {
+            "operation": "label",
+            "categories": '["a", "b"]',
+            "multi_label": "true",
+            "temperature": "0.5",
+            "content_column": "2021",
+            "format": "",
+            "schema": '{"type": "object"}',
+            "metadata": '{"team": "growth"}',
+        }
+    )
+    assert (form.categories, form.multi_label, form.temperature) == (["a", "b"], True, 0.5)
+    assert (form.content_column, form.format, form.schema_, form.metadata) == (
+        "2021",
+        None,
+        {"type": "object"},
+        {"team": "growth"},
+    )
+    comma = RecordsUpload.from_form({"operation": "classify", "categories": "enterprise, mid-market,smb"})
+    assert comma.categories == ["enterprise", "mid-market", "smb"]
+    with pytest.raises(ValidationError) as bad:
+        RecordsUpload.from_form({"operation": "label", "multi_label": "maybe"})
+    assert bad.value.errors()[0]["loc"] == ("multi_label",)
 
 
 class CountingReads(io.BytesIO):
