@@ -50,7 +50,7 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None, param:
 def test_health_and_ready(server: Server) -> None:
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     ready = httpx.get(server.url + "/ready").json()
-    assert ready == {"status": "ok", "checks": {"store": "ok", "worker": "ok"}}
+    assert ready == {"status": "ok", "checks": {"store": "ok", "storage": "ok", "worker": "ok"}}
 
 
 def test_auth_is_required_and_keys_can_be_revoked(server: Server) -> None:
