@@ -326,6 +326,7 @@ def base_response(t: Translated, response_id: str, created_at: int, store: bool)
         tools=r.tools or [],
         user=r.user,
         metadata=r.metadata or {},
+        cost=None,
     )
 
 

@@ -613,7 +613,7 @@ class SQLiteStore:
             )
             .fetchone()
         )
-        return StoredResponse(*row[:3], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
+        return StoredResponse(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
 
     def delete_response(self, response_id: str, project_id: str) -> bool:
         with self._write() as conn:
