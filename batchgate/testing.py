@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
-from batchgate.core.errors import BackendError, BackendRejectedError, JobLostError, NotFoundError
+from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import (
     ApiKey,
@@ -649,6 +649,8 @@ def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
         return BackendResponse(200, {"object": "list", "data": data, "model": model, "usage": usage}, tokens, 0, model)
     if url == "/v1/completions":
         prompt = body.get("prompt", "")
+        if not isinstance(prompt, (str, list)):  # refused as a real backend refuses it, not a crash
+            raise InvalidRequestError("'prompt' must be a string or an array.", param="prompt", code="invalid_type")
         text = "echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
         tokens_in, tokens_out = _words(prompt), _words(text)
         choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from batchgate.api.convert import file_list, file_object
@@ -80,9 +82,16 @@ def delete_file(file_id: str, project: Project, svc: Svc) -> wire.FileDeleted:
 )
 def file_content(file_id: str, project: Project, svc: Svc) -> Response:
     """The file's bytes, streamed."""
-    record, path = svc.files.path(project, file_id)
-    if path is not None:
-        # sendfile from disk: constant memory whatever the file size
-        return FileResponse(path, media_type=OctetStream.media_type, filename=record.filename)
-    _, stream = svc.files.open(project, file_id)
-    return StreamingResponse(iter(lambda: stream.read(1 << 20), b""), media_type=OctetStream.media_type)
+    # opened here, before the answer starts: a DELETE of the file in between (or while it
+    # streams) unlinks a file this descriptor still reads, where a path read later would be gone
+    record, stream = svc.files.open(project, file_id)
+    # the name as FileResponse sent it: RFC 5987 form when it is not plain ASCII
+    quoted = quote(record.filename)
+    name = f'filename="{record.filename}"' if quoted == record.filename else f"filename*=utf-8''{quoted}"
+    headers = {"Content-Disposition": f"attachment; {name}"}
+    return StreamingResponse(_chunks(stream), media_type=OctetStream.media_type, headers=headers)
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        yield from iter(lambda: stream.read(1 << 20), b"")

@@ -14,7 +14,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel
 
 from batchgate.api.bodies import JsonBody
@@ -58,8 +59,17 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def event_stream(model: type[BaseModel]) -> dict[str, Any]:
-    """The `text/event-stream` content of a response whose `data:` events carry `model`."""
-    return {"text/event-stream": {"schema": model_schema(model)}}
+    """The `text/event-stream` content of a response whose `data:` events carry `model` as
+    JSON (a chat or text stream ends with `data: [DONE]`). The schema describes one event,
+    as OpenAPI 3.2 reads an event stream (and tools read 3.1 so): its `data` field is text,
+    `contentSchema` the JSON in it."""
+    json_data = {"type": "string", "contentMediaType": "application/json", "contentSchema": model_schema(model)}
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]}},
+    }
+    return {"text/event-stream": {"schema": event}}
 
 
 def install(app: FastAPI) -> None:
@@ -67,6 +77,9 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            for context in iter_route_contexts(app.routes):
+                if isinstance(context.original_route, APIRoute):
+                    _document_parameter_errors(context)
             document = generate()  # FastAPI caches it in app.openapi_schema: edited in place
             for route in iter_route_contexts(app.routes):
                 if isinstance(route.original_route, APIRoute) and route.path_format:
@@ -76,6 +89,14 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_parameter_errors(route: RouteContext) -> None:
+    """A route with parameters FastAPI validates answers a bad one with a 400 (see
+    api/errors.py), where FastAPI would document a 422. Set on the route as mounted (its
+    responses merged with its router's), which is what the document is generated from."""
+    if get_flat_params(route.dependant):
+        route.responses.setdefault(400, error_responses(400)[400])
 
 
 def _json_bodies(dependant: Dependant) -> Iterator[type[BaseModel]]:
@@ -112,14 +133,21 @@ def _hoist_schemas(document: dict[str, Any]) -> None:
         if components.setdefault(name, schema) != schema:
             raise RuntimeError(f"Two different models are named {name!r} in the OpenAPI document.")
 
+    def hoisted(schema: Any) -> Any:
+        if not isinstance(schema, dict) or "title" not in schema or "properties" not in schema:
+            return schema  # a reference already, or not a model
+        for name, definition in schema.pop("$defs", {}).items():
+            add(name, definition)
+        add(schema["title"], schema)
+        return {"$ref": REF.format(model=schema["title"])}
+
     for path in document.get("paths", {}).values():
         for operation in path.values():
             places = [operation.get("requestBody", {}), *operation.get("responses", {}).values()]
             for media in (m for place in places for m in place.get("content", {}).values()):
-                schema = media.get("schema")
-                if not isinstance(schema, dict) or "title" not in schema or "properties" not in schema:
-                    continue  # a reference already, or not a model
-                for name, definition in schema.pop("$defs", {}).items():
-                    add(name, definition)
-                add(schema["title"], schema)
-                media["schema"] = {"$ref": REF.format(model=schema["title"])}
+                if "schema" not in media:
+                    continue
+                media["schema"] = schema = hoisted(media["schema"])
+                for branch in schema.get("properties", {}).get("data", {}).get("anyOf", []):
+                    if "contentSchema" in branch:  # an event stream's JSON events (see `event_stream`)
+                        branch["contentSchema"] = hoisted(branch["contentSchema"])

@@ -15,6 +15,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from batchgate.api.bodies import JsonBody
 from batchgate.api.deps import project_id, services
 from batchgate.api.errors import invalid_request
+from batchgate.api.openapi import JSON_BODY_ERRORS, STORAGE_ERRORS, error_responses
 from batchgate.api.uploads import receive_upload
 from batchgate.app import Services
 from batchgate.core.operation_batches import MAX_RECORD_FILE_BYTES
@@ -33,19 +34,22 @@ from batchgate.protocol.operations import (
     SummarizeRequest,
 )
 
-router = APIRouter(prefix="/api", tags=["operations"])
+router = APIRouter(prefix="/api", tags=["operations"], responses=error_responses(401, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]
 
+# a bad item or parameter (400), too many items or tokens (413); a backend's error is the item's row
+RUN_ERRORS = error_responses(*JSON_BODY_ERRORS, 413)
 
-@router.post("/completions/label", response_model=CompletionResponse)
+
+@router.post("/completions/label", response_model=CompletionResponse, responses=RUN_ERRORS)
 async def label(body: Annotated[LabelRequest, Depends(JsonBody(LabelRequest))], svc: Svc) -> CompletionResponse:
     """Label each item with one of `categories` (or every one that applies, with `multi_label`)."""
     return await svc.operations.complete("label", body)
 
 
-@router.post("/completions/summarize", response_model=CompletionResponse)
+@router.post("/completions/summarize", response_model=CompletionResponse, responses=RUN_ERRORS)
 async def summarize(
     body: Annotated[SummarizeRequest, Depends(JsonBody(SummarizeRequest))], svc: Svc
 ) -> CompletionResponse:
@@ -53,25 +57,25 @@ async def summarize(
     return await svc.operations.complete("summarize", body)
 
 
-@router.post("/completions/extract", response_model=CompletionResponse)
+@router.post("/completions/extract", response_model=CompletionResponse, responses=RUN_ERRORS)
 async def extract(body: Annotated[ExtractRequest, Depends(JsonBody(ExtractRequest))], svc: Svc) -> CompletionResponse:
     """Extract one JSON object per item."""
     return await svc.operations.complete("extract", body)
 
 
-@router.post("/completions/enrich", response_model=CompletionResponse)
+@router.post("/completions/enrich", response_model=CompletionResponse, responses=RUN_ERRORS)
 async def enrich(body: Annotated[EnrichRequest, Depends(JsonBody(EnrichRequest))], svc: Svc) -> CompletionResponse:
     """Fill the typed `fields` for each item."""
     return await svc.operations.complete("enrich", body)
 
 
-@router.post("/completions/run", response_model=CompletionResponse)
+@router.post("/completions/run", response_model=CompletionResponse, responses=RUN_ERRORS)
 async def run(body: Annotated[RunRequest, Depends(JsonBody(RunRequest))], svc: Svc) -> CompletionResponse:
     """Your own prompt on each item; `operation` names a custom run."""
     return await svc.operations.complete("run", body)
 
 
-@router.post("/batches", response_model=OperationBatch)
+@router.post("/batches", response_model=OperationBatch, responses=error_responses(400, 404, 413, *STORAGE_ERRORS))
 def create_batch(
     body: Annotated[BatchCreateRequest, Depends(JsonBody(BatchCreateRequest))], project: Project, svc: Svc
 ) -> OperationBatch:
@@ -90,7 +94,12 @@ def _upload_form_schema() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-@router.post("/files", response_model=OperationBatch, openapi_extra=_upload_form_schema())
+@router.post(
+    "/files",
+    response_model=OperationBatch,
+    openapi_extra=_upload_form_schema(),
+    responses=error_responses(400, 413, *STORAGE_ERRORS),
+)
 async def upload_records(request: Request, project: Project, svc: Svc) -> OperationBatch:
     """A CSV / JSON / JSONL / text file of records, with the operation's parameters as form
     fields (read as `RecordsUpload.from_form` says), straight into an operation batch."""
@@ -113,12 +122,12 @@ def list_batches(project: Project, svc: Svc, after: str | None = None, limit: in
     return svc.operation_batches.list(project, after, limit)
 
 
-@router.get("/batches/{batch_id}", response_model=OperationBatch)
+@router.get("/batches/{batch_id}", response_model=OperationBatch, responses=error_responses(400, 404))
 def retrieve_batch(batch_id: str, project: Project, svc: Svc) -> OperationBatch:
     return svc.operation_batches.status(project, batch_id)
 
 
-@router.post("/batches/{batch_id}/cancel", response_model=OperationBatch)
+@router.post("/batches/{batch_id}/cancel", response_model=OperationBatch, responses=error_responses(400, 404, 409))
 def cancel_batch(batch_id: str, project: Project, svc: Svc) -> OperationBatch:
     return svc.operation_batches.cancel(project, batch_id)
 
@@ -134,7 +143,8 @@ def cancel_batch(batch_id: str, project: Project, svc: Svc) -> OperationBatch:
                 "application/jsonl": {"schema": {"type": "string"}},
                 "text/csv": {"schema": {"type": "string"}},
             },
-        }
+        },
+        **error_responses(400, 404, 409),
     },
 )
 def batch_output(

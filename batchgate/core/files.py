@@ -110,10 +110,6 @@ class FileService:
         record = self.get(project_id, file_id)
         return record, self.blobs.open(file_id)
 
-    def path(self, project_id: str, file_id: str) -> tuple[FileRecord, str | None]:
-        record = self.get(project_id, file_id)
-        return record, self.blobs.path(file_id)
-
     def delete(self, project_id: str, file_id: str) -> None:
         self.get(project_id, file_id)
         if self.store.file_in_use(file_id):

@@ -94,9 +94,10 @@ def test_the_openai_routes_document_their_errors_parameters_and_bodies(document:
     assert chat["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ChatCompletionRequest"
     }
-    assert chat["responses"]["200"]["content"]["text/event-stream"]["schema"] == {
-        "$ref": "#/components/schemas/ChatCompletionChunk"
-    }
+    # one event as OpenAPI 3.2 reads a stream: `data` is `[DONE]` or a chunk as JSON
+    event = chat["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    json_data = event["properties"]["data"]["anyOf"][1]
+    assert json_data["contentSchema"] == {"$ref": "#/components/schemas/ChatCompletionChunk"}
     assert {"400", "401", "404", "429", "502", "503", "504"} <= set(chat["responses"])
     assert {"401", "404", "409"} <= set(paths["/v1/batches/{batch_id}/cancel"]["post"]["responses"])
     content = paths["/v1/files/{file_id}/content"]["get"]["responses"]["200"]["content"]
