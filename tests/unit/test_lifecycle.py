@@ -8,6 +8,7 @@ backoff happen when a test moves the clock, not after real seconds.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -398,3 +399,27 @@ def test_a_deleted_input_file_fails_validation(harness: Harness) -> None:
     batch = harness.run_to_end(batch_id)
     assert batch.status == BatchStatus.FAILED
     assert [(e.code, e.param) for e in batch.errors or []] == [("input_file_missing", "input_file_id")]
+
+
+def test_a_slow_store_call_does_not_stall_the_event_loop(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store write that waits (here 1 s, as for a SQLite lock a peer holds) runs on the
+    worker's store thread: the loop, which drive() shares with the worker, keeps turning."""
+    store = harness.services.store
+    real = store.record_results
+
+    def slow(worker_id, results, now):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        return real(worker_id, results, now)
+
+    monkeypatch.setattr(store, "record_results", slow)
+    batch_id = harness.submit([chat_line(c) for c in ids(5)])
+    turns = [time.monotonic()]
+
+    def done() -> bool:
+        turns.append(time.monotonic())
+        return harness.batch(batch_id).status == BatchStatus.COMPLETED
+
+    harness.drive(done)
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
+    assert turns[-1] - turns[0] >= 1.0, "the slow write happened"
+    assert max(gaps) < 0.5, f"the loop stalled for {max(gaps):.2f} s"
