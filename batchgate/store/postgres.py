@@ -132,9 +132,9 @@ class PostgresStore:
         self.url = url
         if migrate:
             upgrade_postgres(url)
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=True, check=ConnectionPool.check_connection, name="batchgate"
-        )
+        # no check of a connection on every checkout (a round trip per store call): one
+        # that broke while idle (a database restart) fails its call once and is replaced
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, name="batchgate")
         self._pks: dict[str, int] = {}
         self._chunk_cache: dict[tuple[int, int], array[int]] = {}
 
@@ -445,16 +445,19 @@ class PostgresStore:
 
     def _lines(self, cur: psycopg.Cursor[Any], pk: int, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
         """(line, offset, length) for positions [start, stop) of a batch's line index."""
-        rows = cur.execute(
-            "SELECT first, count, data FROM line_chunks WHERE batch_pk = %s AND first < %s AND first + count > %s "
-            "ORDER BY first",
+        firsts = cur.execute(
+            "SELECT first FROM line_chunks WHERE batch_pk = %s AND first < %s AND first + count > %s ORDER BY first",
             (pk, stop, start),
         ).fetchall()
-        for first, _count, data in rows:
+        for (first,) in firsts:
             chunk = self._chunk_cache.get((pk, first))
-            if chunk is None:
+            if chunk is None:  # fetched once: a chunk is a few hundred kB, a claim a few hundred lines of it
+                row = cur.execute(
+                    "SELECT data FROM line_chunks WHERE batch_pk = %s AND first = %s", (pk, first)
+                ).fetchone()
+                assert row is not None
                 chunk = array("q")
-                chunk.frombytes(data)
+                chunk.frombytes(row[0])
                 self._chunk_cache.clear()  # claims walk forward: the last chunk is all we reuse
                 self._chunk_cache[(pk, first)] = chunk
             lo, hi = max(start - first, 0), min(stop - first, len(chunk) // 3)
@@ -761,35 +764,33 @@ class PostgresStore:
         if not results:
             return
         keyed = {(self._pk(r.batch_id) << LINE_BITS) | r.line: r for r in results}
+        ordered = [keyed[rid] for rid in sorted(keyed)]
         totals: dict[int, list[float]] = {}
         with self._tx() as cur:
-            # only rows this worker still holds are written: one that was reaped and
-            # requeued while it ran belongs to someone else now. Locked in id order, as
-            # every writer of request rows locks them, so two writers never deadlock.
-            held = [
-                row[0]
-                for row in cur.execute(
-                    f"SELECT id FROM requests WHERE id = ANY(%s) AND state = '{_RUNNING}' AND worker_id = %s "
-                    "ORDER BY id FOR UPDATE",
-                    (sorted(keyed), worker_id),
-                )
-            ]
-            cur.executemany(
-                "UPDATE requests SET state = %s, attempts = %s, worker_id = NULL, request_id = %s, "
-                "custom_id = coalesce(%s, custom_id), status_code = %s, result = %s, error_code = %s, "
-                "error_message = %s, input_tokens = %s, output_tokens = %s, cost = %s, latency_ms = %s, "
-                "backend = %s, model = %s WHERE id = %s",
-                [
-                    (
-                        r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
-                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend, r.model,
-                        rid,
-                    )
-                    for rid in held
-                    for r in (keyed[rid],)
-                ],
-            )  # fmt: skip
-            for rid in held:
+            # one statement for the whole flush. Only rows this worker still holds are
+            # written: one that was reaped and requeued while it ran belongs to someone else
+            held = cur.execute(
+                "UPDATE requests r SET state = v.state, attempts = v.attempts, worker_id = NULL, "
+                "request_id = v.request_id, custom_id = coalesce(v.custom_id, r.custom_id), "
+                "status_code = v.status_code, result = v.result, error_code = v.error_code, "
+                "error_message = v.error_message, input_tokens = v.input_tokens, output_tokens = v.output_tokens, "
+                "cost = v.cost, latency_ms = v.latency_ms, backend = v.backend, model = v.model "
+                "FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::bigint[], "
+                "%s::bytea[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::float8[], %s::bigint[], "
+                "%s::text[], %s::text[]) AS v(id, state, attempts, request_id, custom_id, status_code, result, "
+                "error_code, error_message, input_tokens, output_tokens, cost, latency_ms, backend, model) "
+                f"WHERE r.id = v.id AND r.state = '{_RUNNING}' AND r.worker_id = %s RETURNING r.id",
+                (
+                    sorted(keyed), [r.state.value for r in ordered], [r.attempts for r in ordered],
+                    [r.request_id for r in ordered], [r.custom_id for r in ordered],
+                    [r.status_code for r in ordered], [r.body for r in ordered], [r.error_code for r in ordered],
+                    [r.error_message for r in ordered], [r.input_tokens for r in ordered],
+                    [r.output_tokens for r in ordered], [r.cost for r in ordered], [r.latency_ms for r in ordered],
+                    [r.backend for r in ordered], [r.model for r in ordered], worker_id,
+                ),
+                prepare=False,  # the generic plan of a prepared statement scans requests: 10x slower
+            ).fetchall()  # fmt: skip
+            for (rid,) in held:
                 r = keyed[rid]
                 t = totals.setdefault(rid >> LINE_BITS, [0, 0, 0, 0, 0.0])
                 t[0] += r.state == RequestState.SUCCEEDED

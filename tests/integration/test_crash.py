@@ -7,10 +7,26 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psutil
+import psycopg
+import pytest
+from pgdb import new_database
 from support import TERMINAL, Server, chat_line, jsonl, parse_jsonl, wait_for
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def start_server(request: pytest.FixtureRequest, start_server: Callable[..., Server]) -> Callable[..., Server]:
+    """The servers of a test on SQLite in their data dir, or on a PostgreSQL database of
+    the test's own (the data dir then holds only the files)."""
+    database = {"BATCHGATE_DATABASE_URL": new_database()} if request.param == "postgres" else {}
+
+    def start(env: dict[str, str] | None = None, **options: Any) -> Server:
+        return start_server(env={**database, **(env or {})}, **options)
+
+    return start
 
 
 def submit(server: Server, key: str, rows: list) -> tuple[httpx.Client, str]:
@@ -23,6 +39,11 @@ def submit(server: Server, key: str, rows: list) -> tuple[httpx.Client, str]:
 
 
 def status_in_store(server: Server, batch_id: str) -> str:
+    if url := server.env.get("BATCHGATE_DATABASE_URL"):
+        with psycopg.connect(url) as pg:
+            row = pg.execute("SELECT status FROM batches WHERE id = %s", (batch_id,)).fetchone()
+            assert row is not None
+            return str(row[0])
     with sqlite3.connect(server.data_dir / "batchgate.db") as db:
         return str(db.execute("SELECT status FROM batches WHERE id = ?", (batch_id,)).fetchone()[0])
 
