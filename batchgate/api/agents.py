@@ -65,7 +65,7 @@ def _array_of(model: type[BaseModel]) -> dict[str, Any]:
 ANSWERED = error_responses(*JSON_BODY_ERRORS, *BACKEND_ERRORS)
 BATCH_ERRORS = error_responses(*JSON_BODY_ERRORS, 413, *BACKEND_ERRORS)
 FOUND = error_responses(400, 404)
-ACCEPTED = {
+ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "With `Prefer: respond-async` or `?wait=false`: the batch id, at once.",
         "model": AsyncBatchAccepted,
