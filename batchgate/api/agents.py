@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from batchgate.api.deps import json_object, project_id, services
 from batchgate.api.errors import invalid_json
+from batchgate.api.nesting import check_nesting
 from batchgate.api.openapi import BACKEND_ERRORS, JSON_BODY_ERRORS, REF, error_responses, model_schema
 from batchgate.app import Services
 from batchgate.core.agents.activity import WINDOWS, agent_logs, request_counts
@@ -195,6 +196,7 @@ async def _submit(request: Request, project: str, svc: Services, kind: str, wait
         raws = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise invalid_json(str(exc)) from None
+    check_nesting(raws)
     if not isinstance(raws, list):
         raise InvalidRequestError(
             "The request body must be a JSON array of completions.", param="body", code="invalid_type"

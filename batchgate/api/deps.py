@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.datastructures import Headers
 
 from batchgate.api.errors import invalid_json
+from batchgate.api.nesting import check_nesting
 from batchgate.app import Services
 from batchgate.core.errors import InvalidRequestError
 
@@ -24,6 +25,7 @@ async def json_object(request: Request) -> dict[str, Any]:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         raise invalid_json(str(exc)) from None
+    check_nesting(body)
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_type")
     return body

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -152,8 +152,9 @@ def batch_output(
     project: Project,
     svc: Svc,
     format: OutputFormat = "json",
-    offset: int = 0,
-    limit: int | None = None,
+    # 64-bit, like every count the store keeps: a larger offset or limit is a 400 naming it
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> StreamingResponse:
     """An ended batch's rows from `offset`: one JSON page of up to `limit` rows (10,000 at
     most, the default), or JSONL / CSV to the end (or `limit` rows)."""

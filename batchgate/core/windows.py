@@ -8,7 +8,8 @@ from batchgate.core.errors import InvalidRequestError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW = 365 * 86400
-_WINDOW = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+# at most 12 digits: 365 days in seconds has 8, and Python refuses to read past 4,300 (a 500)
+_WINDOW = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
 
 
 def parse_completion_window(window: str) -> int:
