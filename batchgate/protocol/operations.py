@@ -4,8 +4,8 @@
 The server parses requests into these models and answers with them; the SDK reads its
 answers with the same models, so the two cannot drift. Types here are the wire's: an
 operation's own rules (a non-empty category list, a temperature between 0 and 2, a
-template naming only fields an item has) are checked by `core/operations.py`, which
-answers 400 naming the parameter; a body of the wrong shape is a 422 from these models.
+template naming only fields an item has) are checked by `core/operations.py`. Either way
+a request that does not fit is a 400 naming the parameter (`fields[0].type`).
 """
 
 from __future__ import annotations
