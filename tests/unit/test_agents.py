@@ -117,3 +117,28 @@ def test_llm_args_cannot_turn_a_line_into_something_else(svc: Services) -> None:
 def test_unknown_fields_are_ignored_with_a_warning(svc: Services, caplog: pytest.LogCaptureFixture) -> None:
     svc.agents.parse_agent(completion("x", mcp_url="http://m", streaming_on=True))
     assert "mcp_url, streaming_on" in caplog.text
+
+
+def test_majority_voting_explains_a_tie_and_an_agent_failure_fails_the_swarm(svc: Services) -> None:
+    agents = [{"agent_name": n, "model_name": "m"} for n in ("A", "B")]
+    # the echo answers each agent with its own system prompt's task: two different answers
+    spec = {"agents": agents, "swarm_type": "MajorityVoting", "task": "pick"}
+    spec["agents"] = [{**agents[0], "llm_args": {"seed": 1}}, {**agents[1], "max_loops": 2}]
+    out = asyncio.run(svc.agents.swarm(svc.agents.parse_swarm(spec)))
+    vote = out.output
+    assert vote["tie"] is True and vote["answer"] == "echo: pick" and "Tie" in vote["explanation"]
+    assert "by A" in vote["explanation"] and set(out.usage.per_agent) == {"A", "B"}
+
+    spec["agents"] = [agents[0], {**agents[1], "llm_args": {"mock": {"status": 400}}}]
+    failed = asyncio.run(svc.agents.swarm(svc.agents.parse_swarm(spec)))
+    assert failed.status == "failed" and failed.error is not None and "scripted error 400" in failed.error.message
+    assert failed.usage.input_tokens > 0  # what the swarm used before it failed is still counted
+
+
+def test_a_dict_history_is_context_and_its_messages_list_is_used_as_such(svc: Services) -> None:
+    as_list = {"messages": [{"role": "user", "content": "earlier"}]}
+    asyncio.run(svc.agents.complete(svc.agents.parse_agent({**completion("now"), "history": as_list})))
+    assert [m["content"] for m in recording(svc).bodies[-1]["messages"]] == ["earlier", "now"]
+    asyncio.run(svc.agents.complete(svc.agents.parse_agent({**completion("now"), "history": {"crm": "gold"}})))
+    first = recording(svc).bodies[-1]["messages"][0]["content"]
+    assert first.startswith("Conversation history so far:") and '"crm": "gold"' in first

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.core.agents.compile import AGENT_KEY, CHAT, SWARM_KEY
+from batchgate.core.errors import BackendRejectedError
 from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
 
 CONTINUE = (
@@ -51,7 +52,10 @@ async def run_agent(
         if turn:
             conversation += [run.turns[-1], {"role": "user", "content": CONTINUE}]
         request = BackendRequest(custom_id, CHAT, {**body, "messages": conversation}, interactive)
-        response = await backend.execute(request)
+        try:
+            response = await backend.execute(request)
+        except BackendRejectedError as exc:  # the backend's error answer: this turn's response
+            response = exc.response
         run.input_tokens += response.input_tokens
         run.output_tokens += response.output_tokens
         run.cost += response.cost
@@ -112,8 +116,19 @@ def agent_response(run: AgentRun) -> BackendResponse:
     }
     if run.failure is not None:
         failed = run.failure
-        return BackendResponse(
-            failed.status_code, failed.body, run.input_tokens, run.output_tokens, run.model, run.cost, failed.backend
+        body = (
+            {**failed.body, "usage": usage} if isinstance(failed.body, dict) else failed.body
+        )  # spent before it failed
+        raise BackendRejectedError(
+            BackendResponse(
+                failed.status_code,
+                body,
+                run.input_tokens,
+                run.output_tokens,
+                run.model,
+                run.cost,
+                failed.backend,
+            )
         )
     body = {**(run.last_body or {}), "usage": usage, TURNS_FIELD: run.turns}
     return BackendResponse(200, body, run.input_tokens, run.output_tokens, run.model, run.cost)

@@ -27,7 +27,7 @@ from batchgate.core.agents.backend import TURNS_FIELD, run_agent
 from batchgate.core.agents.compile import CHAT, agent_body, prompt_request_body, swarm_body
 from batchgate.core.agents.swarms import run_swarm
 from batchgate.core.batches import BatchService
-from batchgate.core.errors import BackendError, InvalidRequestError, PayloadTooLargeError
+from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, PayloadTooLargeError
 from batchgate.core.files import FileService
 from batchgate.core.ids import new_id
 from batchgate.core.models import BatchRecord, BatchStatus, FilePurpose
@@ -119,7 +119,10 @@ class AgentRuns:
         job_id = new_id("swarm-")
         started = time.time()
         swarm = await self._with_prompts(swarm)
-        response = await run_swarm(self.backend, job_id, swarm_body(swarm)["batchgate_swarm"], interactive=True)
+        try:
+            response = await run_swarm(self.backend, job_id, swarm_body(swarm)["batchgate_swarm"], interactive=True)
+        except BackendRejectedError as exc:  # an agent's error answer: the swarm failed, with it
+            response = exc.response
         return _swarm_result(
             job_id, swarm_fields(swarm), response.status_code, response.body, None, response.cost, time.time() - started
         )

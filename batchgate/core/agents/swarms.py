@@ -18,6 +18,7 @@ from typing import Any
 
 from batchgate.core.agents.backend import AgentRun, run_agent
 from batchgate.core.agents.compile import agent_body
+from batchgate.core.errors import BackendRejectedError
 from batchgate.core.ports import Backend, BackendResponse
 from batchgate.protocol.agents import AgentCompletion, AgentSpec
 
@@ -45,18 +46,17 @@ async def run_swarm(backend: Backend, custom_id: str, spec: dict[str, Any], inte
             raise ValueError(f"unknown swarm type {kind!r}")  # refused when the swarm was accepted
     except _AgentFailed as failed:
         response = failed.response
-        return BackendResponse(response.status_code, response.body, swarm.input_tokens, swarm.output_tokens)
+        body = {**response.body, "usage": _usage(swarm.input_tokens, swarm.output_tokens)}  # spent before it failed
+        raise BackendRejectedError(
+            BackendResponse(response.status_code, body, swarm.input_tokens, swarm.output_tokens)
+        ) from None
     body = {
         "object": "batchgate.swarm",
         "model": agents[0].model_name,
         "output": output,
         "per_agent": swarm.per_agent,
         "execution_time": round(time.perf_counter() - started, 3),
-        "usage": {
-            "prompt_tokens": swarm.input_tokens,
-            "completion_tokens": swarm.output_tokens,
-            "total_tokens": swarm.input_tokens + swarm.output_tokens,
-        },
+        "usage": _usage(swarm.input_tokens, swarm.output_tokens),
     }
     return BackendResponse(200, body, swarm.input_tokens, swarm.output_tokens, agents[0].model_name, swarm.cost)
 
@@ -150,6 +150,14 @@ class _Swarm:
             "explanation": explanation,
             "responses": answers,
         }
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
 
 
 def _messages(agents: list[AgentSpec], runs: list[AgentRun]) -> list[dict[str, Any]]:
