@@ -173,7 +173,12 @@ def build_services(
     backend = ResponsesBackend(AgentBackend(backend or make_backend(settings, routing)))
     retention = {"batch": settings.retention_batch} if settings.retention_batch else {}
     files = FileService(store, blobs, settings.max_file_bytes, retention)
-    batches = BatchService(store, clock=clock, output_retention=settings.retention_batch_output)
+    batches = BatchService(
+        store,
+        clock=clock,
+        output_retention=settings.retention_batch_output,
+        upstream_endpoints=bool(routing.upstreams),
+    )
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
     return Services(
         settings=settings,

@@ -29,9 +29,12 @@ class BatchService:
         on_change: Callable[[], None] | None = None,
         clock: Clock | None = None,
         output_retention: int | None = None,
+        upstream_endpoints: bool = False,
     ):
         self.store = store
         self.output_retention = output_retention  # seconds the result files are kept by default
+        # whether batches may name other endpoints, served by upstreams (the config has one)
+        self.upstream_endpoints = upstream_endpoints
         # called after a batch is created or cancelled, so an in-process worker can act
         # at once instead of at its next poll
         self.on_change = on_change or (lambda: None)
@@ -51,10 +54,14 @@ class BatchService:
         """Accept a batch: it starts `validating`, and the worker takes it from there.
         `operation`: the operation an operation batch was compiled from (kept for its output).
         `output_expires_after`: seconds its result files are kept (default: `output_retention`)."""
-        if not is_batch_endpoint(endpoint):
+        if endpoint not in BATCH_ENDPOINTS and not (self.upstream_endpoints and is_batch_endpoint(endpoint)):
+            upstreams = (
+                "or another /v1/... endpoint of an upstream the lines' models route to"
+                if self.upstream_endpoints
+                else "(other endpoints need an upstream in the routing config)"
+            )
             raise InvalidRequestError(
-                f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)}, "
-                "or another /v1/... endpoint of an upstream the lines' models route to.",
+                f"Unsupported endpoint {endpoint!r}; batches accept {', '.join(BATCH_ENDPOINTS)} {upstreams}.",
                 param="endpoint",
                 code="invalid_value",
             )
