@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batchgate.core.errors import BackendRejectedError, NotFoundError
+from batchgate.core.errors import BackendRejectedError, BatchgateError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import StoredResponse
 from batchgate.core.ports import Backend, BackendRequest, Store, StreamDelta
@@ -124,7 +124,17 @@ class ResponseService:
                     text.append(delta.text)
                     yield events.text("response.output_text.delta", item_id, delta=delta.text)
                 last = delta
-                delta = await anext(deltas, None)
+                try:
+                    delta = await anext(deltas, None)
+                except BatchgateError as exc:
+                    # the answer broke off after events were sent: OpenAI's error and
+                    # response.failed events end the stream, not a cut connection
+                    yield events.event("error", code=exc.code, message=exc.message, param=exc.param)
+                    error = wire.ResponseError(code=exc.code or "server_error", message=exc.message)
+                    yield events.response(
+                        "response.failed", start.model_copy(update={"status": "failed", "error": error})
+                    )
+                    return
             assert last is not None
             full = "".join(text)
             status = "incomplete" if last.finish_reason == "length" else "completed"

@@ -5,12 +5,13 @@ back, batch lines through ResponsesBackend, stored conversations and the event s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from batchgate.core.errors import BackendRejectedError, InvalidRequestError, NotFoundError
-from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.core.errors import BackendRejectedError, InvalidRequestError, NotFoundError, UpstreamUnreachableError
+from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import RESPONSES, ResponsesBackend, rename_refusal, renamed, translate
 from batchgate.testing import InMemoryStore, ScriptedBackend
@@ -187,3 +188,25 @@ def test_the_stream_is_openais_event_sequence() -> None:
     assert final["status"] == "completed" and final["output"][0]["content"][0]["text"] == deltas == "echo: a b c"
     assert got[0]["response"]["status"] == "in_progress" and got[0]["response"]["output"] == []
     assert service.store.get_response(final["id"], "p") is not None, "a stored stream is kept when it completes"
+
+
+class BreaksOff(ScriptedBackend):
+    """Streams a word, then loses the upstream."""
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        yield StreamDelta("half ")
+        raise UpstreamUnreachableError("The upstream closed the connection.")
+
+
+def test_a_stream_that_breaks_off_ends_with_error_and_failed_events() -> None:
+    service = ResponseService(BreaksOff(), InMemoryStore())
+
+    async def events() -> list[dict[str, Any]]:
+        return [e async for e in service.stream("p", {"model": "m", "input": "x", "stream": True})]
+
+    got = asyncio.run(events())
+    assert [e["type"] for e in got][-3:] == ["response.output_text.delta", "error", "response.failed"]
+    assert got[-2]["code"] == "upstream_unreachable"
+    failed = got[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unreachable"
+    assert [e["sequence_number"] for e in got] == list(range(len(got)))
