@@ -43,8 +43,11 @@ def free_port() -> int:
 class Server:
     """`batchgate serve` as a real subprocess on 127.0.0.1, on a data dir that survives restarts."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, insecure: bool = False):
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, insecure: bool = False, args: tuple[str, ...] = ()
+    ):
         self.data_dir = data_dir
+        self.args = args  # more `serve` options, e.g. --no-worker
         self.port = free_port()
         # the scripted echo backend unless a test asks for another (e.g. "local")
         defaults = {
@@ -66,6 +69,7 @@ class Server:
         cmd = [sys.executable, "-m", "batchgate", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
         if self.insecure:
             cmd.append("--insecure-no-auth")
+        cmd += self.args
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30

@@ -5,7 +5,7 @@ the expiry of its output and error files.
 Revision ID: 0005
 """
 
-from alembic import op
+from batchgate.store.ddl import ddl
 
 revision = "0005"
 down_revision = "0004"
@@ -14,10 +14,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE INDEX files_by_expiry ON files(expires_at) WHERE expires_at IS NOT NULL")
-    op.execute("ALTER TABLE batches ADD COLUMN output_expires_after INTEGER")
+    ddl("CREATE INDEX files_by_expiry ON files(expires_at) WHERE expires_at IS NOT NULL")
+    ddl("ALTER TABLE batches ADD COLUMN output_expires_after INTEGER")
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE batches DROP COLUMN output_expires_after")
-    op.execute("DROP INDEX files_by_expiry")
+    ddl("ALTER TABLE batches DROP COLUMN output_expires_after")
+    ddl("DROP INDEX files_by_expiry")
