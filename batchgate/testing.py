@@ -41,7 +41,6 @@ from batchgate.core.models import (
 from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
 from batchgate.core.states import (
     ACCEPTS_LINES,
-    ACTIVE_STATUSES,
     RESULT_STATES,
     RUNNABLE_STATUS,
     TERMINAL_STATUSES,
@@ -166,16 +165,15 @@ class InMemoryStore:
         return _page(files, after, limit, lambda f: purpose is None or f.purpose == purpose)
 
     def delete_file(self, file_id: str, project_id: str) -> bool:
-        with self._lock:
-            if self.get_file(file_id, project_id) is None:
+        with self._lock:  # add_batch takes it too: one of the two sees the other's result
+            if self.get_file(file_id, project_id) is None or self.file_in_use(file_id):
                 return False
             del self._files[file_id]
             return True
 
     def file_in_use(self, file_id: str) -> bool:
-        return any(
-            b.record.input_file_id == file_id and b.record.status in ACTIVE_STATUSES for b in self._batches.values()
-        )
+        with self._lock:
+            return any(b.record.needs_file(file_id) for b in self._batches.values())
 
     def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
         with self._lock:
@@ -189,9 +187,13 @@ class InMemoryStore:
             return expired
 
     # batches
-    def add_batch(self, batch: BatchRecord) -> None:
+    def add_batch(self, batch: BatchRecord) -> bool:
+        items = batch.operation.get("items_file_id") if batch.operation else None
         with self._lock:
+            if any(self.get_file(f, batch.project_id) is None for f in (batch.input_file_id, items) if f):
+                return False
             self._batches[batch.id] = _Batch(replace(batch), {})
+            return True
 
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
         b = self._batches.get(batch_id)

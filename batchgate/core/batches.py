@@ -92,7 +92,8 @@ class BatchService:
             operation=operation,
             output_expires_after=output_expires_after if output_expires_after is not None else self.output_retention,
         )
-        self.store.add_batch(batch)
+        if not self.store.add_batch(batch):  # its file was deleted since it was read above
+            raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")
         self.on_change()
         return batch
 

@@ -111,15 +111,14 @@ class FileService:
         return record, self.blobs.open(file_id)
 
     def delete(self, project_id: str, file_id: str) -> None:
+        """Delete a file, unless a batch needs it (409 `file_in_use`): the input of a batch
+        that has not ended, or any file of an operation batch (`BatchRecord.needs_file`)."""
         self.get(project_id, file_id)
         if self.store.file_in_use(file_id):
-            raise ConflictError(
-                f"File {file_id} is the input of a batch that has not finished; "
-                "cancel the batch or wait for it to end before deleting the file.",
-                param="file_id",
-                code="file_in_use",
-            )
+            raise _in_use(file_id)
         try:
+            # the store checks again in the same step as the delete, so a batch created on
+            # the file meanwhile keeps it (exactly one of the two wins)
             deleted = self.store.delete_file(file_id, project_id)
         except InsufficientStorageError:
             # on a full disk even deleting the row cannot be written: free the file's own
@@ -129,6 +128,19 @@ class FileService:
             deleted = self.store.delete_file(file_id, project_id)
         if deleted:
             self.blobs.delete(file_id)
+            return
+        self.get(project_id, file_id)  # deleted by another request meanwhile: 404
+        raise _in_use(file_id)  # a batch needed it when the store went to delete it
+
+
+def _in_use(file_id: str) -> ConflictError:
+    return ConflictError(
+        f"File {file_id} is needed by a batch: the input of one that has not ended, or a file an "
+        "operation batch reads its output from. Cancel the batch or wait for it to end (an operation "
+        "batch's files stay as long as it does).",
+        param="file_id",
+        code="file_in_use",
+    )
 
 
 def check_purpose(purpose: str | None) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
-from batchgate.core.states import BatchStatus, JobKind, RequestState
+from batchgate.core.states import ACTIVE_STATUSES, BatchStatus, JobKind, RequestState
 from batchgate.protocol.openai import UPSTREAM_ENDPOINT_PATTERN, UPSTREAM_ENDPOINTS_REFUSED, BatchEndpoint
 
 
@@ -104,6 +104,16 @@ class BatchRecord:
     operation: dict[str, Any] | None = None
     # seconds after their creation that the output and error files expire (None: kept)
     output_expires_after: int | None = None
+
+    def needs_file(self, file_id: str) -> bool:
+        """Whether the file cannot be deleted for this batch's sake: its input until it
+        ends; every file of an operation batch (its input, items, output and error files)
+        for as long as it exists, since its output pages are read from them. The stores'
+        SQL (`file_in_use`, `delete_file`) says the same."""
+        if self.source == "operation":
+            items = self.operation.get("items_file_id") if self.operation else None
+            return file_id in (self.input_file_id, items, self.output_file_id, self.error_file_id)
+        return file_id == self.input_file_id and self.status in ACTIVE_STATUSES
 
 
 @dataclass(slots=True)

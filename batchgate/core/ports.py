@@ -76,16 +76,28 @@ class Store(Protocol):
         have, whether unknown or another project's, gives an empty page)."""
         ...
 
-    def delete_file(self, file_id: str, project_id: str) -> bool: ...
-    def file_in_use(self, file_id: str) -> bool: ...
+    def delete_file(self, file_id: str, project_id: str) -> bool:
+        """Delete the file's row unless a batch needs it (`BatchRecord.needs_file`), in one
+        step that a concurrent `add_batch` on it cannot interleave with: exactly one of them
+        wins. False if there is no such file or a batch needs it."""
+        ...
+
+    def file_in_use(self, file_id: str) -> bool:
+        """Whether a batch needs the file (`BatchRecord.needs_file`)."""
+        ...
+
     def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
         """Delete up to `limit` rows of files whose `expires_at` is at or before `now`,
-        except inputs of batches that have not ended (`file_in_use`), atomically; the
+        except files a batch needs (`file_in_use`), atomically; the
         deleted rows (their bytes are the caller's to delete)."""
         ...
 
     # batches
-    def add_batch(self, batch: BatchRecord) -> None: ...
+    def add_batch(self, batch: BatchRecord) -> bool:
+        """Add the batch if its input file (and an operation's items file) is still in its
+        project, atomically with `delete_file`; False, and nothing added, if one is gone."""
+        ...
+
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None: ...
     def list_batches(
         self, project_id: str, after: str | None, limit: int, source: str | None = None

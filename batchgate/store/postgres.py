@@ -93,6 +93,21 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
+def _needed(file_id: str) -> str:
+    """SQL true while a batch needs the file `file_id` (an SQL expression) names: what
+    `BatchRecord.needs_file` says, for every batch at once."""
+    return (
+        f"(EXISTS (SELECT 1 FROM batches WHERE input_file_id = {file_id} AND {_is('status', ACTIVE_STATUSES)}) "
+        f"OR EXISTS (SELECT 1 FROM batches WHERE source = 'operation' AND {file_id} IN "
+        "(input_file_id, output_file_id, error_file_id, operation::jsonb ->> 'items_file_id')))"
+    )
+
+
+def _in_use(cur: psycopg.Cursor[Any], file_id: str) -> bool:
+    row = cur.execute(f"SELECT {_needed('%(id)s')}", {"id": file_id}).fetchone()
+    return row is not None and bool(row[0])
+
+
 def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
     """A set of states from core/states.py as SQL. Inlined as literals, not bound: the
     planner uses the partial indexes (`requests_running`, `requests_queued`) only when
@@ -256,28 +271,39 @@ class PostgresStore:
 
     def delete_file(self, file_id: str, project_id: str) -> bool:
         with self._tx() as cur:
-            cur.execute("DELETE FROM files WHERE id = %s AND project_id = %s", (file_id, project_id))
-            return cur.rowcount > 0
+            # the row lock waits for an add_batch holding the file (FOR SHARE) to commit; the
+            # check after it is a statement of its own, so it sees that batch
+            cur.execute("SELECT 1 FROM files WHERE id = %s AND project_id = %s FOR UPDATE", (file_id, project_id))
+            if cur.fetchone() is None or _in_use(cur, file_id):
+                return False
+            cur.execute("DELETE FROM files WHERE id = %s", (file_id,))
+            return True
 
     def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
         with self._tx() as cur:
             # SKIP LOCKED: two sweeping workers share the due files instead of waiting on each other
             cur.execute(
-                f"DELETE FROM files WHERE id IN (SELECT id FROM files f WHERE expires_at <= %s AND NOT EXISTS ("
-                f"SELECT 1 FROM batches WHERE input_file_id = f.id AND {_is('status', ACTIVE_STATUSES)}) "
+                f"DELETE FROM files WHERE id IN (SELECT id FROM files f WHERE expires_at <= %s AND NOT {_needed('f.id')} "
                 f"ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {FILE_COLUMNS}",
                 (now, limit),
             )
             return [FileRecord(*r) for r in cur.fetchall()]
 
     def file_in_use(self, file_id: str) -> bool:
-        sql = f"SELECT 1 FROM batches WHERE input_file_id = %s AND {_is('status', ACTIVE_STATUSES)} LIMIT 1"
-        return self._one(sql, (file_id,)) is not None
+        with self._tx() as cur:
+            return _in_use(cur, file_id)
 
     # ---- batches ------------------------------------------------------------------
 
-    def add_batch(self, b: BatchRecord) -> None:
+    def add_batch(self, b: BatchRecord) -> bool:
+        items = b.operation.get("items_file_id") if b.operation else None
         with self._tx() as cur:
+            # FOR SHARE: a delete_file of these files waits for this transaction (see there);
+            # one that went first has deleted the row, which this then does not find
+            present = "SELECT 1 FROM files WHERE id = %s AND project_id = %s FOR SHARE"
+            for file_id in (f for f in (b.input_file_id, items) if f):
+                if cur.execute(present, (file_id, b.project_id)).fetchone() is None:
+                    return False
             cur.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
                 "created_at, expires_at, metadata, priority, source, operation, output_expires_after) "
@@ -289,6 +315,7 @@ class PostgresStore:
                 ),
             )  # fmt: skip
             cur.execute(_NOTIFY)  # its validation job
+        return True
 
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
         row = self._one(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = %s", (batch_id,))

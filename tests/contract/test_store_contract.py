@@ -8,8 +8,10 @@ in-memory fake passes it too, which is what lets unit tests trust the fake.
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -63,9 +65,15 @@ def a_file(store: Store, project: str = A, purpose: str = "batch") -> FileRecord
 
 
 def a_batch(
-    store: Store, project: str = A, source: str = "openai", expires_at: int = NOW + DAY, priority: int = 0
+    store: Store,
+    project: str = A,
+    source: str = "openai",
+    expires_at: int = NOW + DAY,
+    priority: int = 0,
+    input_file: FileRecord | None = None,
+    operation: dict[str, object] | None = None,
 ) -> BatchRecord:
-    f = a_file(store, project)
+    f = input_file or a_file(store, project)
     b = BatchRecord(
         id=f"batch_{next(_serial):06d}",
         project_id=project,
@@ -77,8 +85,9 @@ def a_batch(
         expires_at=expires_at,
         source=source,
         priority=priority,
+        operation=operation,
     )
-    store.add_batch(b)
+    assert store.add_batch(b)
     return b
 
 
@@ -239,11 +248,8 @@ def test_expired_files_are_deleted_unless_an_active_batch_reads_them(store: Stor
         return f
 
     due, due_b, later, kept = expiring(NOW - 5), expiring(NOW, B), expiring(NOW + 60), expiring(None)
-    active = validated(store, 1)  # its input expires too, but the batch still reads it
-    input_file = store.get_file(active.input_file_id, A)
-    assert input_file is not None
-    store.delete_file(input_file.id, A)
-    store.add_file(FileRecord(input_file.id, A, "batch", "in.jsonl", 100, NOW, expires_at=NOW - 100))
+    input_file = expiring(NOW - 100)  # the input of an active batch: it still reads it
+    validated(store, 1, input_file=input_file)
     deleted = store.delete_expired_files(NOW, 10)
     assert sorted(f.id for f in deleted) == sorted([due.id, due_b.id]), "every project's due files, no others"
     assert deleted[0].expires_at is not None and deleted[0].expires_at <= NOW
@@ -659,3 +665,66 @@ def test_stored_responses_are_per_project_and_deletable(store: Store) -> None:
     assert store.delete_response("resp_1", A)
     assert store.get_response("resp_1", A) is None
     assert not store.delete_response("resp_1", A)
+
+
+# ---- files a batch needs (issue 11 #5, #10) ---------------------------------------------
+
+
+def test_a_batch_is_added_only_while_its_files_are_there(store: Store) -> None:
+    gone = a_file(store)
+    assert store.delete_file(gone.id, A)
+    for missing in (gone, a_file(store, B)):  # deleted, or another project's
+        b = BatchRecord(f"batch_{next(_serial):06d}", A, "/v1/chat/completions", missing.id, "24h",
+                        BatchStatus.VALIDATING, NOW, NOW + DAY)  # fmt: skip
+        assert not store.add_batch(b) and store.get_batch(b.id, None) is None
+    items = a_file(store)
+    assert store.delete_file(items.id, A)
+    b = BatchRecord(f"batch_{next(_serial):06d}", A, "/v1/chat/completions", a_file(store).id, "24h",
+                    BatchStatus.VALIDATING, NOW, NOW + DAY, source="operation",
+                    operation={"items_file_id": items.id})  # fmt: skip
+    assert not store.add_batch(b) and store.get_batch(b.id, None) is None
+
+
+def test_a_file_a_batch_needs_is_not_deleted(store: Store) -> None:
+    active = validated(store, 1)
+    assert store.file_in_use(active.input_file_id)
+    assert not store.delete_file(active.input_file_id, A) and store.get_file(active.input_file_id, A)
+    done, _ = batch_in(store, BatchStatus.COMPLETED)
+    done_batch = store.get_batch(done, None)
+    assert done_batch is not None and store.delete_file(done_batch.input_file_id, A)
+    # an operation batch reads its output from its files for as long as it exists
+    items = a_file(store)
+    op = a_batch(store, source="operation", operation={"items_file_id": items.id})
+    for file_id in (op.input_file_id, items.id):
+        assert store.file_in_use(file_id)
+        assert not store.delete_file(file_id, A) and store.get_file(file_id, A) is not None
+    unrelated = a_file(store)
+    assert not store.file_in_use(unrelated.id) and store.delete_file(unrelated.id, A)
+
+
+def at_once(*calls: Callable[[], bool]) -> list[bool]:
+    """The calls' results, each run on its own thread, all released together."""
+    results: list[bool] = [False] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_creating_a_batch_and_deleting_its_file_at_once_never_both_win(store: Store) -> None:
+    for _ in range(30):
+        f = a_file(store)
+        b = BatchRecord(f"batch_{next(_serial):06d}", A, "/v1/chat/completions", f.id, "24h",
+                        BatchStatus.VALIDATING, NOW, NOW + DAY)  # fmt: skip
+        added, deleted = at_once(partial(store.add_batch, b), partial(store.delete_file, f.id, A))
+        assert added != deleted, (added, deleted)  # exactly one wins
+        assert (store.get_batch(b.id, None) is not None) == added
+        assert (store.get_file(f.id, A) is not None) == added
