@@ -67,8 +67,6 @@ FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
 
 
-def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
-    """`column = 'a'` or `column IN ('a', 'b')`: a set of states from core/states.py as SQL.
 def _needed(file_id: str) -> str:
     """SQL true while a batch needs the file `file_id` (an SQL expression) names: what
     `BatchRecord.needs_file` says, for every batch at once."""
@@ -79,7 +77,8 @@ def _needed(file_id: str) -> str:
     )
 
 
-
+def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
+    """`column = 'a'` or `column IN ('a', 'b')`: a set of states from core/states.py as SQL.
     Inlined rather than bound: the values are enum constants, and SQLite uses a partial
     index (`requests_running`, `requests_queued`) only when the query names its literal."""
     values = sorted(f"'{state.value}'" for state in states)
@@ -260,13 +259,13 @@ class SQLiteStore:
         return Page([_file(r) for r in rows[:limit]], len(rows) > limit)
 
     def delete_file(self, file_id: str, project_id: str) -> bool:
+        # one write transaction (BEGIN IMMEDIATE) checks and deletes: add_batch's check of
+        # the same file comes wholly before or after it
         with self._write() as conn:
             cur = conn.execute(
                 f"DELETE FROM files WHERE id = :id AND project_id = :project AND NOT {_needed(':id')}",
                 {"id": file_id, "project": project_id},
             )
-        # one write transaction (BEGIN IMMEDIATE) checks and deletes: add_batch's check of
-        # the same file comes wholly before or after it
             return cur.rowcount > 0
 
     def delete_expired_files(self, now: int, limit: int) -> list[FileRecord]:
@@ -302,9 +301,9 @@ class SQLiteStore:
                     b.output_expires_after,
                 ),
             )  # fmt: skip
+        return True
 
     def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord | None:
-        return True
         row = self._conn().execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None or (project_id is not None and row[1] != project_id):
             return None
