@@ -118,6 +118,18 @@ def open_store(settings: Settings) -> Store:
     return PostgresStore(settings.database_url, settings.database_pool_size)
 
 
+def open_blobs(settings: Settings) -> BlobStore:
+    """Where file contents live: S3-compatible object storage for an `s3://` blob URL,
+    else the data dir's `files/` (also fine on a filesystem every host mounts)."""
+    if settings.blob_url is None:
+        return LocalBlobStore(settings.files_dir)
+    if not settings.blob_url.startswith("s3://"):
+        raise InvalidRequestError(f"unsupported blob URL {settings.blob_url!r}: use s3://bucket/prefix")
+    from batchgate.store.s3 import S3BlobStore
+
+    return S3BlobStore(settings.blob_url)
+
+
 def upgrade_database(settings: Settings) -> str:
     """Migrate the settings' database to the newest schema; where it is, for the operator."""
     from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
@@ -140,7 +152,7 @@ def announces_work(store: Store) -> bool:
 
 
 @contextlib.contextmanager
-def work_wakeups(store: Store, wake: Callable[[], None]) -> Iterator[None]:
+def work_wakeups(store: Store, wake: Callable[[], object]) -> Iterator[None]:
     """While the block runs, call `wake` (from another thread) whenever any process
     announces work on this store; nothing on a store that does not announce it."""
     from batchgate.store.postgres import PostgresStore, PostgresWakeups
@@ -165,7 +177,7 @@ def build_services(
 ) -> Services:
     clock = clock or SystemClock()
     store = store or open_store(settings)
-    blobs = blobs or LocalBlobStore(settings.files_dir)
+    blobs = blobs or open_blobs(settings)
     routing = load_config(settings.config)
     # cheap: a local model loads on first use. Agent and swarm lines need several model
     # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
@@ -317,7 +329,7 @@ def _child_init(settings: dict[str, Any], parent_pid: int, log_level: int) -> No
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
     # only the store and the files: jobs never call a backend, so none is loaded here
     s = Settings(**settings)
-    _child_runner = job_runner(s, open_store(s), LocalBlobStore(s.files_dir))
+    _child_runner = job_runner(s, open_store(s), open_blobs(s))
 
 
 def _child_ready() -> bool:

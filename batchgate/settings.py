@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # None: SQLite in the data dir (one machine)
     database_url: str | None = None
     database_pool_size: int = 10  # connections per process
+    # where file contents live when not in the data dir: `s3://bucket/prefix` (endpoint and
+    # credentials from the usual AWS_* environment variables). None: `<home>/files`
+    blob_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     insecure_no_auth: bool = False

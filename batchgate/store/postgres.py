@@ -855,7 +855,7 @@ class PostgresWakeups:
     A thread holding one connection that LISTENs; notifications sent while it is
     disconnected are lost, which is why workers still poll, on a long interval."""
 
-    def __init__(self, url: str, wake: Callable[[], None]):
+    def __init__(self, url: str, wake: Callable[[], object]):
         self.url = url
         self.wake = wake
         self._stop = threading.Event()
