@@ -17,12 +17,13 @@ from typing import Any
 import orjson
 
 from batchgate.core import operation_output
-from batchgate.core.batches import BatchService
+from batchgate.core.batches import BatchService, check_metadata
 from batchgate.core.errors import BatchgateError, ConflictError, InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.models import BatchRecord, BatchStatus, FilePurpose
 from batchgate.core.operation_runs import CHAT, OperationRuns, item_id, item_of, records_of
 from batchgate.core.operations import Operation, compile_request
+from batchgate.core.windows import parse_completion_window
 from batchgate.protocol.operations import (
     BatchCreateRequest,
     BatchOptions,
@@ -121,7 +122,12 @@ class OperationBatches:
     ) -> OperationBatch:
         """Compile the records into an ordinary batch (see the module doc) and create it.
         `records` may be a lazy stream (an uploaded file being parsed): nothing is held
-        whole; an error while reading it discards both files."""
+        whole; an error while reading it discards both files. A batch refused (a bad
+        `completion_window` or `metadata`, no items) keeps no file: checked before any is
+        written, or the files deleted."""
+        window = options.completion_window or "24h"
+        parse_completion_window(window)
+        check_metadata(options.metadata)
         count = 0
         columns: dict[str, None] = {}  # every input field, in first-seen order
         with self.files.upload(project_id) as kept, self.files.upload(project_id) as requests:
@@ -136,10 +142,10 @@ class OperationBatches:
                 body = compile_request(op, item_of(record))
                 line = {"custom_id": item_id(index), "method": "POST", "url": CHAT, "body": body}
                 requests.write(orjson.dumps(line) + b"\n")
+            if count == 0:  # raised before the commits: both uploads are discarded
+                raise InvalidRequestError("There are no items to run.", param="items")
             items_file = kept.commit(FilePurpose.BATCH.value, "items.jsonl")
             input_file = requests.commit(FilePurpose.BATCH.value, "requests.jsonl")
-        if count == 0:
-            raise InvalidRequestError("There are no items to run.", param="items")
         spec: dict[str, Any] = {
             "operation": op.to_json(),
             "items_file_id": items_file.id,
@@ -148,8 +154,12 @@ class OperationBatches:
         }
         if source_file_id is not None:
             spec["file_id"] = source_file_id
-        window = options.completion_window or "24h"
-        batch = self.batches.create(project_id, input_file.id, CHAT, window, options.metadata, operation=spec)
+        try:
+            batch = self.batches.create(project_id, input_file.id, CHAT, window, options.metadata, operation=spec)
+        except BatchgateError:
+            for file_id in (input_file.id, items_file.id):  # the batch they were for was refused
+                self.files.delete(project_id, file_id)
+            raise
         return status_of(batch)
 
     # ---- reading -----------------------------------------------------------------------
@@ -200,7 +210,9 @@ class OperationBatches:
         if fmt == "jsonl":
             return Output("application/jsonl", operation_output.jsonl(rows))
         if fmt == "csv":
-            columns = batch.operation.get("columns") or []
+            columns = batch.operation.get("columns")
+            if columns is None:  # submitted before specs recorded them
+                columns = operation_output.item_columns(self.files.open(project_id, batch.operation["items_file_id"])[1])
             chunks = operation_output.csv_rows(op, columns, rows, header=True)
             return Output("text/csv", chunks, f"{batch_id}.csv")
         assert limit is not None

@@ -27,6 +27,7 @@ from batchgate.core.operations import Operation, result_fields
 from batchgate.protocol.operations import OperationRow, OutputPage
 
 PROBE_BYTES = 1 << 12
+_NEW_ITEM_HEAD = b'{"index":'  # how item_line starts every line
 _ITEM_INDEX = re.compile(rb'\{"index":(\d+)')
 _RESULT_INDEX = re.compile(rb'"custom_id":"item-(\d+)"')
 _HEAD_BYTES = 256  # a result line names its custom_id within this many bytes of its start
@@ -121,6 +122,43 @@ def _lines(stream: BinaryIO) -> Iterator[bytes]:
             yield line
 
 
+def _items(stream: BinaryIO, offset: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, input fields) of the items from `offset` on.
+
+    Items files written before each line began with its index (batches submitted before
+    commit 3c547e5) hold `{"content", "metadata"}` lines, the line number being the index:
+    there is nothing to seek by, so those are read from the start. Their fields are
+    given as new ones are: the content and the metadata under their own names."""
+    if stream.read(len(_NEW_ITEM_HEAD)) in (_NEW_ITEM_HEAD, b""):
+        seek(stream, item_key, offset)
+        for raw in _lines(stream):
+            item = orjson.loads(raw)
+            yield item["index"], item["record"]
+        return
+    stream.seek(0)
+    for index, raw in enumerate(_lines(stream)):
+        if index >= offset:
+            yield index, _old_item_fields(orjson.loads(raw))
+
+
+def _old_item_fields(item: dict[str, Any]) -> dict[str, Any]:
+    # merged as protocol/records.json_record merges them: the content wins a clash
+    fields = {"content": item["content"]}
+    fields.update(item.get("metadata") or {})
+    fields["content"] = item["content"]
+    return fields
+
+
+def item_columns(stream: BinaryIO) -> list[str]:
+    """Every input field of an items file, in first-seen order (one read of the whole
+    file): for batches submitted before their spec recorded its `columns`."""
+    columns: dict[str, None] = {}
+    with stream:
+        for _, fields in _items(stream, 0):
+            columns.update(dict.fromkeys(fields))
+    return list(columns)
+
+
 def rows(
     op: Operation,
     items: BinaryIO,
@@ -133,21 +171,19 @@ def rows(
     from the page's first line on. `never_ran` is the error of an item with no result
     line (its batch ended before its line was even read)."""
     try:
-        seek(items, item_key, offset)
+        page = _items(items, offset)
         for stream in results:
             seek(stream, result_key, offset)
         merged = _Results([_lines(stream) for stream in results])
-        for count, raw in enumerate(_lines(items)):
+        for count, (index, fields) in enumerate(page):
             if limit is not None and count >= limit:
                 return
-            item = orjson.loads(raw)
-            index = item["index"]
             entry = merged.take(item_id(index))
             response = entry.get("response") if entry is not None else None
             error = entry.get("error") if entry is not None else never_ran
             status = response.get("status_code") if response else None
             body = response.get("body") if response else None
-            yield row(index, item["record"], op, status, body, error)
+            yield row(index, fields, op, status, body, error)
     finally:
         for stream in (items, *results):
             stream.close()
@@ -194,7 +230,7 @@ def csv_rows(op: Operation, input_columns: list[str], page: Iterator[OperationRo
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if header:
-        writer.writerow(names)
+        writer.writerow([_cell(name) for name in names])  # input column names are the caller's too
     result_names = fields[3:]
     whole_result = result_names == ["result"]
     for r in page:
@@ -212,9 +248,17 @@ def csv_rows(op: Operation, input_columns: list[str], page: Iterator[OperationRo
         yield buffer.getvalue().encode()
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection): such a
+# cell gets a leading ' (OWASP's advice), which spreadsheets show as text. A plain number
+# (-5, +1.5e3) stays as it is: it is read as the number, never run.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
