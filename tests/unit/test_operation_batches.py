@@ -20,7 +20,8 @@ from batchgate.app import Services, build_services, build_worker
 from batchgate.core import operation_output
 from batchgate.core.errors import BackendError, ConflictError, InvalidRequestError
 from batchgate.core.models import FinishedRow, RequestState
-from batchgate.core.operations import parse_operation
+from batchgate.core.operation_runs import CHAT, item_id
+from batchgate.core.operations import Item, compile_request, parse_operation
 from batchgate.core.output import format_line
 from batchgate.core.ports import BackendRequest, BackendResponse
 from batchgate.protocol.operations import BatchCreateRequest, OperationBatch, RecordsUpload
@@ -133,6 +134,37 @@ def test_result_fields_that_clash_get_underscores_too() -> None:
     header, fields = operation_output.csv_columns(op, ["id", "total"])
     assert header == ["id", "total", "_id", "status", "error", "__id", "_total"]
     assert fields == ["id", "status", "error", "id", "total"]
+
+
+def test_a_batch_submitted_before_items_lines_led_with_their_index_is_still_read(svc: Services) -> None:
+    # as submit wrote it before commit 3c547e5: items lines {"content", "metadata"} (the line
+    # number is the index), a spec without "columns", an operation without "name"
+    op = parse_operation("label", {"categories": ["a", "b"]})
+    with svc.files.upload(project(svc)) as kept, svc.files.upload(project(svc)) as requests:
+        for i, item in enumerate(ITEMS):
+            metadata = {k: v for k, v in item.items() if k != "content"}
+            kept.write(orjson.dumps({"content": item["content"], "metadata": metadata}) + b"\n")
+            body = compile_request(op, Item(item["content"], metadata))
+            line = {"custom_id": item_id(i), "method": "POST", "url": CHAT, "body": body}
+            requests.write(orjson.dumps(line) + b"\n")
+        items_file = kept.commit("batch", "items.jsonl")
+        input_file = requests.commit("batch", "requests.jsonl")
+    spec = {"operation": {"kind": "label", "model": op.model, "params": op.params}, "items_file_id": items_file.id}
+    batch = svc.batches.create(project(svc), input_file.id, CHAT, "24h", None, operation={**spec, "items": 250})
+    run_to_end(svc, batch.id)
+    whole = [orjson.loads(line) for line in read(svc, batch.id, "jsonl").splitlines()]
+    assert [row["index"] for row in whole] == list(range(250))
+    assert whole[4]["metadata"] == {"content": "review 4", "id": "L-4", "status": "open"}
+    assert whole[3]["error"] == "no luck" and whole[4]["status"] == "failed"  # echoes are no label
+    for offset, limit in ((0, 7), (99, 100), (249, 5), (250, 1)):
+        page = orjson.loads(read(svc, batch.id, "json", offset, limit))
+        assert page["results"] == whole[offset : offset + limit], (offset, limit)
+    table = list(csv.reader(io.StringIO(read(svc, batch.id, "csv", offset=248).decode())))
+    assert table[0][:5] == ["content", "id", "status", "_id", "_status"]
+    assert [r[:4] for r in table[1:]] == [
+        ["review 248", "L-248", "open", "item-0000248"],
+        ["review 249", "L-249", "open", "item-0000249"],
+    ]
 
 
 def test_output_is_refused_until_the_batch_ends_and_pages_are_bounded(svc: Services) -> None:
