@@ -142,3 +142,25 @@ def test_a_dict_history_is_context_and_its_messages_list_is_used_as_such(svc: Se
     asyncio.run(svc.agents.complete(svc.agents.parse_agent({**completion("now"), "history": {"crm": "gold"}})))
     first = recording(svc).bodies[-1]["messages"][0]["content"]
     assert first.startswith("Conversation history so far:") and '"crm": "gold"' in first
+
+
+def test_agent_batch_pages_filter_in_the_store_so_none_is_empty_while_batches_exist(svc: Services) -> None:
+    def openai_batch() -> None:
+        with svc.files.upload("p") as upload:
+            upload.write(b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n')
+            file = upload.commit("batch", "input.jsonl")
+        svc.batches.create("p", file.id, "/v1/chat/completions", "24h")
+
+    ids = []
+    for i in range(3):
+        ids.append(asyncio.run(svc.agents.submit("p", "agent", [completion(f"lead {i}")])).id)
+        for _ in range(3):  # more other batches between two agent batches than a page holds
+            openai_batch()
+    pages, after = [], None
+    while True:
+        data, has_more, after = svc.agents.list_batches("p", "agent", after, 2)
+        pages.append([b.id for b in data])
+        if not has_more:
+            break
+    assert pages == [ids[::-1][:2], [ids[0]]]
+    assert svc.agents.list_batches("p", "swarm", None, 2) == ([], False, None)

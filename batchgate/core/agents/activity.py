@@ -12,11 +12,14 @@ from batchgate.core.models import BatchRecord
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-def recent_batches(batches: BatchService, project_id: str, since: int) -> Iterator[BatchRecord]:
-    """The project's batches created at or after `since`, newest first."""
+def recent_batches(
+    batches: BatchService, project_id: str, since: int, source: str | None = None
+) -> Iterator[BatchRecord]:
+    """The project's batches created at or after `since`, newest first; with `source`,
+    only those (filtered by the store)."""
     after: str | None = None
     while True:
-        page = batches.list(project_id, after, 100)
+        page = batches.list(project_id, after, 100, source)
         for batch in page.data:
             if batch.created_at < since:
                 return

@@ -203,8 +203,8 @@ class AgentRuns:
         return await asyncio.to_thread(self._create, project_id, kind, lines, idempotency_key)
 
     def _find(self, project_id: str, kind: str, idempotency_key: str) -> BatchRecord | None:
-        for batch in recent_batches(self.batches, project_id, int(time.time()) - 86400):
-            if batch.source == kind and (batch.operation or {}).get("idempotency_key") == idempotency_key:
+        for batch in recent_batches(self.batches, project_id, int(time.time()) - 86400, source=kind):
+            if (batch.operation or {}).get("idempotency_key") == idempotency_key:
                 return batch
         return None
 
