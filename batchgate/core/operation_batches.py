@@ -10,6 +10,7 @@ any other. Its output is read back by `core/operation_output.py`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -242,7 +243,11 @@ class OperationBatches:
         results = [self.files.open(project_id, f)[1] for f in (batch.output_file_id, batch.error_file_id) if f]
         code = {BatchStatus.CANCELLED: "batch_cancelled", BatchStatus.EXPIRED: "batch_expired"}
         never_ran = {"code": code.get(batch.status, "missing"), "message": "The item never ran."}
-        return operation_output.rows(op, items, results, offset, limit, never_ran)
+        rows = operation_output.rows(op, items, results, offset, limit, never_ran)
+        # the files are sought and the first row read now, while an error can still be the
+        # answer, not once a 200 has started to stream (issue 11 #5)
+        first = next(rows, None)
+        return rows if first is None else itertools.chain([first], rows)
 
 
 def status_of(batch: BatchRecord) -> OperationBatch:

@@ -91,3 +91,19 @@ def test_an_operation_batchs_files_cannot_be_deleted_from_under_its_output(http:
     # a file of the project no batch needs is deleted as ever
     spare = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("x.jsonl", b"{}\n")}).json()["id"]
     assert http.delete(f"/v1/files/{spare}").status_code == 200
+
+
+def test_an_output_that_cannot_be_read_is_an_error_before_any_byte(server: Server, http: httpx.Client) -> None:
+    batch_id = http.post("/api/batches", json={"operation": "summarize", "items": [{"content": "a"}]}).json()[
+        "batch_id"
+    ]
+    wait_until_ended(http, batch_id)
+    items_id = {f["filename"]: f["id"] for f in http.get("/v1/files").json()["data"]}["items.jsonl"]
+    (server.data_dir / "files" / items_id).write_bytes(b"not json\n")  # damaged on disk
+    for fmt in ("json", "jsonl", "csv"):
+        # a new connection each: the server closes one after an unexpected error
+        url, close = f"/api/batches/{batch_id}/output", {"Connection": "close"}
+        with http.stream("GET", url, params={"format": fmt}, headers=close) as r:
+            # answered as an error with its body, not a 200 that breaks off
+            assert r.status_code == 500, fmt
+            assert r.read() and r.json()["error"]["code"] == "internal_error"
