@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, batch_entry
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -49,6 +50,9 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
+from batchgate.protocol.chat import ChatCompletion, ChatCompletionChoice, ChatCompletionMessage
+from batchgate.protocol.completions import Completion, CompletionChoice, CompletionUsage
+from batchgate.protocol.embeddings import CreateEmbeddingResponse, Embedding, EmbeddingUsage
 
 
 class FakeClock:
@@ -109,6 +113,7 @@ class InMemoryStore:
         self._prompts: dict[tuple[str, str], PromptRecord] = {}
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
         self._responses: dict[str, StoredResponse] = {}
+        self._ledger: list[LedgerEntry] = []
 
     def close(self) -> None:
         pass
@@ -513,8 +518,23 @@ class InMemoryStore:
                 rec.input_tokens += r.input_tokens
                 rec.output_tokens += r.output_tokens
                 rec.cost += r.cost
+                if r.state in METERED_STATES:
+                    self._meter(batch_entry(r, rec.project_id, rec.key_id, rec.endpoint, now))
                 if rec.completed + rec.failed >= rec.total:
                     self._move(b, BatchStatus.FINALIZING, now)
+
+    def _meter(self, entry: LedgerEntry) -> None:
+        entry.id = len(self._ledger) + 1
+        self._ledger.append(entry)
+
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        with self._lock:
+            self._meter(entry)
+
+    def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
+        with self._lock:
+            rows = [replace(e) for e in reversed(self._ledger) if query.matches(e)]
+        return Page(rows[: query.limit], len(rows) > query.limit)
 
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:
@@ -637,49 +657,36 @@ _completion_ids = IdSequence("cmpl-")
 
 
 def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
+    """The echo in the endpoint's response model, as a real backend's JSON body."""
     model = str(body["model"])
     created = int(time.time())
     if url == "/v1/embeddings":
         inputs = body.get("input", "")
         inputs = inputs if isinstance(inputs, list) else [inputs]
-        data = [
-            {"object": "embedding", "index": i, "embedding": [float(len(str(x))), 1.0, 0.0]}
-            for i, x in enumerate(inputs)
-        ]
+        data = [Embedding(index=i, embedding=[float(len(str(x))), 1.0, 0.0]) for i, x in enumerate(inputs)]
         tokens = _words(inputs)
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return BackendResponse(200, {"object": "list", "data": data, "model": model, "usage": usage}, tokens, 0, model)
+        embeddings = CreateEmbeddingResponse(
+            data=data, model=model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        )
+        return BackendResponse(200, embeddings.model_dump(), tokens, 0, model)
+    response: Completion | ChatCompletion
     if url == "/v1/completions":
         prompt = body.get("prompt", "")
         if not isinstance(prompt, (str, list)):  # refused as a real backend refuses it, not a crash
             raise InvalidRequestError("'prompt' must be a string or an array.", param="prompt", code="invalid_type")
         text = "echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
         tokens_in, tokens_out = _words(prompt), _words(text)
-        choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
-        kind = "text_completion"
+        choice = CompletionChoice(index=0, text=text, finish_reason="stop")
+        response = Completion(id=_completion_ids.next(), created=created, model=model, choices=[choice])
     else:
         messages = body.get("messages") or [{}]
         last = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
         text = "echo: " + (last if isinstance(last, str) else str(last))
         tokens_in, tokens_out = _words(messages), _words(text)
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop",
-            "logprobs": None,
-        }
-        kind = "chat.completion"
-    usage = {
-        "prompt_tokens": tokens_in,
-        "completion_tokens": tokens_out,
-        "total_tokens": tokens_in + tokens_out,
-    }
-    response = {
-        "id": _completion_ids.next(),
-        "object": kind,
-        "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }
-    return BackendResponse(200, response, tokens_in, tokens_out, model)
+        message = ChatCompletionMessage(content=text)
+        chat_choice = ChatCompletionChoice(index=0, message=message, finish_reason="stop")
+        response = ChatCompletion(id=_completion_ids.next(), created=created, model=model, choices=[chat_choice])
+    response.usage = CompletionUsage(
+        prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out
+    )
+    return BackendResponse(200, response.model_dump(), tokens_in, tokens_out, model)

@@ -56,6 +56,7 @@ class FileRecord:
     bytes: int
     created_at: int
     expires_at: int | None = None
+    key_id: str | None = None  # the API key that created it (None: made by the server)
 
 
 @dataclass(slots=True)
@@ -104,6 +105,7 @@ class BatchRecord:
     operation: dict[str, Any] | None = None
     # seconds after their creation that the output and error files expire (None: kept)
     output_expires_after: int | None = None
+    key_id: str | None = None  # the API key that created it: its lines are metered to it
 
     def needs_file(self, file_id: str) -> bool:
         """Whether the file cannot be deleted for this batch's sake: its input until it
@@ -192,6 +194,7 @@ class RequestResult:
     latency_ms: int = 0
     backend: str | None = None
     model: str | None = None
+    requested_model: str | None = None  # the line's `model` (the ledger's "asked for")
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
+from batchgate.core.ledger import LedgerEntry, LedgerQuery
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -228,10 +229,21 @@ class Store(Protocol):
     def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
         """Write results of rows this worker still holds; rows it lost are left alone.
 
-        Updates the batch's live counts and usage, and moves a batch whose every row
-        is done from in_progress to finalizing (stamped `now`), in the same transaction.
+        Updates the batch's live counts and usage, meters each line that ran (succeeded
+        or failed) with one ledger row (started `latency_ms` before `now`), and moves a
+        batch whose every row is done from in_progress to finalizing (stamped `now`),
+        in the same transaction.
         ValueError if a result's state is not one a run can end in.
         """
+        ...
+
+    # the ledger (core/ledger.py); record_results meters batch lines itself
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        """Meter a synchronous request (its `id` is assigned here)."""
+        ...
+
+    def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
+        """Ledger rows matching `query`, newest first."""
         ...
 
 

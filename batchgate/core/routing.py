@@ -39,6 +39,17 @@ from batchgate.core.errors import BackendError, BackendRejectedError, BatchgateE
 from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
 
 BUILTIN_BACKEND = "local"
+# Prices of the local catalog's models when the config lists no price for them (USD per
+# 1M tokens): what running them costs is the machine's time, so they are priced, low,
+# by size, and a local batch has a real cost to meter and budget. A `[models.NAME]`
+# table with `backend = "local"` and a `price` overrides them.
+LOCAL_PRICES: dict[str, tuple[float, float]] = {
+    "smollm2-135m": (0.01, 0.02),
+    "qwen2.5-0.5b": (0.02, 0.04),
+    "qwen2.5-1.5b": (0.05, 0.10),
+    "all-minilm-l6-v2": (0.005, 0.0),
+}
+DEFAULT_BATCH_DISCOUNT = 0.5
 # statuses after which another route may do better: the upstream is overloaded or broken
 FALLBACK_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -309,7 +320,11 @@ class Router:
     async def execute(self, request: BackendRequest) -> BackendResponse:
         routes = self.config.chain(str(request.body.get("model")))
         if not routes:
-            return await _answered_by(self.default.name, self.default.execute(request))
+            response = await _answered_by(self.default.name, self.default.execute(request))
+            if not response.cost:  # the built-in backend does not price its answers
+                model = str(request.body.get("model"))
+                response.cost = self.price(model, response.input_tokens, response.output_tokens, not request.interactive)
+            return response
         failure: BackendError | None = None
         for route in routes:
             routed = replace(request, body={**request.body, "model": route.model})
@@ -327,6 +342,18 @@ class Router:
             return response
         assert failure is not None
         raise failure
+
+    def price(self, model: str, input_tokens: int, output_tokens: int, batch: bool) -> float:
+        """USD for this usage of `model`: its route's price, else its local default (0 for a
+        model without either), with the batch discount for batch lines."""
+        routes = self.config.chain(model)
+        if routes:
+            return routes[0].cost(input_tokens, output_tokens, batch)
+        default = LOCAL_PRICES.get(model)
+        if default is None:
+            return 0.0
+        route = Route(model, BUILTIN_BACKEND, model, price=Price(*default), batch_discount=DEFAULT_BATCH_DISCOUNT)
+        return route.cost(input_tokens, output_tokens, batch)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         routes = self.config.chain(str(request.body.get("model")))

@@ -405,6 +405,7 @@ class Worker:
                 latency_ms=int((time.perf_counter() - started) * 1000),
                 backend=response.backend or self.backend.name,
                 model=response.model or body.get("model"),
+                requested_model=body.get("model") if isinstance(body.get("model"), str) else None,
             )
 
     def _render_prompt(self, batch_id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -59,6 +60,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
+from batchgate.store import ledger_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,9 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id"
 )
-FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
+FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
 _NOTIFY = f"SELECT pg_notify('{WAKE_CHANNEL}', '')"
 
@@ -134,7 +136,7 @@ def _batch(row: Sequence[Any]) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30],
+        output_expires_after=row[30], key_id=row[31],
     )  # fmt: skip
 
 
@@ -239,11 +241,11 @@ class PostgresStore:
     @staticmethod
     def _insert_file(cur: psycopg.Cursor[Any], f: FileRecord) -> None:
         cur.execute(
-            f"INSERT INTO files ({FILE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO files ({FILE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, purpose = EXCLUDED.purpose, "
             "filename = EXCLUDED.filename, bytes = EXCLUDED.bytes, created_at = EXCLUDED.created_at, "
-            "expires_at = EXCLUDED.expires_at",
-            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at),
+            "expires_at = EXCLUDED.expires_at, key_id = EXCLUDED.key_id",
+            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.key_id),
         )
 
     def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None:
@@ -306,12 +308,12 @@ class PostgresStore:
                     return False
             cur.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
-                "created_at, expires_at, metadata, priority, source, operation, output_expires_after) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "created_at, expires_at, metadata, priority, source, operation, output_expires_after, key_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
                     b.created_at, b.expires_at, _json(b.metadata or None), b.priority, b.source,
-                    _json(b.operation or None), b.output_expires_after,
+                    _json(b.operation or None), b.output_expires_after, b.key_id,
                 ),
             )  # fmt: skip
             cur.execute(_NOTIFY)  # its validation job
@@ -817,6 +819,7 @@ class PostgresStore:
                 ),
                 prepare=False,  # the generic plan of a prepared statement scans requests: 10x slower
             ).fetchall()  # fmt: skip
+            self._meter_lines(cur, [(rid, keyed[rid]) for (rid,) in held], now)
             for (rid,) in held:
                 r = keyed[rid]
                 t = totals.setdefault(rid >> LINE_BITS, [0, 0, 0, 0, 0.0])
@@ -837,6 +840,38 @@ class PostgresStore:
                 finalizing += self._to_finalizing(cur, pk, now, "completed + failed >= total")
             if finalizing:
                 cur.execute(_NOTIFY)  # a finalize job
+
+    @staticmethod
+    def _meter_lines(cur: psycopg.Cursor[Any], held: list[tuple[int, RequestResult]], now: int) -> None:
+        """The ledger rows of lines that ran, in one statement (their batches' project,
+        key and endpoint joined in)."""
+        rows = [ledger_sql.batch_params(r, rid >> LINE_BITS, now) for rid, r in held if r.state in METERED_STATES]
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        cur.execute(
+            f"INSERT INTO ledger ({ledger_sql.COLUMNS}) SELECT 'batch', b.project_id, b.key_id, b.id, v.line, "
+            "b.endpoint, v.model, v.resolved_model, v.backend, v.input_tokens, v.output_tokens, v.cost, "
+            "v.latency_ms, v.status_code, v.error_code, v.started_at, v.finished_at "
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], "
+            "%s::float8[], %s::bigint[], %s::bigint[], %s::text[], %s::float8[], %s::float8[], %s::bigint[]) "
+            "AS v(line, model, resolved_model, backend, input_tokens, output_tokens, cost, latency_ms, "
+            "status_code, error_code, started_at, finished_at, batch_pk) JOIN batches b ON b.pk = v.batch_pk",
+            [list(c) for c in columns],
+            prepare=False,
+        )
+
+    # ---- the ledger -----------------------------------------------------------------
+
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        with self._tx() as cur:
+            row = cur.execute(ledger_sql.insert_sql("%s") + " RETURNING pk", ledger_sql.entry_params(entry)).fetchone()
+            entry.id = row[0] if row else 0
+
+    def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
+        sql, params = ledger_sql.select_sql(query, "%s")
+        rows = self._all(sql, params)
+        return Page([ledger_sql.entry(r) for r in rows[: query.limit]], len(rows) > query.limit)
 
     @staticmethod
     def _to_finalizing(cur: psycopg.Cursor[Any], pk: int, now: int, condition: str = "true") -> int:

@@ -21,6 +21,7 @@ import orjson
 
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -51,6 +52,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
+from batchgate.store import ledger_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -61,9 +63,9 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id"
 )
-FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at"
+FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
 
 
@@ -79,6 +81,7 @@ def _needed(file_id: str) -> str:
 
 def _is(column: str, states: Iterable[enum.StrEnum]) -> str:
     """`column = 'a'` or `column IN ('a', 'b')`: a set of states from core/states.py as SQL.
+
     Inlined rather than bound: the values are enum constants, and SQLite uses a partial
     index (`requests_running`, `requests_queued`) only when the query names its literal."""
     values = sorted(f"'{state.value}'" for state in states)
@@ -107,7 +110,7 @@ def _batch(row: tuple) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30],
+        output_expires_after=row[30], key_id=row[31],
     )  # fmt: skip
 
 
@@ -231,8 +234,8 @@ class SQLiteStore:
     @staticmethod
     def _insert_file(conn: sqlite3.Connection, f: FileRecord) -> None:
         conn.execute(
-            f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at),
+            f"INSERT OR REPLACE INTO files ({FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (f.id, f.project_id, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.key_id),
         )
 
     def get_file(self, file_id: str, project_id: str | None) -> FileRecord | None:
@@ -292,13 +295,13 @@ class SQLiteStore:
                     return False
             conn.execute(
                 "INSERT INTO batches (id, project_id, endpoint, input_file_id, completion_window, status, "
-                "created_at, expires_at, metadata, priority, source, operation, output_expires_after) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, expires_at, metadata, priority, source, operation, output_expires_after, key_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     b.id, b.project_id, b.endpoint, b.input_file_id, b.completion_window, b.status.value,
                     b.created_at, b.expires_at, orjson.dumps(b.metadata).decode() if b.metadata else None,
                     b.priority, b.source, orjson.dumps(b.operation).decode() if b.operation else None,
-                    b.output_expires_after,
+                    b.output_expires_after, b.key_id,
                 ),
             )  # fmt: skip
         return True
@@ -798,6 +801,14 @@ class SQLiteStore:
                     for rid, r in keyed
                 ],
             )  # fmt: skip
+            conn.executemany(
+                ledger_sql.batch_insert_sql("?"),
+                [
+                    ledger_sql.batch_params(r, rid >> LINE_BITS, now)
+                    for rid, r in dict(keyed).items()  # a line twice in a flush: its last result, as above
+                    if r.state in METERED_STATES
+                ],
+            )
             for _, r in keyed:
                 t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
                 t[0] += r.state == RequestState.SUCCEEDED
@@ -813,6 +824,17 @@ class SQLiteStore:
                     (done, failed, tokens_in, tokens_out, cost, pk),
                 )
                 self._to_finalizing(conn, pk, now, "completed + failed >= total")
+
+    # ---- the ledger -----------------------------------------------------------------
+
+    def add_ledger_entry(self, entry: LedgerEntry) -> None:
+        with self._write() as conn:
+            entry.id = conn.execute(ledger_sql.insert_sql("?"), ledger_sql.entry_params(entry)).lastrowid or 0
+
+    def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
+        sql, params = ledger_sql.select_sql(query, "?")
+        rows = self._conn().execute(sql, params).fetchall()
+        return Page([ledger_sql.entry(r) for r in rows[: query.limit]], len(rows) > query.limit)
 
     @staticmethod
     def _to_finalizing(conn: sqlite3.Connection, pk: int, now: int, condition: str = "1") -> None:

@@ -1,0 +1,77 @@
+"""The ledger's SQL, shared by the SQLite and PostgreSQL stores (they differ only in how
+a parameter is written: `?` or `%s`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchgate.core.ledger import BATCH, LedgerEntry, LedgerQuery, error_code
+from batchgate.core.models import RequestResult
+
+COLUMNS = (
+    "kind, project_id, key_id, batch_id, line, endpoint, model, resolved_model, backend, input_tokens, "
+    "output_tokens, cost, latency_ms, status_code, error_code, started_at, finished_at"
+)
+
+
+def insert_sql(p: str) -> str:
+    return f"INSERT INTO ledger ({COLUMNS}) VALUES ({', '.join([p] * 17)})"
+
+
+def entry_params(e: LedgerEntry) -> tuple[Any, ...]:
+    return (
+        e.kind, e.project_id, e.key_id, e.batch_id, e.line, e.endpoint, e.model, e.resolved_model, e.backend,
+        e.input_tokens, e.output_tokens, e.cost, e.latency_ms, e.status_code, e.error_code, e.started_at,
+        e.finished_at,
+    )  # fmt: skip
+
+
+def batch_insert_sql(p: str) -> str:
+    """One batch line's row, its project, key and endpoint read from its batch (by pk)."""
+    return (
+        f"INSERT INTO ledger ({COLUMNS}) SELECT '{BATCH}', project_id, key_id, id, {p}, endpoint, "
+        f"{', '.join([p] * 11)} FROM batches WHERE pk = {p}"
+    )
+
+
+def batch_params(r: RequestResult, batch_pk: int, now: int) -> tuple[Any, ...]:
+    return (
+        r.line, r.requested_model, r.model, r.backend, r.input_tokens, r.output_tokens, r.cost, r.latency_ms,
+        r.status_code, error_code(r), now - r.latency_ms / 1000, now, batch_pk,
+    )  # fmt: skip
+
+
+_FILTERS = ("project_id", "key_id", "batch_id", "backend", "endpoint", "status_code")
+
+
+def select_sql(q: LedgerQuery, p: str) -> tuple[str, list[Any]]:
+    """The query's rows, newest first, one more than `limit` (to tell if there are more)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for name in _FILTERS:
+        if (value := getattr(q, name)) is not None:
+            where.append(f"{name} = {p}")
+            params.append(value)
+    if q.model is not None:
+        where.append(f"(model = {p} OR resolved_model = {p})")
+        params += [q.model, q.model]
+    for clause, value in (("started_at >= ", q.since), ("started_at < ", q.until), ("pk < ", q.before)):
+        if value is not None:
+            where.append(clause + p)
+            params.append(value)
+    sql = f"SELECT pk, {COLUMNS} FROM ledger"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    params.append(q.limit + 1)
+    return sql + f" ORDER BY pk DESC LIMIT {p}", params
+
+
+def entry(row: tuple[Any, ...]) -> LedgerEntry:
+    (pk, kind, project_id, key_id, batch_id, line, endpoint, model, resolved_model, backend, tokens_in,
+     tokens_out, cost, latency_ms, status_code, error_code_, started_at, finished_at) = row  # fmt: skip
+    return LedgerEntry(
+        kind=kind, project_id=project_id, endpoint=endpoint, started_at=started_at, finished_at=finished_at,
+        key_id=key_id, batch_id=batch_id, line=line, model=model, resolved_model=resolved_model, backend=backend,
+        input_tokens=tokens_in, output_tokens=tokens_out, cost=cost, latency_ms=latency_ms,
+        status_code=status_code, error_code=error_code_, id=pk,
+    )  # fmt: skip
