@@ -38,12 +38,15 @@ def nested(depth: int) -> Any:
 
 
 def json_routes(server: Server) -> list[tuple[str, str]]:
+    """The routes that read a JSON body, but the admin ones: the test key lacks the admin
+    scope, so those answer 403 before they read a body at all."""
     document = httpx.get(server.url + "/openapi.json").json()
     return [
         (method, path.replace("{", "").replace("}", ""))
         for path, operations in document["paths"].items()
         for method, operation in operations.items()
         if "application/json" in operation.get("requestBody", {}).get("content", {})
+        and not path.startswith("/v1/admin/")
     ]
 
 
