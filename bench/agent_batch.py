@@ -49,17 +49,25 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def run_batch(server: bc.Server, records: list[dict[str, Any]], chunk_size: int) -> tuple[float, float, int]:
-    """(wall seconds, server CPU seconds, records answered successfully)"""
+def run_batch(
+    server: bc.Server, records: list[dict[str, Any]], chunk_size: int
+) -> tuple[float, float, int, dict[str, float]]:
+    """(wall seconds, server CPU seconds, records answered successfully, usage and cost summed
+    over the batch's results: what the README's cost table reports per lead)"""
     manifest = Path(tempfile.mkdtemp()) / "manifest.json"
     cpu, start = cpu_seconds(server.pid), time.perf_counter()
     ok = 0
+    usage = {"input_tokens": 0.0, "output_tokens": 0.0, "cost": 0.0}
     with Client(base_url=server.base_url, timeout=120) as client:
         for _, batch in client.agent.batch.completions.run_chunks(
             records, chunk_size=chunk_size, manifest=manifest, poll_interval=0.2
         ):
             ok += sum(r.success for r in batch.results)
-    return time.perf_counter() - start, cpu_seconds(server.pid) - cpu, ok
+            for r in batch.results:
+                usage["input_tokens"] += r.usage.input_tokens
+                usage["output_tokens"] += r.usage.output_tokens
+                usage["cost"] += r.cost
+    return time.perf_counter() - start, cpu_seconds(server.pid) - cpu, ok, usage
 
 
 def run_gather(server: bc.Server, records: list[dict[str, Any]], concurrency: int) -> tuple[float, float, int]:
@@ -86,18 +94,26 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight in the hand-rolled loop")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BATCHGATE_ENGINE_THREADS (default: the server's, one per core); 1 is much faster on a busy machine",
+    )
     args = parser.parse_args()
     records = [
         {"agent_config": agent(args.model, args.max_tokens), "task": task(lead)} for lead in synthetic_leads(args.lines)
     ]
     env = {"BATCHGATE_BACKEND": "local", "BATCHGATE_DEFAULT_MODEL": args.model}
+    if args.threads is not None:
+        env["BATCHGATE_ENGINE_THREADS"] = str(args.threads)
     with bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir) as server:
         run_gather(server, records[:8], args.concurrency)  # load the model, warm the grammar cache
         gather_s, gather_cpu, gather_ok = run_gather(server, records, args.concurrency)
-        batch_s, batch_cpu, batch_ok = run_batch(server, records, args.chunk_size)
+        batch_s, batch_cpu, batch_ok, usage = run_batch(server, records, args.chunk_size)
     with bc.run_server(NAME + "-scripted", tmp_dir=args.tmp_dir) as server:
         run_batch(server, records[:50], args.chunk_size)
-        _, gateway_cpu, _ = run_batch(server, records, args.chunk_size)
+        _, gateway_cpu, _, _ = run_batch(server, records, args.chunk_size)
     ratio = gather_s / batch_s
     share = gateway_cpu / batch_cpu if batch_cpu else 0.0
     n = args.lines
@@ -112,6 +128,11 @@ def main() -> None:
             f"{gather_s:.1f} s ({n / gather_s:.2f} leads/s), {gather_cpu:.1f} s; {gather_ok} succeeded",
         ),
         ("ratio gather wall / batch wall", f"{ratio:.2f}"),
+        (
+            "batch usage per lead",
+            f"{usage['input_tokens'] / n:.0f} input + {usage['output_tokens'] / n:.0f} output tokens, "
+            f"cost ${usage['cost'] / n:.6f} (${usage['cost']:.4f} in total; the local model has no price)",
+        ),
         ("gateway CPU (scripted backend, same batch)", f"{gateway_cpu:.2f} s = {share:.1%} of the batch's server CPU"),
     ]
     result = bc.default_result(args) | {
@@ -122,6 +143,9 @@ def main() -> None:
         "gather_cpu_s": gather_cpu,
         "gateway_cpu_s": gateway_cpu,
         "gateway_cpu_share": share,
+        "batch_usage": usage,
+        "batch_ok": batch_ok,
+        "gather_ok": gather_ok,
     }
     targets = bc.Targets()
     targets.check("batch_not_slower_than_gather (ratio >= 1.0)", ratio, ratio >= 1.0)
