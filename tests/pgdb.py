@@ -44,7 +44,7 @@ def _unavailable(exc: Exception) -> None:
 def _template() -> str:
     if "template" not in _state:
         try:
-            _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+            _drop_stale()
         except psycopg.OperationalError as exc:
             _unavailable(exc)
         _admin(f"CREATE DATABASE {_TEMPLATE}")
@@ -60,6 +60,26 @@ def new_database() -> str:
     name = f"{_PREFIX}{secrets.token_hex(4)}"
     _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
     return _url(name)
+
+
+def _drop_stale() -> None:
+    """Drop the databases of earlier runs that were killed before they could drop them."""
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bgtest\\_%'")]
+        for name in names:
+            pid = int(name.split("_")[1])
+            if pid == os.getpid() or not _alive(pid):
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _drop_all() -> None:
