@@ -28,6 +28,7 @@ from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
+from batchgate.core.metering import MeteredBackend, no_price
 from batchgate.core.models import BatchJob
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
@@ -182,7 +183,10 @@ def build_services(
     # cheap: a local model loads on first use. Agent and swarm lines need several model
     # calls each: AgentBackend runs them, on the worker and the synchronous endpoints alike
     # /v1/responses lines run as chat completions (ResponsesBackend), which may be agent lines
-    backend = ResponsesBackend(AgentBackend(backend or make_backend(settings, routing)))
+    # MeteredBackend: every model call of a synchronous request counts in its ledger row
+    models = backend or make_backend(settings, routing)
+    metered = MeteredBackend(models, models.price if isinstance(models, Router) else no_price)
+    backend = ResponsesBackend(AgentBackend(metered))
     retention = {"batch": settings.retention_batch} if settings.retention_batch else {}
     files = FileService(store, blobs, settings.max_file_bytes, retention)
     batches = BatchService(

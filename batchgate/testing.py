@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
-from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, batch_entry
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow, batch_entry, usage_of
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -140,6 +140,22 @@ class InMemoryStore:
 
     def list_api_keys(self) -> list[ApiKey]:
         return sorted((self._with_project_name(k) for k in self._keys.values()), key=lambda k: k.created_at)
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        found = [k for k in self._keys.values() if k.id == key_id]
+        return self._with_project_name(found[0]) if found else None
+
+    def update_api_key(self, key: ApiKey) -> bool:
+        with self._lock:
+            for stored in self._keys.values():
+                if stored.id == key.id and stored.revoked_at is None:
+                    stored.name, stored.scopes = key.name, tuple(key.scopes)
+                    stored.allowed_models, stored.expires_at = key.allowed_models, key.expires_at
+                    return True
+            return False
+
+    def list_projects(self) -> list[Project]:
+        return sorted(self._projects.values(), key=lambda p: p.name)
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._lock:
@@ -535,6 +551,11 @@ class InMemoryStore:
         with self._lock:
             rows = [replace(e) for e in reversed(self._ledger) if query.matches(e)]
         return Page(rows[: query.limit], len(rows) > query.limit)
+
+    def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
+        whole = replace(query, before=None)
+        with self._lock:
+            return usage_of([e for e in self._ledger if whole.matches(e)], group_by, bucket_seconds)
 
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:

@@ -40,6 +40,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ALL_SCOPES = ("--scope", "batch", "--scope", "sync", "--scope", "read", "--scope", "admin")
+
+
 class Server:
     """`batchgate serve` as a real subprocess on 127.0.0.1, on a data dir that survives restarts."""
 
@@ -100,7 +103,8 @@ class Server:
                 self.proc.wait()
         return self.proc.returncode if self.proc else 0
 
-    def create_key(self, project: str) -> str:
+    def create_key(self, project: str, *flags: str) -> str:
+        """A new key's secret; `flags`: more `keys create` options (e.g. "--scope", "admin")."""
         out = subprocess.run(
             [
                 sys.executable,
@@ -112,6 +116,7 @@ class Server:
                 project,
                 "--data-dir",
                 str(self.data_dir),
+                *flags,
             ],
             env=self.env,
             check=True,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from batchgate import __version__
 from batchgate.api import (
+    admin,
     agents,
     batches,
     completions,
@@ -22,8 +23,10 @@ from batchgate.api import (
     operations,
     prompts,
     responses,
+    usage,
 )
 from batchgate.api.limits import BodyGate
+from batchgate.api.metering import Metering
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
 
@@ -93,6 +96,9 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(operations.router)
     app.include_router(prompts.router)
     app.include_router(agents.router)
+    app.include_router(admin.router)
+    app.include_router(usage.router)
+    app.add_middleware(Metering, services=services)  # inside BodyGate: it sees the authenticated key
     app.add_middleware(BodyGate, services=services)  # inside RequestLog: its refusals are logged too
     app.add_middleware(RequestLog)
     return app

@@ -49,7 +49,7 @@ from batchgate.protocol.agents import (
     SwarmSpec,
 )
 
-router = APIRouter(prefix="/v1", tags=["agents"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1", tags=["agents"], responses=error_responses(401, 403, 500))
 
 # the bodies are read (and their records parsed one by one) by hand, so that one bad record
 # fails only itself: documented here instead of by FastAPI

@@ -13,7 +13,7 @@ from batchgate.api.openapi import JSON_BODY_ERRORS, STORAGE_ERRORS, error_respon
 from batchgate.app import Services
 from batchgate.protocol import openai as wire
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

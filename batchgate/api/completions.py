@@ -16,7 +16,7 @@ from batchgate.protocol import chat, embeddings
 from batchgate.protocol import completions as text
 from batchgate.protocol.models import Model, ModelList
 
-router = APIRouter(prefix="/v1", tags=["completions"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1", tags=["completions"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

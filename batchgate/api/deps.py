@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 
 from batchgate.api.errors import invalid_json
+from batchgate.api.metering import METERED_PATHS
 from batchgate.api.nesting import check_nesting
 from batchgate.app import Services
 from batchgate.core.errors import InvalidRequestError
@@ -56,4 +57,24 @@ def project_id(
         return request.app.state.default_project_id
     # a request with a body was authenticated before it was read (api.limits.BodyGate)
     key = getattr(request.state, "api_key", None) or svc.keys.authenticate(credentials(request.headers))
+    svc.keys.authorize(key, required_scope(request.method, request.url.path))
+    request.state.api_key = key
     return key.project_id
+
+
+def visible_project(request: Request, project: Annotated[str, Depends(project_id)]) -> str | None:
+    """The project whose ledger the caller may read: its own, or (None) every project for
+    an `admin` key and a server without auth."""
+    key = getattr(request.state, "api_key", None)
+    return None if key is None or "admin" in key.scopes else project
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope a route group needs: `admin` for /v1/admin, `read` for every other read,
+    `sync` for the synchronous model endpoints (and deleting a stored response), `batch`
+    for every other write (files, batches, operation and agent batches, prompts)."""
+    if path == "/v1/admin" or path.startswith("/v1/admin/"):
+        return "admin"
+    if method in ("GET", "HEAD"):
+        return "read"
+    return "sync" if path in METERED_PATHS or path.startswith("/v1/responses") else "batch"

@@ -18,7 +18,7 @@ from batchgate.app import Services
 from batchgate.core.retention import form_expiry
 from batchgate.protocol import openai as wire
 
-router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

@@ -26,6 +26,7 @@ REF = "#/components/schemas/{model}"
 _MEANINGS = {
     400: "Invalid request: `param` names the parameter at fault, `code` says how.",
     401: "Missing, unknown or revoked API key (`invalid_api_key`).",
+    403: "The key lacks the scope this route needs (`missing_scope`) or may not use the model (`model_not_allowed`).",
     404: "No such object in your project (`not_found`; objects of other projects are not found either).",
     409: "The object's current state forbids this.",
     413: "Too large (`file_too_large`, `too_many_items`, …).",

@@ -34,7 +34,7 @@ from batchgate.protocol.operations import (
     SummarizeRequest,
 )
 
-router = APIRouter(prefix="/api", tags=["operations"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/api", tags=["operations"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

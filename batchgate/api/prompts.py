@@ -16,7 +16,7 @@ from batchgate.core.models import PromptRecord, PromptVersion
 from batchgate.core.prompts import variables_of
 from batchgate.protocol import prompts as wire
 
-router = APIRouter(prefix="/v1/prompts", tags=["prompts"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1/prompts", tags=["prompts"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

@@ -15,7 +15,7 @@ from batchgate.api.openapi import BACKEND_ERRORS, JSON_BODY_ERRORS, error_respon
 from batchgate.app import Services
 from batchgate.protocol import responses as wire
 
-router = APIRouter(prefix="/v1", tags=["responses"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1", tags=["responses"], responses=error_responses(401, 403, 500))
 
 Project = Annotated[str, Depends(project_id)]
 Svc = Annotated[Services, Depends(services)]

@@ -180,53 +180,229 @@ def run(
 
 @main.group()
 def keys() -> None:
-    """Create, list and revoke API keys (operates on the data dir or database directly)."""
+    """Create, show, update, list and revoke API keys (on the data dir or database directly)."""
+
+
+_SCOPE = click.Choice(["batch", "sync", "read", "admin"])
+
+
+def _key_commands(command: Any) -> Any:
+    """The options of a key command that works on the store directly."""
+    return data_dir_option(database_url_option(command))
+
+
+def _key_fields(k: Any) -> list[str]:
+    models = "any" if k.allowed_models is None else ", ".join(k.allowed_models) or "none"
+    return [
+        k.id, k.project_name, k.name, k.prefix + "…", ",".join(k.scopes), models, str(k.created_at),
+        str(k.expires_at or ""), str(k.revoked_at or ""),
+    ]  # fmt: skip
+
+
+_KEY_FIELDS = ("id", "project", "name", "prefix", "scopes", "models", "created", "expires", "revoked")
+
+
+def _key_table(keys: list[Any]) -> Table:
+    table = Table(*_KEY_FIELDS)
+    for k in keys:
+        table.add_row(*_key_fields(k))
+    return table
+
+
+def _key_card(key: Any) -> Table:
+    """One key, a field per row (readable at any terminal width)."""
+    table = Table("field", "value")
+    for field, value in zip(_KEY_FIELDS, _key_fields(key), strict=True):
+        table.add_row(field, value)
+    return table
 
 
 @keys.command("create")
 @click.option("--project", required=True, help="Project the key belongs to (created if new).")
 @click.option("--name", default="", help="A label for the key.")
-@data_dir_option
-@database_url_option
-def keys_create(project: str, name: str, data_dir: Path | None, database_url: str | None) -> None:
+@click.option("--scope", "scopes", multiple=True, type=_SCOPE, help="Repeatable (default: batch, sync, read).")
+@click.option("--model", "models", multiple=True, help="A model the key may use; repeatable (default: any).")
+@click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
+@_key_commands
+def keys_create(
+    project: str, name: str, scopes: tuple[str, ...], models: tuple[str, ...], expires_at: int | None,
+    data_dir: Path | None, database_url: str | None,
+) -> None:  # fmt: skip
     """Create a key and print it once: only its hash is stored."""
     from batchgate.app import open_keys
+    from batchgate.core.models import DEFAULT_SCOPES
 
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
-        key, secret = keys.create(project, name)
+        key, secret = _admin_call(
+            lambda: keys.create(project, name, scopes or DEFAULT_SCOPES, models or None, expires_at)
+        )
     console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
     click.echo(secret)
 
 
+@keys.command("update")
+@click.argument("key_id")
+@click.option("--name", help="A new label.")
+@click.option("--scope", "scopes", multiple=True, type=_SCOPE, help="The key's scopes from now on; repeatable.")
+@click.option("--model", "models", multiple=True, help="The models the key may use from now on; repeatable.")
+@click.option("--any-model", is_flag=True, help="Let the key use any model.")
+@click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
+@click.option("--no-expiry", is_flag=True, help="The key never expires.")
+@_key_commands
+def keys_update(
+    key_id: str, name: str | None, scopes: tuple[str, ...], models: tuple[str, ...], any_model: bool,
+    expires_at: int | None, no_expiry: bool, data_dir: Path | None, database_url: str | None,
+) -> None:  # fmt: skip
+    """Change a key's name, scopes, models or expiry (what is not given stays)."""
+    from batchgate.app import open_keys
+
+    changes: dict[str, Any] = {"name": name} if name is not None else {}
+    if scopes:
+        changes["scopes"] = scopes
+    if models or any_model:
+        changes["allowed_models"] = None if any_model else models
+    if expires_at is not None or no_expiry:
+        changes["expires_at"] = None if no_expiry else expires_at
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+        key = _admin_call(lambda: keys.update(key_id, **changes))
+    Console().print(_key_card(key))
+
+
+@keys.command("show")
+@click.argument("key_id")
+@_key_commands
+def keys_show(key_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """One key (never its secret)."""
+    from batchgate.app import open_keys
+
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+        key = _admin_call(lambda: keys.show(key_id))
+    Console().print(_key_card(key))
+
+
 @keys.command("list")
-@data_dir_option
-@database_url_option
+@_key_commands
 def keys_list(data_dir: Path | None, database_url: str | None) -> None:
     """List keys (ids and prefixes, never the secrets)."""
     from batchgate.app import open_keys
 
-    table = Table("id", "project", "name", "prefix", "created", "revoked")
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
-        for k in keys.list():
-            table.add_row(k.id, k.project_name, k.name, k.prefix + "…", str(k.created_at), str(k.revoked_at or ""))
-    Console().print(table)
+        Console().print(_key_table(keys.list()))
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@data_dir_option
-@database_url_option
+@_key_commands
 def keys_revoke(key_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke a key by id: requests with it get 401 from then on."""
     from batchgate.app import open_keys
-    from batchgate.core.errors import BatchgateError
 
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
-        try:
-            keys.revoke(key_id)
-        except BatchgateError as exc:
-            raise click.ClickException(exc.message) from exc
+        _admin_call(lambda: keys.revoke(key_id))
     console.print(f"revoked {key_id}")
+
+
+def _admin_call(call: Any) -> Any:
+    """The call's result; its error (an unknown key or scope) as the command's error."""
+    from batchgate.core.errors import BatchgateError
+
+    try:
+        return call()
+    except BatchgateError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@main.command("logs")
+@click.option("--project", help="A project's name (default: every project).")
+@click.option("--key", "key_id", help="A key's id.")
+@click.option("--batch", "batch_id", help="A batch's id.")
+@click.option("--model", help="Asked for or resolved.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
+@_key_commands
+def logs_command(
+    project: str | None, key_id: str | None, batch_id: str | None, model: str | None, limit: int, as_json: bool,
+    data_dir: Path | None, database_url: str | None,
+) -> None:  # fmt: skip
+    """The newest request log rows (the ledger), from the data dir or database directly."""
+    import json
+    from dataclasses import asdict
+
+    from batchgate.app import open_keys
+    from batchgate.core.ledger import LedgerQuery
+
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+        query = LedgerQuery(_project_id(keys, project), key_id, batch_id, model, limit=limit)
+        rows = keys.store.list_ledger(query).data
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(asdict(row)))
+        return
+    table = Table("id", "kind", "endpoint", "model", "backend", "status", "tokens in/out", "cost", "ms", "key", "batch")
+    for e in rows:
+        table.add_row(
+            str(e.id), e.kind, e.endpoint, e.resolved_model or e.model or "", e.backend or "",
+            f"{e.status_code or ''} {e.error_code or ''}".strip(), f"{e.input_tokens}/{e.output_tokens}",
+            f"{e.cost:.6f}", str(e.latency_ms), e.key_id or "", e.batch_id or "",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@main.command("usage")
+@click.option("--group-by", default="", help="Comma-separated: key, project, model, backend, endpoint, batch.")
+@click.option("--bucket", type=click.Choice(["hour", "day", "month"]), default="day", show_default=True)
+@click.option("--project", help="A project's name (default: every project).")
+@click.option("--since", type=float, help="Epoch seconds.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout.")
+@_key_commands
+def usage_command(
+    group_by: str, bucket: str, project: str | None, since: float | None, as_csv: bool, data_dir: Path | None,
+    database_url: str | None,
+) -> None:  # fmt: skip
+    """Requests, tokens and cost per time bucket and group, synchronous and batch apart."""
+    import csv
+    import datetime as dt
+    import sys
+
+    from batchgate.app import open_keys
+    from batchgate.core.ledger import LedgerQuery
+    from batchgate.core.usage import parse_group_by, usage
+
+    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+        groups = _admin_call(lambda: parse_group_by(group_by))
+        query = LedgerQuery(_project_id(keys, project), since=since)
+        buckets = usage(keys.store, query, groups, bucket)
+    head = ["start", *groups, "sync req", "sync tokens", "sync USD", "batch req", "batch tokens", "batch USD"]
+    rows = [
+        [
+            dt.datetime.fromtimestamp(b.start, dt.UTC).strftime("%Y-%m-%d %H:%M"),
+            *(b.group[g] or "-" for g in groups),
+            *(
+                value
+                for t in (b.sync, b.batch)
+                for value in (str(t.requests), str(t.input_tokens + t.output_tokens), f"{t.cost:.6f}")
+            ),
+        ]
+        for b in buckets
+    ]
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerows([head, *rows])
+        return
+    table = Table(*head)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _project_id(keys: Any, name: str | None) -> str | None:
+    """The id of the project named `name` (None: every project)."""
+    if name is None:
+        return None
+    for project in keys.projects():
+        if project.name == name:
+            return str(project.id)
+    raise click.ClickException(f"No project named {name!r}.")
 
 
 @main.group()

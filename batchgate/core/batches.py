@@ -13,6 +13,7 @@ from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from batchgate.core.files import check_limit
 from batchgate.core.ids import new_id
+from batchgate.core.metering import caller_key_id
 from batchgate.core.models import BATCH_ENDPOINTS, BatchRecord, BatchStatus, FilePurpose, is_batch_endpoint
 from batchgate.core.ports import Page, Store
 from batchgate.core.windows import parse_completion_window
@@ -91,6 +92,7 @@ class BatchService:
             source=source or ("operation" if operation else "openai"),
             operation=operation,
             output_expires_after=output_expires_after if output_expires_after is not None else self.output_retention,
+            key_id=caller_key_id(),
         )
         if not self.store.add_batch(batch):  # its file was deleted since it was read above
             raise NotFoundError(f"No such File object: {input_file_id}", param="input_file_id")

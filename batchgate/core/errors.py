@@ -63,6 +63,14 @@ class AuthenticationError(BatchgateError):
     default_code = "invalid_api_key"
 
 
+class PermissionDeniedError(BatchgateError):
+    """The key may not do this: a scope it lacks, or a model it is not allowed."""
+
+    status = 403
+    type = "invalid_request_error"
+    default_code = "insufficient_permissions"
+
+
 class NotFoundError(BatchgateError):
     """The object does not exist, or belongs to another project."""
 

@@ -14,6 +14,7 @@ from batchgate.core.errors import (
     PayloadTooLargeError,
 )
 from batchgate.core.ids import new_id, now
+from batchgate.core.metering import caller_key_id
 from batchgate.core.models import FilePurpose, FileRecord
 from batchgate.core.ports import BlobStore, BlobWriter, Page, Store
 from batchgate.core.retention import expires_at
@@ -67,6 +68,7 @@ class Upload:
             bytes=size,
             created_at=created,
             expires_at=expires_at(created, seconds),
+            key_id=caller_key_id(),
         )
         try:
             self._service.store.add_file(record)

@@ -1,16 +1,24 @@
-"""Projects and API keys. Keys are shown once and stored only as a SHA-256 hash."""
+"""Projects and API keys. Keys are shown once and stored only as a SHA-256 hash.
+
+A key carries scopes (`models.SCOPES`: which route groups it may call), optionally the
+models it may use, and optionally an expiry; the API checks them on every request.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
 
-from batchgate.core.errors import AuthenticationError, NotFoundError
+from batchgate.core.errors import AuthenticationError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from batchgate.core.ids import new_id, now
-from batchgate.core.models import ApiKey, Project
+from batchgate.core.models import DEFAULT_SCOPES, SCOPES, ApiKey, Project
 from batchgate.core.ports import Store
 
 KEY_PREFIX = "bg-"
+_UPDATABLE = frozenset({"name", "scopes", "allowed_models", "expires_at"})
 
 
 def hash_key(secret: str) -> str:
@@ -19,12 +27,32 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """The scopes in their canonical order; InvalidRequestError naming an unknown one."""
+    wanted = set(scopes)
+    if unknown := sorted(wanted - set(SCOPES)):
+        raise InvalidRequestError(
+            f"Unknown scope {unknown[0]!r}; scopes are {', '.join(SCOPES)}.", param="scopes", code="invalid_value"
+        )
+    if not wanted:
+        raise InvalidRequestError("A key needs at least one scope.", param="scopes", code="invalid_value")
+    return tuple(s for s in SCOPES if s in wanted)
+
+
 class KeyService:
     def __init__(self, store: Store):
         self.store = store
 
-    def create(self, project_name: str, name: str = "") -> tuple[ApiKey, str]:
+    def create(
+        self,
+        project_name: str,
+        name: str = "",
+        scopes: Iterable[str] = DEFAULT_SCOPES,
+        allowed_models: Iterable[str] | None = None,
+        expires_at: int | None = None,
+    ) -> tuple[ApiKey, str]:
         """Create a key for `project_name` (creating the project if new); returns (key, secret)."""
+        checked = check_scopes(scopes)
         project = self.store.ensure_project(project_name, now())
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
@@ -34,6 +62,9 @@ class KeyService:
             prefix=secret[:10],
             created_at=now(),
             project_name=project.name,
+            scopes=checked,
+            allowed_models=tuple(allowed_models) if allowed_models is not None else None,
+            expires_at=expires_at,
         )
         self.store.add_api_key(key, hash_key(secret))
         return key, secret
@@ -51,7 +82,38 @@ class KeyService:
         key = self.store.find_api_key(hash_key(secret.strip()))
         if key is None:
             raise AuthenticationError("Incorrect or revoked API key provided.")
+        if key.expires_at is not None and key.expires_at <= now():
+            raise AuthenticationError(f"The API key {key.id} has expired.", code="expired_api_key")
         return key
+
+    @staticmethod
+    def authorize(key: ApiKey, scope: str) -> None:
+        """PermissionDeniedError unless `key` has `scope`."""
+        if scope not in key.scopes:
+            raise PermissionDeniedError(
+                f"The API key {key.id} lacks the {scope!r} scope this endpoint needs (it has: {', '.join(key.scopes)}).",
+                code="missing_scope",
+            )
+
+    def show(self, key_id: str) -> ApiKey:
+        key = self.store.get_api_key(key_id)
+        if key is None:
+            raise NotFoundError(f"No API key with id {key_id!r}.", param="key_id")
+        return key
+
+    def update(self, key_id: str, **changes: Any) -> ApiKey:
+        """Change the given fields of an active key: `name`, `scopes`, `allowed_models`
+        (None: any model), `expires_at` (None: never)."""
+        if unknown := set(changes) - _UPDATABLE:
+            raise TypeError(f"not updatable: {', '.join(sorted(unknown))}")
+        if "scopes" in changes:
+            changes["scopes"] = check_scopes(changes["scopes"])
+        if changes.get("allowed_models") is not None:
+            changes["allowed_models"] = tuple(changes["allowed_models"])
+        changed = replace(self.show(key_id), **changes)
+        if not self.store.update_api_key(changed):
+            raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")
+        return changed
 
     def list(self) -> list[ApiKey]:
         return self.store.list_api_keys()
@@ -59,6 +121,12 @@ class KeyService:
     def revoke(self, key_id: str) -> None:
         if not self.store.revoke_api_key(key_id, now()):
             raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")
+
+    def projects(self) -> list[Project]:
+        return self.store.list_projects()
+
+    def ensure_project(self, name: str) -> Project:
+        return self.store.ensure_project(name, now())
 
     def default_project(self) -> Project:
         """The project used when the server runs with --insecure-no-auth."""

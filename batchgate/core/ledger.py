@@ -84,6 +84,44 @@ class LedgerQuery:
         return self.before is None or e.id < self.before
 
 
+# usage's `group_by` names, and the ledger columns they group on
+USAGE_GROUPS = {
+    "key": "key_id",
+    "project": "project_id",
+    "model": "model",
+    "backend": "backend",
+    "endpoint": "endpoint",
+    "batch": "batch_id",
+}
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """The sums of one time bucket and group (in `group_by` order), for one kind."""
+
+    bucket: int  # the bucket's start, epoch seconds (UTC)
+    group: tuple[str | None, ...]
+    kind: str  # SYNC or BATCH
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+
+def usage_of(entries: list[LedgerEntry], group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
+    """The sums of rows, the way the stores' SQL sums them (the in-memory store's usage)."""
+    sums: dict[tuple[int, tuple[str | None, ...], str], UsageRow] = {}
+    for e in entries:
+        bucket = int(e.started_at) // bucket_seconds * bucket_seconds
+        group = tuple(getattr(e, USAGE_GROUPS[g]) for g in group_by)
+        row = sums.setdefault((bucket, group, e.kind), UsageRow(bucket, group, e.kind, 0, 0, 0, 0.0))
+        row.requests += 1
+        row.input_tokens += e.input_tokens
+        row.output_tokens += e.output_tokens
+        row.cost += e.cost
+    return sorted(sums.values(), key=lambda r: (r.bucket, [str(g) for g in r.group], r.kind))
+
+
 def error_code(r: RequestResult) -> str | None:
     """A batch line's error code: the worker's, or the one in the backend's error answer."""
     if r.error_code or r.state != RequestState.FAILED or not r.body:

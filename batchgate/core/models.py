@@ -36,6 +36,12 @@ class Project:
     created_at: int
 
 
+# what a key may do: run batches (files, batches, their operations), call the synchronous
+# model endpoints, read (list, retrieve, logs, usage), administer keys and projects
+SCOPES = ("batch", "sync", "read", "admin")
+DEFAULT_SCOPES = ("batch", "sync", "read")
+
+
 @dataclass(slots=True)
 class ApiKey:
     id: str
@@ -45,6 +51,9 @@ class ApiKey:
     created_at: int
     revoked_at: int | None = None
     project_name: str = ""
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    allowed_models: tuple[str, ...] | None = None  # None: any model
+    expires_at: int | None = None  # epoch seconds; None: never
 
 
 @dataclass(slots=True)

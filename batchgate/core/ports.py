@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
-from batchgate.core.ledger import LedgerEntry, LedgerQuery
+from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -65,6 +65,16 @@ class Store(Protocol):
     def add_api_key(self, key: ApiKey, key_hash: str) -> None: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def list_api_keys(self) -> list[ApiKey]: ...
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        """A key by id, revoked or not."""
+        ...
+
+    def update_api_key(self, key: ApiKey) -> bool:
+        """Write the key's name, scopes, allowed models and expiry; False if there is no
+        such key or it is revoked."""
+        ...
+
+    def list_projects(self) -> list[Project]: ...
     def revoke_api_key(self, key_id: str, now: int) -> bool: ...
 
     # files
@@ -244,6 +254,11 @@ class Store(Protocol):
 
     def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
         """Ledger rows matching `query`, newest first."""
+        ...
+
+    def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
+        """Sums of the rows matching `query` (its cursor and limit aside) per bucket of
+        `bucket_seconds` (UTC, by started_at), group (`USAGE_GROUPS` names) and kind."""
         ...
 
 

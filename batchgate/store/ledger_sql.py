@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchgate.core.ledger import BATCH, LedgerEntry, LedgerQuery, error_code
+from batchgate.core.ledger import BATCH, USAGE_GROUPS, LedgerEntry, LedgerQuery, UsageRow, error_code
 from batchgate.core.models import RequestResult
 
 COLUMNS = (
@@ -44,8 +44,8 @@ def batch_params(r: RequestResult, batch_pk: int, now: int) -> tuple[Any, ...]:
 _FILTERS = ("project_id", "key_id", "batch_id", "backend", "endpoint", "status_code")
 
 
-def select_sql(q: LedgerQuery, p: str) -> tuple[str, list[Any]]:
-    """The query's rows, newest first, one more than `limit` (to tell if there are more)."""
+def where_sql(q: LedgerQuery, p: str) -> tuple[str, list[Any]]:
+    """The query's filters as a WHERE clause ("" for none) and its parameters."""
     where: list[str] = []
     params: list[Any] = []
     for name in _FILTERS:
@@ -59,11 +59,35 @@ def select_sql(q: LedgerQuery, p: str) -> tuple[str, list[Any]]:
         if value is not None:
             where.append(clause + p)
             params.append(value)
-    sql = f"SELECT pk, {COLUMNS} FROM ledger"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    params.append(q.limit + 1)
-    return sql + f" ORDER BY pk DESC LIMIT {p}", params
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def select_sql(q: LedgerQuery, p: str) -> tuple[str, list[Any]]:
+    """The query's rows, newest first, one more than `limit` (to tell if there are more)."""
+    where, params = where_sql(q, p)
+    return f"SELECT pk, {COLUMNS} FROM ledger{where} ORDER BY pk DESC LIMIT {p}", [*params, q.limit + 1]
+
+
+def usage_sql(
+    q: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int, p: str, seconds: str
+) -> tuple[str, list[Any]]:
+    """Sums per bucket, group and kind. `seconds`: the dialect's whole seconds of started_at
+    (truncated, not rounded), so both stores put a row in the same bucket."""
+    where, params = where_sql(q, p)
+    columns = [USAGE_GROUPS[g] for g in group_by]
+    keys = ", ".join(["bucket", *columns, "kind"])
+    sql = (
+        f"SELECT ({seconds} / {int(bucket_seconds)}) * {int(bucket_seconds)} AS bucket, "
+        f"{''.join(c + ', ' for c in columns)}kind, count(*), sum(input_tokens), sum(output_tokens), sum(cost) "
+        f"FROM ledger{where} GROUP BY {keys} ORDER BY {keys}"
+    )
+    return sql, params
+
+
+def usage_row(row: tuple[Any, ...], groups: int) -> UsageRow:
+    bucket, *rest = row
+    group, (kind, requests, tokens_in, tokens_out, cost) = tuple(rest[:groups]), rest[groups:]
+    return UsageRow(int(bucket), group, kind, int(requests), int(tokens_in), int(tokens_out), float(cost))
 
 
 def entry(row: tuple[Any, ...]) -> LedgerEntry:

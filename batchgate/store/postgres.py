@@ -29,7 +29,7 @@ from psycopg_pool import ConnectionPool
 
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
-from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -60,7 +60,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import ledger_sql
+from batchgate.store import keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -210,22 +210,34 @@ class PostgresStore:
     def add_api_key(self, key: ApiKey, key_hash: str) -> None:
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO api_keys (id, project_id, name, prefix, key_hash, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                (key.id, key.project_id, key.name, key.prefix, key_hash, key.created_at),
+                f"INSERT INTO api_keys ({keys_sql.KEY_INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})",
+                keys_sql.insert_params(key, key_hash),
             )
 
-    _KEY_SELECT = (
-        "SELECT k.id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, p.name "
-        "FROM api_keys k JOIN projects p ON p.id = k.project_id"
-    )
+    _KEY_SELECT = keys_sql.KEY_SELECT
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         row = self._one(self._KEY_SELECT + " WHERE k.key_hash = %s AND k.revoked_at IS NULL", (key_hash,))
-        return ApiKey(*row) if row else None
+        return keys_sql.api_key(row) if row else None
 
     def list_api_keys(self) -> list[ApiKey]:
-        return [ApiKey(*row) for row in self._all(self._KEY_SELECT + " ORDER BY k.created_at, k.id")]
+        return [keys_sql.api_key(row) for row in self._all(self._KEY_SELECT + " ORDER BY k.created_at, k.id")]
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = self._one(self._KEY_SELECT + " WHERE k.id = %s", (key_id,))
+        return keys_sql.api_key(row) if row else None
+
+    def update_api_key(self, key: ApiKey) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE api_keys SET name = %s, scopes = %s, allowed_models = %s, expires_at = %s "
+                "WHERE id = %s AND revoked_at IS NULL",
+                keys_sql.update_params(key),
+            )
+            return cur.rowcount > 0
+
+    def list_projects(self) -> list[Project]:
+        return [Project(*r) for r in self._all("SELECT id, name, created_at FROM projects ORDER BY name")]
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._tx() as cur:
@@ -872,6 +884,11 @@ class PostgresStore:
         sql, params = ledger_sql.select_sql(query, "%s")
         rows = self._all(sql, params)
         return Page([ledger_sql.entry(r) for r in rows[: query.limit]], len(rows) > query.limit)
+
+    def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
+        seconds = "CAST(floor(started_at) AS BIGINT)"  # a cast alone would round
+        sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "%s", seconds)
+        return [ledger_sql.usage_row(r, len(group_by)) for r in self._all(sql, params)]
 
     @staticmethod
     def _to_finalizing(cur: psycopg.Cursor[Any], pk: int, now: int, condition: str = "true") -> int:

@@ -21,7 +21,7 @@ import orjson
 
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
-from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -52,7 +52,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import ledger_sql
+from batchgate.store import keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -197,14 +197,11 @@ class SQLiteStore:
     def add_api_key(self, key: ApiKey, key_hash: str) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO api_keys (id, project_id, name, prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key.id, key.project_id, key.name, key.prefix, key_hash, key.created_at),
+                f"INSERT INTO api_keys ({keys_sql.KEY_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                keys_sql.insert_params(key, key_hash),
             )
 
-    _KEY_SELECT = (
-        "SELECT k.id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, p.name "
-        "FROM api_keys k JOIN projects p ON p.id = k.project_id"
-    )
+    _KEY_SELECT = keys_sql.KEY_SELECT
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         row = (
@@ -212,10 +209,26 @@ class SQLiteStore:
             .execute(self._KEY_SELECT + " WHERE k.key_hash = ? AND k.revoked_at IS NULL", (key_hash,))
             .fetchone()
         )
-        return ApiKey(*row) if row else None
+        return keys_sql.api_key(row) if row else None
 
     def list_api_keys(self) -> list[ApiKey]:
-        return [ApiKey(*row) for row in self._conn().execute(self._KEY_SELECT + " ORDER BY k.created_at")]
+        return [keys_sql.api_key(row) for row in self._conn().execute(self._KEY_SELECT + " ORDER BY k.created_at")]
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = self._conn().execute(self._KEY_SELECT + " WHERE k.id = ?", (key_id,)).fetchone()
+        return keys_sql.api_key(row) if row else None
+
+    def update_api_key(self, key: ApiKey) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE api_keys SET name = ?, scopes = ?, allowed_models = ?, expires_at = ? "
+                "WHERE id = ? AND revoked_at IS NULL",
+                keys_sql.update_params(key),
+            )
+            return cur.rowcount > 0
+
+    def list_projects(self) -> list[Project]:
+        return [Project(*r) for r in self._conn().execute("SELECT id, name, created_at FROM projects ORDER BY name")]
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._write() as conn:
@@ -835,6 +848,10 @@ class SQLiteStore:
         sql, params = ledger_sql.select_sql(query, "?")
         rows = self._conn().execute(sql, params).fetchall()
         return Page([ledger_sql.entry(r) for r in rows[: query.limit]], len(rows) > query.limit)
+
+    def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
+        sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
+        return [ledger_sql.usage_row(r, len(group_by)) for r in self._conn().execute(sql, params)]
 
     @staticmethod
     def _to_finalizing(conn: sqlite3.Connection, pk: int, now: int, condition: str = "1") -> None:

@@ -130,3 +130,40 @@ def test_sync_rows_are_read_newest_first_with_filters_and_a_cursor(store: Store)
     assert {e.project_id for e in everything(store)} == {A, B}
     stored = everything(store, project_id=B)[0]
     assert replace(stored, id=0) == sync_entry(B, NOW + 9, key_id="key_b", resolved_model="m", status_code=429)
+
+
+def test_usage_sums_per_bucket_group_and_kind(store: Store) -> None:
+    hour = 3600
+    start = NOW - NOW % hour  # the start of an hour
+    rows = [
+        sync_entry(A, start + 10.7, key_id="k1", model="m", input_tokens=3, output_tokens=4, cost=0.25),
+        sync_entry(A, start + hour - 0.4, key_id="k1", model="m", input_tokens=1, output_tokens=1, cost=0.5),
+        sync_entry(A, start + hour + 1, key_id="k2", model="m", input_tokens=5, output_tokens=0, cost=1.0),
+        sync_entry(B, start + 20, key_id="kb", model="m", input_tokens=100, output_tokens=100, cost=9.0),
+    ]
+    for e in rows:
+        store.add_ledger_entry(e)
+    b = keyed_batch(store, 2, "k1")
+    store.claim_requests("w", 10, NOW)
+    store.record_results("w", [replace(succeeded(b.id, n), requested_model="m") for n in (1, 2)], start + hour + 30)
+
+    def summed(query: LedgerQuery, group_by: tuple[str, ...], bucket: int) -> set[tuple[object, ...]]:
+        return {
+            (u.bucket, u.group, u.kind, u.requests, u.input_tokens, u.output_tokens, round(u.cost, 6))
+            for u in store.ledger_usage(query, group_by, bucket)
+        }
+
+    assert summed(LedgerQuery(project_id=A), ("key",), hour) == {
+        (start, ("k1",), SYNC, 2, 4, 5, 0.75),  # 0.4 s before the hour's end is still in it
+        (start + hour, ("k2",), SYNC, 1, 5, 0, 1.0),
+        (start + hour, ("k1",), BATCH, 2, 6, 12, 1.0),
+    }
+    assert summed(LedgerQuery(), ("project", "model"), 86_400 * 400) == {
+        (start - start % (86_400 * 400), (A, "m"), SYNC, 3, 9, 5, 1.75),
+        (start - start % (86_400 * 400), (A, "m"), BATCH, 2, 6, 12, 1.0),
+        (start - start % (86_400 * 400), (B, "m"), SYNC, 1, 100, 100, 9.0),
+    }
+    assert summed(LedgerQuery(project_id=A, since=start + hour), (), hour) == {
+        (start + hour, (), SYNC, 1, 5, 0, 1.0),
+        (start + hour, (), BATCH, 2, 6, 12, 1.0),
+    }

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from support import Server
+from support import ALL_SCOPES, Server
 
 from batchgate.api import create_app
 from batchgate.api.bodies import JsonBody
@@ -116,7 +116,7 @@ def test_the_openai_routes_document_their_errors_parameters_and_bodies(document:
 def test_bad_json_gets_the_same_answer_on_every_endpoint(
     app: FastAPI, document: dict[str, Any], server: Server
 ) -> None:
-    key = server.create_key("p")
+    key = server.create_key("p", *ALL_SCOPES)  # the admin routes too
     answers = {}
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
         for path, method, _ in operations(app):

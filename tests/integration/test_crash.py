@@ -59,7 +59,20 @@ def finish_and_check(server: Server, key: str, batch_id: str, custom_ids: list[s
     assert sorted(seen) == sorted(custom_ids), "no accepted line is lost"
     counts = batch["request_counts"]
     assert counts == {"total": len(custom_ids), "completed": len(out), "failed": len(err)}
+    assert metered_lines(server, batch_id) == len(out) + len(err), "every line metered once in the ledger"
     return batch
+
+
+def metered_lines(server: Server, batch_id: str) -> int:
+    """The batch's ledger rows (one per line is unique in the schema: none can be there twice)."""
+    sql = "SELECT count(*) FROM ledger WHERE batch_id = "
+    if url := server.env.get("BATCHGATE_DATABASE_URL"):
+        with psycopg.connect(url) as pg:
+            row = pg.execute(sql + "%s", (batch_id,)).fetchone()
+            assert row is not None
+            return int(row[0])
+    with sqlite3.connect(server.data_dir / "batchgate.db") as db:
+        return int(db.execute(sql + "?", (batch_id,)).fetchone()[0])
 
 
 def test_kill_during_validating(start_server: Callable[..., Server]) -> None:

@@ -1,0 +1,88 @@
+"""/v1/admin: create, list, show, update and revoke API keys; list and create projects.
+Only keys with the `admin` scope (`api.deps.required_scope`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from batchgate.api.bodies import JsonBody
+from batchgate.api.deps import project_id, services
+from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
+from batchgate.app import Services
+from batchgate.core.models import ApiKey, Project
+from batchgate.protocol import admin as wire
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=error_responses(401, 403, 500))
+
+Caller = Annotated[str, Depends(project_id)]  # authenticates and checks the admin scope
+Svc = Annotated[Services, Depends(services)]
+
+
+def key_object(key: ApiKey, secret: str | None = None) -> wire.ApiKeyObject:
+    return wire.ApiKeyObject(
+        id=key.id,
+        name=key.name,
+        project_id=key.project_id,
+        project=key.project_name,
+        prefix=key.prefix,
+        scopes=list(key.scopes),  # type: ignore[arg-type]  # the store holds checked scopes
+        allowed_models=list(key.allowed_models) if key.allowed_models is not None else None,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        secret=secret,
+    )
+
+
+def project_object(project: Project) -> wire.ProjectObject:
+    return wire.ProjectObject(id=project.id, name=project.name, created_at=project.created_at)
+
+
+@router.post("/keys", response_model=wire.ApiKeyObject, responses=error_responses(*JSON_BODY_ERRORS))
+def create_key(
+    body: Annotated[wire.ApiKeyCreate, Depends(JsonBody(wire.ApiKeyCreate))], _: Caller, svc: Svc
+) -> wire.ApiKeyObject:
+    """A new key; its `secret` is in this answer only."""
+    key, secret = svc.keys.create(body.project, body.name, body.scopes, body.allowed_models, body.expires_at)
+    return key_object(key, secret)
+
+
+@router.get("/keys", response_model=wire.ApiKeyList)
+def list_keys(_: Caller, svc: Svc) -> wire.ApiKeyList:
+    """Every key of every project, revoked ones too (never their secrets)."""
+    return wire.ApiKeyList(data=[key_object(k) for k in svc.keys.list()])
+
+
+@router.get("/keys/{key_id}", response_model=wire.ApiKeyObject, responses=error_responses(404))
+def show_key(key_id: str, _: Caller, svc: Svc) -> wire.ApiKeyObject:
+    return key_object(svc.keys.show(key_id))
+
+
+@router.post("/keys/{key_id}", response_model=wire.ApiKeyObject, responses=error_responses(*JSON_BODY_ERRORS, 404))
+def update_key(
+    key_id: str, body: Annotated[wire.ApiKeyUpdate, Depends(JsonBody(wire.ApiKeyUpdate))], _: Caller, svc: Svc
+) -> wire.ApiKeyObject:
+    """Change the fields the body names (a revoked key cannot be changed: 404)."""
+    return key_object(svc.keys.update(key_id, **body.model_dump(exclude_unset=True)))
+
+
+@router.delete("/keys/{key_id}", response_model=wire.ApiKeyDeleted, responses=error_responses(404))
+def revoke_key(key_id: str, _: Caller, svc: Svc) -> wire.ApiKeyDeleted:
+    """Revoke the key: it stops working at once; its ledger rows stay."""
+    svc.keys.revoke(key_id)
+    return wire.ApiKeyDeleted(id=key_id)
+
+
+@router.get("/projects", response_model=wire.ProjectList)
+def list_projects(_: Caller, svc: Svc) -> wire.ProjectList:
+    return wire.ProjectList(data=[project_object(p) for p in svc.keys.projects()])
+
+
+@router.post("/projects", response_model=wire.ProjectObject, responses=error_responses(*JSON_BODY_ERRORS))
+def create_project(
+    body: Annotated[wire.ProjectCreate, Depends(JsonBody(wire.ProjectCreate))], _: Caller, svc: Svc
+) -> wire.ProjectObject:
+    """The project of this name, created if new."""
+    return project_object(svc.keys.ensure_project(body.name))

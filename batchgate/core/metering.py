@@ -1,0 +1,129 @@
+"""Who is calling, and what a synchronous request used.
+
+The API (`api/metering.py`) sets the `Caller` of every authenticated request (batches and
+files record its key) and opens a `SyncUsage` for each synchronous model request;
+`MeteredBackend` adds to it what every interactive backend call used (an agent or an
+operation on several items makes more than one), and once the answer is sent the
+request's ledger row carries the sum. Batch lines are metered by the store instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from batchgate.core.errors import PermissionDeniedError
+from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
+
+
+@dataclass(slots=True)
+class SyncUsage:
+    """What one synchronous API request used, summed over its backend calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    model: str | None = None  # the first call's, as asked for
+    resolved_model: str | None = None
+    backends: list[str] = field(default_factory=list)
+
+    def add(
+        self, asked: object, resolved: str | None, backend: str | None, tokens_in: int, tokens_out: int, cost: float
+    ) -> None:
+        self.input_tokens += tokens_in
+        self.output_tokens += tokens_out
+        self.cost += cost
+        if self.model is None and isinstance(asked, str):
+            self.model = asked
+        self.resolved_model = self.resolved_model or resolved
+        if backend and backend not in self.backends:
+            self.backends.append(backend)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: str | None  # None: a server run with --insecure-no-auth
+    project_id: str
+    allowed_models: tuple[str, ...] | None = None  # None: any
+
+    def check_model(self, model: object) -> None:
+        """PermissionDeniedError if the key may not use `model`."""
+        if self.allowed_models is not None and model not in self.allowed_models:
+            allowed = ", ".join(self.allowed_models) or "none"
+            raise PermissionDeniedError(
+                f"The API key {self.key_id} may not use the model {model!r} (allowed: {allowed}).",
+                param="model",
+                code="model_not_allowed",
+            )
+
+
+# the caller of the API request being answered (None outside one: the worker, the CLI).
+# Contextvars, since the services that create batches and files or call a backend run
+# deep inside routes that know nothing of metering.
+current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("batchgate_caller", default=None)
+
+
+def caller_key_id() -> str | None:
+    """The key of the API request being answered, to record on what it creates."""
+    caller = current_caller.get()
+    return caller.key_id if caller else None
+
+
+# the usage of the synchronous request being answered; None outside one (batch lines,
+# which the store meters)
+current_usage: contextvars.ContextVar[SyncUsage | None] = contextvars.ContextVar("batchgate_usage", default=None)
+
+# USD for (model, input tokens, output tokens, batch?): the router's prices
+Pricer = Callable[[str, int, int, bool], float]
+
+
+def no_price(model: str, input_tokens: int, output_tokens: int, batch: bool) -> float:
+    """The price of a backend without prices (a scripted one)."""
+    return 0.0
+
+
+def _check_caller(request: BackendRequest) -> None:
+    """A synchronous request's models must be the caller key's to use. (Batch lines are
+    not checked against their key's models yet.)"""
+    caller = current_caller.get() if request.interactive else None
+    if caller is not None:
+        caller.check_model(request.body.get("model"))
+
+
+class MeteredBackend:
+    """A Backend that checks each interactive call's model against the caller key's
+    allowed models and adds its usage to the current request's `SyncUsage`. Batch lines
+    pass through untouched (the store meters them)."""
+
+    def __init__(self, inner: Backend, price: Pricer):
+        self.inner = inner
+        self.name = inner.name
+        self.price = price
+
+    async def execute(self, request: BackendRequest) -> BackendResponse:
+        _check_caller(request)
+        response = await self.inner.execute(request)
+        usage = current_usage.get() if request.interactive else None
+        if usage is not None:
+            usage.add(
+                request.body.get("model"), response.model, response.backend,
+                response.input_tokens, response.output_tokens, response.cost,
+            )  # fmt: skip
+        return response
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        _check_caller(request)
+        usage = current_usage.get() if request.interactive else None
+        async for delta in self.inner.stream(request):
+            if usage is not None and (delta.input_tokens or delta.output_tokens):
+                model = str(request.body.get("model"))
+                cost = self.price(model, delta.input_tokens, delta.output_tokens, False)
+                usage.add(model, None, None, delta.input_tokens, delta.output_tokens, cost)
+            yield delta
+
+    def models(self) -> list[str]:
+        return self.inner.models()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
