@@ -34,14 +34,18 @@ def _admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def _unavailable(exc: Exception) -> None:
-    reason = f"PostgreSQL at {ADMIN_URL} is unreachable ({exc.__class__.__name__}: {exc})".strip()
+def _unavailable(exc: Exception | None) -> None:
+    if exc is not None:  # remembered: the next tests skip (or fail) without waiting to connect again
+        _state["unreachable"] = f"PostgreSQL at {ADMIN_URL} is unreachable ({exc.__class__.__name__}: {exc})".strip()
+    reason = str(_state["unreachable"])
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
     pytest.skip(reason)
 
 
 def _template() -> str:
+    if "unreachable" in _state:
+        _unavailable(None)
     if "template" not in _state:
         try:
             _drop_stale()
