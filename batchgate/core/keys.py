@@ -115,18 +115,18 @@ class KeyService:
             raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")
         return changed
 
+    def projects(self) -> list[Project]:
+        return self.store.list_projects()
+
+    def ensure_project(self, name: str) -> Project:
+        return self.store.ensure_project(name, now())
+
     def list(self) -> list[ApiKey]:
         return self.store.list_api_keys()
 
     def revoke(self, key_id: str) -> None:
         if not self.store.revoke_api_key(key_id, now()):
             raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")
-
-    def projects(self) -> list[Project]:
-        return self.store.list_projects()
-
-    def ensure_project(self, name: str) -> Project:
-        return self.store.ensure_project(name, now())
 
     def default_project(self) -> Project:
         """The project used when the server runs with --insecure-no-auth."""

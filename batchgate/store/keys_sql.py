@@ -33,9 +33,15 @@ def models_text(key: ApiKey) -> str | None:
 
 
 def api_key(row: tuple[Any, ...]) -> ApiKey:
-    *head, scopes, models, expires_at = row
+    key_id, project_id, name, prefix, created_at, revoked_at, project_name, scopes, models, expires_at = row
     return ApiKey(
-        *head,
+        key_id,
+        project_id,
+        name,
+        prefix,
+        created_at,
+        revoked_at,
+        project_name,
         scopes=tuple(s for s in scopes.split(",") if s),
         allowed_models=tuple(orjson.loads(models)) if models is not None else None,
         expires_at=expires_at,
