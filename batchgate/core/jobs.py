@@ -125,7 +125,11 @@ class JobRunner:
             return
         with stream:
             # lines that name a prompt template are checked as rendered, in the batch's project
-            limits = replace(self.config.limits, render_prompt=PromptLines(self.store).checker(batch.project_id))
+            limits = replace(
+                self.config.limits,
+                render_prompt=PromptLines(self.store).checker(batch.project_id),
+                allowed_models=self._allowed_models(batch.key_id),
+            )
             result = validate_input(
                 stream,
                 batch.endpoint,
@@ -140,6 +144,11 @@ class JobRunner:
             batch.id, result.total, self._now(), job.owner, upstream=self._native_upstream(result)
         ):
             log.info("batch %s validated: %d request lines", batch.id, result.total)
+
+    def _allowed_models(self, key_id: str | None) -> frozenset[str] | None:
+        """The models the key that created a batch may use (None: any, or no key)."""
+        key = self.store.get_api_key(key_id) if key_id else None
+        return frozenset(key.allowed_models) if key is not None and key.allowed_models is not None else None
 
     def _native_upstream(self, result: ValidationResult) -> str | None:
         """Where a batch is passed through whole; never one with prompt lines (they are

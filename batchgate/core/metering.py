@@ -84,8 +84,8 @@ def no_price(model: str, input_tokens: int, output_tokens: int, batch: bool) -> 
 
 
 def _check_caller(request: BackendRequest) -> None:
-    """A synchronous request's models must be the caller key's to use. (Batch lines are
-    not checked against their key's models yet.)"""
+    """A synchronous request's models must be the caller key's to use (a batch's lines are
+    checked when it is validated, `core/jobs.py`)."""
     caller = current_caller.get() if request.interactive else None
     if caller is not None:
         caller.check_model(request.body.get("model"))

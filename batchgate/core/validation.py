@@ -28,6 +28,8 @@ class ValidationLimits:
     max_errors: int = 100
     # the problem with a line's `body.model` (e.g. no route serves it), or None if it runs
     check_model: Callable[[str], str | None] | None = None
+    # the models the batch's API key may use (None: any)
+    allowed_models: frozenset[str] | None = None
     # the rendered body of a line that names a prompt template (raises PromptError)
     render_prompt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
@@ -126,7 +128,8 @@ def validate_input(
 
     def model_runs(model: str) -> bool:
         if model not in runnable:
-            runnable[model] = limits.check_model is None or limits.check_model(model) is None
+            allowed = limits.allowed_models is None or model in limits.allowed_models
+            runnable[model] = allowed and (limits.check_model is None or limits.check_model(model) is None)
         return runnable[model]
 
     def absorb_ids() -> None:
@@ -203,7 +206,7 @@ def validate_input(
                         if len(errors) >= max_errors:
                             break
                         continue
-                problem = _check_request(obj, endpoint, limits.check_model)
+                problem = _check_request(obj, endpoint, limits.check_model, limits.allowed_models)
                 if problem is not None:
                     error(*problem)
                     if len(errors) >= max_errors:
@@ -262,7 +265,10 @@ def _find_duplicates(stream: BinaryIO, max_line_bytes: int, last_line: int, skip
 
 
 def _check_request(
-    obj: object, endpoint: str, check_model: Callable[[str], str | None] | None = None
+    obj: object,
+    endpoint: str,
+    check_model: Callable[[str], str | None] | None = None,
+    allowed_models: frozenset[str] | None = None,
 ) -> tuple[str, str, str | None] | None:
     """The first problem of one request object as (code, message, param), or None."""
     if type(obj) is not dict:
@@ -290,6 +296,13 @@ def _check_request(
         return (
             "invalid_type",
             f"'body.model' must be a non-empty string, got {_type_name(model)}.",
+            "body.model",
+        )
+    if allowed_models is not None and model not in allowed_models:
+        allowed = ", ".join(sorted(allowed_models)) or "none"
+        return (
+            "model_not_allowed",
+            f"The batch's API key may not use the model {model!r} (allowed: {allowed}).",
             "body.model",
         )
     if check_model is not None and (problem := check_model(model)) is not None:

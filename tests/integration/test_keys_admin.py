@@ -8,7 +8,7 @@ import sys
 import time
 
 import httpx
-from support import Server, chat_line, jsonl
+from support import TERMINAL, Server, chat_line, jsonl, wait_for
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -61,6 +61,14 @@ def test_allowed_models_and_expiry(server: Server) -> None:
     refused = limited.post("/v1/chat/completions", json={**CHAT, "model": "m3", "stream": True})
     assert code(refused) == (403, "model_not_allowed") and refused.json()["error"]["param"] == "model"
     assert code(limited.post("/v1/embeddings", json={"model": "m3", "input": "x"})) == (403, "model_not_allowed")
+    # a batch's lines are checked against the models of the key that created it
+    data = jsonl([chat_line("a", model="m1"), chat_line("b", model="m3")])
+    file_id = limited.post("/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"}).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch_id = limited.post("/v1/batches", json=body).json()["id"]
+    batch = wait_for(lambda: (b := limited.get(f"/v1/batches/{batch_id}").json())["status"] in TERMINAL and b)
+    assert batch["status"] == "failed"
+    assert [(e["code"], e["line"]) for e in batch["errors"]["data"]] == [("model_not_allowed", 2)]
     key_id, secret = created(server, "p", "--expires-at", str(int(time.time()) + 600))
     soon = client(server, secret)
     assert soon.get("/v1/files").status_code == 200
