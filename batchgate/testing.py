@@ -339,8 +339,12 @@ class InMemoryStore:
         with self._lock:
             self._check_owner(batch_id, owner)
             b = self._batches[batch_id]
+            metered = {e.line for e in self._ledger if e.batch_id == batch_id}
             for offset, length, r in rows:
                 b.rows[r.line] = _Row(offset, length, r.state, r.custom_id, r.attempts, result=r)
+                if r.state in METERED_STATES and r.line not in metered:
+                    rec = b.record
+                    self._meter(batch_entry(r, rec.project_id, rec.key_id, rec.endpoint, now))
             results = [row.result for row in b.rows.values() if row.result is not None]
             rec = b.record
             rec.completed = sum(r.state == RequestState.SUCCEEDED for r in results)

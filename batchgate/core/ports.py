@@ -138,7 +138,8 @@ class Store(Protocol):
         self, batch_id: str, owner: str, rows: list[tuple[int, int, RequestResult]], done: bool, now: int
     ) -> None:
         """Write final rows (input offset, length, result) for lines a passed-through batch's
-        upstream answered; counts and usage are recomputed from the rows. With `done`, the
+        upstream answered; counts and usage are recomputed from the rows, and each line
+        that ran is metered (once: a line imported again keeps its ledger row). With `done`, the
         batch moves in_progress -> finalizing at `now` (lines without a row must not remain)."""
         ...
 

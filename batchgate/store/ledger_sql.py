@@ -34,6 +34,12 @@ def batch_insert_sql(p: str) -> str:
     )
 
 
+def imported_insert_sql(p: str) -> str:
+    """As `batch_insert_sql`, for a line an upstream's Batch API answered: its results may
+    be imported again (after a crash), and a line already metered stays as it is."""
+    return batch_insert_sql(p) + " ON CONFLICT (batch_id, line) WHERE batch_id IS NOT NULL DO NOTHING"
+
+
 def batch_params(r: RequestResult, batch_pk: int, now: int) -> tuple[Any, ...]:
     return (
         r.line, r.requested_model, r.model, r.backend, r.input_tokens, r.output_tokens, r.cost, r.latency_ms,

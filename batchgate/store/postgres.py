@@ -400,6 +400,9 @@ class PostgresStore:
                     for offset, length, r in rows
                 ],
             )  # fmt: skip
+            metered = [ledger_sql.batch_params(r, pk, now) for _, _, r in rows if r.state in METERED_STATES]
+            if metered:
+                cur.executemany(ledger_sql.imported_insert_sql("%s"), metered)
             cur.execute(
                 "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
                 "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), "

@@ -383,6 +383,10 @@ class SQLiteStore:
                     for offset, length, r in rows
                 ],
             )  # fmt: skip
+            conn.executemany(
+                ledger_sql.imported_insert_sql("?"),
+                [ledger_sql.batch_params(r, pk, now) for _, _, r in rows if r.state in METERED_STATES],
+            )
             conn.execute(
                 "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
                 "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), "

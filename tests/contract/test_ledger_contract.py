@@ -167,3 +167,27 @@ def test_usage_sums_per_bucket_group_and_kind(store: Store) -> None:
         (start + hour, (), SYNC, 1, 5, 0, 1.0),
         (start + hour, (), BATCH, 2, 6, 12, 1.0),
     }
+
+
+def test_lines_an_upstream_batch_answered_are_metered_once_when_imported(store: Store) -> None:
+    f = a_file(store)
+    b = BatchRecord(
+        f"batch_n{f.id}", A, "/v1/chat/completions", f.id, "24h", BatchStatus.VALIDATING, NOW, NOW + 86_400,
+        key_id="key_n",
+    )  # fmt: skip
+    assert store.add_batch(b)
+    assert claim_job(store, b.id, "v") == JobKind.VALIDATE
+    store.add_lines(b.id, line_index(range(1, 4)), "v")
+    assert store.start_batch(b.id, 3, NOW, "v", upstream="up")
+    store.release_batch_job(b.id, "v", 0)
+    assert claim_job(store, b.id, "n") == JobKind.NATIVE
+    rows = [(100 * i, 100, succeeded(b.id, i)) for i in (1, 2)] + [(300, 100, failed(b.id, 3))]
+    store.import_results(b.id, "n", rows[:1], done=False, now=NOW)
+    store.import_results(b.id, "n", rows, done=True, now=NOW + 8)  # line 1 again: a re-import
+    metered = sorted(everything(store, batch_id=b.id), key=lambda e: e.line or 0)
+    assert [(e.line, e.kind, e.key_id, e.finished_at) for e in metered] == [
+        (1, BATCH, "key_n", NOW),
+        (2, BATCH, "key_n", NOW + 8),
+        (3, BATCH, "key_n", NOW + 8),
+    ]
+    assert [e.error_code for e in metered] == [None, None, "boom"]
