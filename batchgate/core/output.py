@@ -82,6 +82,7 @@ def write_result_files(store: Store, blobs: BlobStore, batch: BatchRecord) -> Re
                     sizes[file_id],
                     created,
                     expires_at(created, batch.output_expires_after),
+                    key_id=batch.key_id,  # the result files belong to the key that made the batch
                 )
             )
         else:

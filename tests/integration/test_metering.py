@@ -104,6 +104,8 @@ def test_batch_lines_are_metered_to_the_key_that_created_the_batch(server: Serve
         batch, file = store.get_batch(batch_id, None), store.get_file(file_id, None)
         assert batch is not None and file is not None
         assert batch.key_id is not None and batch.key_id == file.key_id == rows[0].key_id
+        output = store.get_file(batch.output_file_id or "", None)
+        assert output is not None and output.key_id == batch.key_id, "the result files too"
         assert {e.key_id for e in rows} == {batch.key_id}
     finally:
         store.close()
