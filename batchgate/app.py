@@ -30,6 +30,7 @@ from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.metering import MeteredBackend, no_price
 from batchgate.core.models import BatchJob
+from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
@@ -98,6 +99,7 @@ class Services:
     backend: Backend  # shared by the worker and the synchronous endpoints
     completions: CompletionService
     operations: OperationRuns
+    operation_batches: OperationBatches
     prompts: PromptService
     agents: AgentRuns
     responses: ResponseService
@@ -196,6 +198,7 @@ def build_services(
         upstream_endpoints=bool(routing.upstreams),
     )
     model_problem = functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(settings))
+    operations = OperationRuns(backend, model_problem, settings.max_sync_items)
     return Services(
         settings=settings,
         store=store,
@@ -205,7 +208,8 @@ def build_services(
         batches=batches,
         backend=backend,
         completions=CompletionService(backend),
-        operations=OperationRuns(files, batches, backend, model_problem, settings.max_sync_items),
+        operations=operations,
+        operation_batches=OperationBatches(files, batches, operations, settings.max_lines),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
         responses=ResponseService(backend, store),
