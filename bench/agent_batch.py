@@ -131,7 +131,7 @@ def main() -> None:
         (
             "batch usage per lead",
             f"{usage['input_tokens'] / n:.0f} input + {usage['output_tokens'] / n:.0f} output tokens, "
-            f"cost ${usage['cost'] / n:.6f} (${usage['cost']:.4f} in total; the local model has no price)",
+            f"cost ${usage['cost'] / n:.6f} (${usage['cost']:.4f} in total; the route's price: the local catalog's default, batch lines at half)",
         ),
         ("gateway CPU (scripted backend, same batch)", f"{gateway_cpu:.2f} s = {share:.1%} of the batch's server CPU"),
     ]
