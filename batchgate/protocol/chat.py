@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from batchgate.protocol.completions import CompletionUsage, StreamOptions
+from batchgate.protocol.completions import CompletionUsage, Stop, StreamOptions
 from batchgate.protocol.fields import documented, unless_null
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -31,19 +31,6 @@ MessageContent = Annotated[
             ]
         },
         "The message text, or an array of content parts.",
-    ),
-]
-Stop = Annotated[
-    Any,
-    documented(
-        {
-            "anyOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-                {"type": "null"},
-            ]
-        },
-        "Up to 4 sequences where generation stops; the stop sequence is not returned.",
     ),
 ]
 
@@ -144,15 +131,8 @@ class ChatCompletionMessage(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str | None = None
-    tool_calls: list[ChatCompletionMessageToolCall] | None = None
-
-    @model_serializer(mode="wrap")
-    def _calls_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # as OpenAI answers: `tool_calls` only on a message that makes calls
-        data: dict[str, Any] = handler(self)
-        if data.get("tool_calls") is None:
-            data.pop("tool_calls", None)
-        return data
+    # as OpenAI answers: `tool_calls` only on a message that makes calls
+    tool_calls: list[ChatCompletionMessageToolCall] | None = unless_null()
 
 
 class ChatCompletionChoice(BaseModel):

@@ -25,7 +25,7 @@ Prompt = Annotated[
         "The prompt: a string (the local engine takes a string; upstreams may take the other forms).",
     ),
 ]
-TextStop = Annotated[
+Stop = Annotated[
     Any,
     documented(
         {
@@ -57,7 +57,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
-    stop: TextStop = None
+    stop: Stop = None
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
