@@ -21,8 +21,10 @@ from batchgate.core.ports import Backend, BackendRequest, Store, StreamDelta
 from batchgate.core.responses import (
     CHAT,
     Translated,
+    answer_status,
     base_response,
     conversation,
+    ended,
     output_message,
     rename_refusal,
     response_object,
@@ -137,27 +139,12 @@ class ResponseService:
                     return
             assert last is not None
             full = "".join(text)
-            status = "incomplete" if last.finish_reason == "length" else "completed"
+            status = answer_status(last.finish_reason)
             message = output_message(full, status, item_id)
             yield events.text("response.output_text.done", item_id, text=full)
             yield events.part("response.content_part.done", item_id, {**part, "text": full})
             yield events.item("response.output_item.done", 0, message)
-            usage = wire.ResponseUsage(
-                input_tokens=last.input_tokens,
-                output_tokens=last.output_tokens,
-                total_tokens=last.input_tokens + last.output_tokens,
-            )
-            response = start.model_copy(
-                update={
-                    "status": status,
-                    "completed_at": int(time.time()) if status == "completed" else None,
-                    "incomplete_details": wire.IncompleteDetails(reason="max_output_tokens")
-                    if status == "incomplete"
-                    else None,
-                    "output": [message] if full else [],
-                    "usage": usage,
-                }
-            )
+            response = ended(start, status, [message] if full else [], last.input_tokens, last.output_tokens)
         await self._keep(project, t, response)
         kind = "response.completed" if response.status == "completed" else "response.incomplete"
         yield events.response(kind, response)

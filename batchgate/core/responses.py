@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -262,7 +262,7 @@ def response_object(
     """The `response` a chat answer makes."""
     choice = answer.body["choices"][0]
     message = choice.get("message") or {}
-    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    status = answer_status(choice.get("finish_reason"))
     output: list[wire.OutputMessage | wire.FunctionCall] = []
     if message.get("content"):
         output.append(output_message(message["content"], status))
@@ -276,22 +276,46 @@ def response_object(
                 arguments=function.get("arguments", "{}"),
             )
         )
-    usage = wire.ResponseUsage(
-        input_tokens=answer.input_tokens,
-        output_tokens=answer.output_tokens,
-        total_tokens=answer.input_tokens + answer.output_tokens,
+    start = base_response(t, response_id, created_at, store)
+    return ended(
+        start,
+        status,
+        output,
+        answer.input_tokens,
+        answer.output_tokens,
+        model=answer.model or t.request.model,
+        cost=answer.cost or None,
     )
-    return base_response(t, response_id, created_at, store).model_copy(
+
+
+def answer_status(finish_reason: str | None) -> str:
+    """A response's status from its answer's finish: cut at the token limit, or whole."""
+    return "incomplete" if finish_reason == "length" else "completed"
+
+
+def ended(
+    start: wire.Response,
+    status: str,
+    output: Sequence[wire.OutputMessage | wire.FunctionCall],
+    input_tokens: int,
+    output_tokens: int,
+    **fields: Any,
+) -> wire.Response:
+    """`start` (see `base_response`) as it ends, with `output`, whether answered whole or
+    streamed: status, completion time, why it is incomplete, usage; `fields` besides."""
+    usage = wire.ResponseUsage(
+        input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
+    )
+    return start.model_copy(
         update={
             "status": status,
             "completed_at": int(time.time()) if status == "completed" else None,
             "incomplete_details": wire.IncompleteDetails(reason="max_output_tokens")
             if status == "incomplete"
             else None,
-            "model": answer.model or t.request.model,
-            "output": output,
+            "output": list(output),
             "usage": usage,
-            "cost": answer.cost or None,
+            **fields,
         }
     )
 
