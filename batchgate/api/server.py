@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from batchgate.protocol.errors import ErrorBody, ErrorDetail
 from batchgate.settings import Settings
 
 
@@ -73,9 +73,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer with an OpenAI error body and close: the rest of the head is never read."""
         code = "request_header_too_large" if status == 431 else "request_timeout"
-        body = orjson.dumps(
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-        )
+        detail = ErrorDetail(message=message, type="invalid_request_error", code=code)
+        body = ErrorBody(error=detail).model_dump_json().encode()
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
         self.transport.write(STATUS_LINE[status] + head + body)
         self.transport.close()

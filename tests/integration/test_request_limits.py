@@ -14,6 +14,8 @@ import httpx
 import psutil
 from support import Server
 
+from batchgate.protocol.errors import ErrorDetail
+
 
 def _connect(server: Server) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -47,6 +49,7 @@ def test_an_oversize_header_gets_431_and_the_connection_closes(server: Server) -
     error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
     assert error["code"] == "request_header_too_large"
     assert "65536" in error["message"]
+    assert list(error) == list(ErrorDetail.model_fields)  # the error body every route answers
 
 
 def test_a_header_just_under_the_limit_is_served(server: Server) -> None:
