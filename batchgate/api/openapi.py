@@ -38,12 +38,28 @@ _MEANINGS = {
     507: "The data dir's disk is full (`insufficient_storage`): nothing was written.",
 }
 
-# the statuses any route that reads a JSON body can answer because of the body
-JSON_BODY_ERRORS = (400,)
+# the statuses any route that reads a JSON body can answer because of the body: a bad
+# one (400), or one over the size limit, refused by api.limits.BodyGate before the route
+# runs (413); `install` documents them on every route with a JSON request body
+JSON_BODY_ERRORS = (400, 413)
 # the statuses of a synchronous call answered by a backend
 BACKEND_ERRORS = (429, 502, 503, 504)
-# the status of a request that writes to the data dir while its disk is full
+# the status of a request that writes to the data dir while its disk is full; `install`
+# documents it on every route but GET and those in WRITES_NOTHING
 STORAGE_ERRORS = (507,)
+# routes that are not GET yet write nothing before they answer: synchronous model calls
+# (metered after the answer is sent; also /api/completions/{operation}) and a prompt's
+# batch lines, rendered into the answer
+WRITES_NOTHING = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/agent/completions",
+        "/v1/swarm/completions",
+        "/v1/prompts/{slug}/jsonl",
+    }
+)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -85,6 +101,7 @@ def install(app: FastAPI) -> None:
             for route in iter_route_contexts(app.routes):
                 if isinstance(route.original_route, APIRoute) and route.path_format:
                     _document_body(document, route.path_format, route.original_route)
+            _document_shared_errors(document)
             _drop_validation_422(document)
             _hoist_schemas(document)
         return app.openapi_schema  # type: ignore[return-value]
@@ -113,6 +130,25 @@ def _document_body(document: dict[str, Any], path: str, route: APIRoute) -> None
             operation = document["paths"][path][method.lower()]
             content = {"application/json": {"schema": model_schema(model)}}
             operation["requestBody"] = {"required": True, "content": content}
+
+
+def _document_shared_errors(document: dict[str, Any]) -> None:
+    """The statuses a route answers because of what it is, not what it does: those of a
+    JSON body, and 507 on a route that writes. Documented here once, so that no route can
+    leave them out."""
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            statuses: list[int] = []
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                statuses += JSON_BODY_ERRORS
+            writes_nothing = path in WRITES_NOTHING or path.startswith("/api/completions/")
+            if method not in ("get", "head") and not writes_nothing:
+                statuses += STORAGE_ERRORS
+            for status in statuses:
+                # by reference: the document already has the error body among its components
+                content = {"application/json": {"schema": {"$ref": REF.format(model=ErrorBody.__name__)}}}
+                response = {"description": _MEANINGS[status], "content": content}
+                operation.setdefault("responses", {}).setdefault(str(status), response)
 
 
 def _drop_validation_422(document: dict[str, Any]) -> None:

@@ -88,6 +88,37 @@ def test_error_statuses_are_documented_with_the_error_body(app: FastAPI, documen
     assert "HTTPValidationError" not in document["components"]["schemas"]  # a bad parameter is a 400
 
 
+def test_the_body_limit_and_a_full_disk_are_documented_wherever_they_can_be_answered(
+    app: FastAPI, document: dict[str, Any]
+) -> None:
+    json_routes, writing = [], []
+    for path, method, _ in operations(app):
+        operation = document["paths"][path][method]
+        if "application/json" in operation.get("requestBody", {}).get("content", {}):
+            json_routes.append(f"{method.upper()} {path}")
+            assert "413" in operation["responses"], f"{method.upper()} {path}: the body limit (api.limits.BodyGate)"
+        if "507" in operation["responses"]:
+            writing.append(f"{method.upper()} {path}")
+    assert len(json_routes) > 20
+    # routes that write files or rows before they answer, whichever module declares them
+    for route in (
+        "POST /v1/files",
+        "DELETE /v1/files/{file_id}",
+        "POST /v1/batches",
+        "POST /v1/batches/{batch_id}/cancel",
+        "POST /api/batches",
+        "POST /v1/agent/batch/completions",
+        "POST /v1/swarm/batch/completions",
+        "POST /v1/responses",
+        "DELETE /v1/responses/{response_id}",
+        "POST /v1/prompts/{slug}/versions/{version}/publish",
+    ):
+        assert route in writing, route
+    # reads, and synchronous calls that write nothing before they answer, do not claim it
+    for route in ("GET /v1/batches", "POST /v1/chat/completions", "POST /api/completions/label"):
+        assert route not in writing, route
+
+
 def test_the_openai_routes_document_their_errors_parameters_and_bodies(document: dict[str, Any]) -> None:
     paths = document["paths"]
     chat = paths["/v1/chat/completions"]["post"]
