@@ -177,7 +177,8 @@ class BackendRejectedError(BackendError):
             self.status = response.status_code
             self.type = str(detail.get("type") or "invalid_request_error")
             super().__init__(message, param=param if isinstance(param, str) else None, retry_after=retry_after)
-            self.code = code if isinstance(code, str) else "rate_limit_exceeded" if self.status == 429 else None
+            # a 4xx without a code keeps it null, as the upstream sent it (a 429 gets OpenAI's)
+            self.code = code if isinstance(code, str) else "rate_limit_exceeded" if self.status == 429 else None  # type: ignore[assignment]
         else:
             super().__init__(
                 f"The upstream answered HTTP {response.status_code}: {message}",
