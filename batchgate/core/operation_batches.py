@@ -213,7 +213,9 @@ class OperationBatches:
         if fmt == "csv":
             columns = batch.operation.get("columns")
             if columns is None:  # submitted before specs recorded them
-                columns = operation_output.item_columns(self.files.open(project_id, batch.operation["items_file_id"])[1])
+                columns = operation_output.item_columns(
+                    self.files.open(project_id, batch.operation["items_file_id"])[1]
+                )
             chunks = operation_output.csv_rows(op, columns, rows, header=True)
             return Output("text/csv", chunks, f"{batch_id}.csv")
         assert limit is not None

@@ -323,7 +323,9 @@ class Router:
             response = await _answered_by(self.default.name, self.default.execute(request))
             if not response.cost:  # the built-in backend does not price its answers
                 model = str(request.body.get("model"))
-                response.cost = self.price(model, response.input_tokens, response.output_tokens, not request.interactive)
+                response.cost = self.price(
+                    model, response.input_tokens, response.output_tokens, not request.interactive
+                )
             return response
         failure: BackendError | None = None
         for route in routes:

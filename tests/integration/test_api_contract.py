@@ -175,13 +175,21 @@ def test_invalid_parameters_are_400s_naming_them(server: Server) -> None:
         cases = [
             (client.get("/batches", params={"limit": 101}), "limit", "invalid_value"),
             (client.get("/files", params={"purpose": "fine-tune"}), "purpose", "invalid_value"),
-            (client.post("/chat/completions", json={"messages": [{"role": "user"}]}), "model", "missing_required_parameter"),
+            (
+                client.post("/chat/completions", json={"messages": [{"role": "user"}]}),
+                "model",
+                "missing_required_parameter",
+            ),
             (
                 client.post("/chat/completions", json={"model": "m", "messages": [{"role": "robot"}]}),
                 "messages[0].role",
                 "invalid_value",
             ),
-            (client.post("/embeddings", json={"model": "m", "input": "x", "dimensions": "8"}), "dimensions", "invalid_type"),
+            (
+                client.post("/embeddings", json={"model": "m", "input": "x", "dimensions": "8"}),
+                "dimensions",
+                "invalid_type",
+            ),
             (client.post("/prompts", json={"slug": "s", "name": 7}), "name", "invalid_type"),
             (client.get("/prompts/s/versions/9223372036854775808"), "version", "invalid_value"),
         ]
