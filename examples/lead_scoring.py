@@ -9,8 +9,8 @@ is reused for every lead; the leads go in chunks of 500, one durable agent batch
 through the SDK with a manifest: killed (even with kill -9) and run again, it resumes
 and resubmits nothing. Results are routed into one file per tier, answers that do not
 parse go to a review file, and the cost is summed per record and in total from the
-`cost` the gateway records for each record (the route's prices in batchgate.toml; the
-local model has none, so it reports tokens and $0).
+`cost` the gateway records for each record (the route's prices in batchgate.toml, or the
+local catalog models' default prices; batch lines pay half).
 
 Without --base-url it starts a batchgate server on the local engine with a data dir
 under examples/out/lead-scoring/ that persists, so a resumed run finds its batches.
@@ -125,7 +125,7 @@ def main() -> int:
         f"tokens: {totals['input_tokens']} in, {totals['output_tokens']} out ({(totals['input_tokens'] + totals['output_tokens']) / n:.0f} per lead)"
     )
     print(
-        f"cost: ${totals['cost']:.6f} in total, ${totals['cost'] / n:.8f} per lead (the route's prices; unpriced routes cost $0)"
+        f"cost: ${totals['cost']:.6f} in total, ${totals['cost'] / n:.8f} per lead (the route's or the local model's prices)"
     )
     return 0
 
