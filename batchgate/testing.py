@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
+from batchgate.core.browse import BatchSearch, RequestRow, is_active
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow, batch_entry, usage_of
@@ -560,6 +561,52 @@ class InMemoryStore:
         whole = replace(query, before=None)
         with self._lock:
             return usage_of([e for e in self._ledger if whole.matches(e)], group_by, bucket_seconds)
+
+    def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
+        with self._lock:
+            models = {query.model}
+            metered = {e.batch_id for e in self._ledger if models & {e.model, e.resolved_model}}
+            wanted = [
+                replace(b.record)
+                for b in reversed(self._batches.values())
+                if all(
+                    value is None or value == have
+                    for value, have in (
+                        (query.project_id, b.record.project_id),
+                        (query.status, b.record.status),
+                        (query.source, b.record.source),
+                        (query.key_id, b.record.key_id),
+                    )
+                )
+                and (query.model is None or b.record.id in metered)
+            ]
+        wanted.sort(key=lambda r: not is_active(r.status))  # stable: newest first within each group
+        page = wanted[query.offset : query.offset + query.limit + 1]
+        return Page(page[: query.limit], len(page) > query.limit)
+
+    def list_request_rows(
+        self, batch_id: str, state: RequestState | None, after_line: int | None, limit: int
+    ) -> Page[RequestRow]:
+        with self._lock:
+            rows = self._batches[batch_id].rows
+            found = [
+                _request_row(line, rows[line])
+                for line in sorted(rows)
+                if (after_line is None or line > after_line) and (state is None or rows[line].state == state)
+            ]
+        return Page(found[:limit], len(found) > limit)
+
+
+def _request_row(line: int, row: _Row) -> RequestRow:
+    r = row.result
+    return RequestRow(
+        line=line, custom_id=row.custom_id, state=row.state, attempts=row.attempts,
+        status_code=r.status_code if r else None, error_code=(r.error_code if r else None) or row.error_code,
+        error_message=(r.error_message if r else None) or row.error_message,
+        input_tokens=r.input_tokens if r else 0, output_tokens=r.output_tokens if r else 0, cost=r.cost if r else 0.0,
+        latency_ms=r.latency_ms if r else None, backend=r.backend if r else None, model=r.model if r else None,
+        body=r.body if r else None,
+    )  # fmt: skip
 
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
+from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
     ApiKey,
@@ -260,6 +261,18 @@ class Store(Protocol):
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         """Sums of the rows matching `query` (its cursor and limit aside) per bucket of
         `bucket_seconds` (UTC, by started_at), group (`USAGE_GROUPS` names) and kind."""
+        ...
+
+    # browsing (core/browse.py): the console's reads
+    def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
+        """Batches matching `query`, active first, then newest first, from `query.offset`."""
+        ...
+
+    def list_request_rows(
+        self, batch_id: str, state: RequestState | None, after_line: int | None, limit: int
+    ) -> Page[RequestRow]:
+        """The batch's request rows in line order after `after_line` (lines never claimed
+        have none); KeyError if there is no such batch."""
         ...
 
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
+from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
@@ -60,7 +61,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import keys_sql, ledger_sql
+from batchgate.store import browse_sql, keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -892,6 +893,18 @@ class PostgresStore:
         seconds = "CAST(floor(started_at) AS BIGINT)"  # a cast alone would round
         sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "%s", seconds)
         return [ledger_sql.usage_row(r, len(group_by)) for r in self._all(sql, params)]
+
+    def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
+        sql, params = browse_sql.search_batches_sql(query, "%s", BATCH_COLUMNS)
+        rows = self._all(sql, params)
+        return Page([_batch(r) for r in rows[: query.limit]], len(rows) > query.limit)
+
+    def list_request_rows(
+        self, batch_id: str, state: RequestState | None, after_line: int | None, limit: int
+    ) -> Page[RequestRow]:
+        sql, params = browse_sql.request_rows_sql(*self._range(batch_id), state, after_line, limit, "%s")
+        rows = self._all(sql, params)
+        return Page([browse_sql.request_row(r) for r in rows[:limit]], len(rows) > limit)
 
     @staticmethod
     def _to_finalizing(cur: psycopg.Cursor[Any], pk: int, now: int, condition: str = "true") -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
@@ -52,7 +53,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import keys_sql, ledger_sql
+from batchgate.store import browse_sql, keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -856,6 +857,18 @@ class SQLiteStore:
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
         return [ledger_sql.usage_row(r, len(group_by)) for r in self._conn().execute(sql, params)]
+
+    def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
+        sql, params = browse_sql.search_batches_sql(query, "?", BATCH_COLUMNS)
+        rows = self._conn().execute(sql, params).fetchall()
+        return Page([_batch(r) for r in rows[: query.limit]], len(rows) > query.limit)
+
+    def list_request_rows(
+        self, batch_id: str, state: RequestState | None, after_line: int | None, limit: int
+    ) -> Page[RequestRow]:
+        sql, params = browse_sql.request_rows_sql(*self._range(batch_id), state, after_line, limit, "?")
+        rows = self._conn().execute(sql, params).fetchall()
+        return Page([browse_sql.request_row(r) for r in rows[:limit]], len(rows) > limit)
 
     @staticmethod
     def _to_finalizing(conn: sqlite3.Connection, pk: int, now: int, condition: str = "1") -> None:
