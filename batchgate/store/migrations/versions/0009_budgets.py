@@ -1,7 +1,11 @@
-"""Placeholder: key budgets and batches paused for a spent budget (issue 12). Filled in by the work that needs it; empty until then.
+"""Budgets (core/budgets.py): a batch whose key has spent its budget is paused
+(`budget_paused_at`, claimed by no worker until it is cleared), and a key's spend in a
+period is one indexed sum over the ledger (key, started_at, cost: an index-only scan).
 
 Revision ID: 0009
 """
+
+from batchgate.store.ddl import ddl
 
 revision = "0009"
 down_revision = "0008"
@@ -10,8 +14,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    ddl("ALTER TABLE batches ADD COLUMN budget_paused_at INTEGER")
+    ddl("CREATE INDEX ledger_by_key ON ledger(key_id, started_at, cost)")
 
 
 def downgrade() -> None:
-    pass
+    ddl("DROP INDEX ledger_by_key")
+    ddl("ALTER TABLE batches DROP COLUMN budget_paused_at")
