@@ -8,7 +8,13 @@ puts it behind a client or a gateway measures the client or the gateway, not the
   POST /v1/completions       text "ok", same usage
   POST /v1/embeddings        one unit vector of EMBEDDING_DIM floats per input; float or base64
   GET  /v1/models            the --models list
-  GET  /_stats               requests served per path (benchmarks check that work reached it)
+  GET  /_stats               requests served per path (benchmarks check that work reached it),
+                             and with a capacity: rejected (429s sent) and peak_concurrency
+
+Capacity (for the scheduling benchmarks): `--max-concurrent C` serves C requests at a time
+(each takes --latency-ms; the others queue, as a GPU server's batch slots do);
+`--reject-above N` answers 429 at once to a request arriving while N are in service (an
+upstream that rate-limits by concurrency), with `Retry-After: --retry-after` if given.
 
 A raw asyncio HTTP/1.1 server (asyncio.Protocol, uvloop when importable; keep-alive,
 pipelining, Content-Length bodies only): no framework, so one core answers tens of
@@ -25,13 +31,14 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import select
 import signal
 import struct
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +68,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
+    429: "Too Many Requests",
     405: "Method Not Allowed",
     411: "Length Required",
     431: "Request Header Fields Too Large",
@@ -96,6 +104,7 @@ class Responder:
 
     def __init__(self, models: list[str]):
         self.models = models
+        self.capacity: Capacity | None = None
         self.counts: Counter[str] = Counter()
         self._seq = 0
 
@@ -106,7 +115,10 @@ class Responder:
                 data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "mock"} for m in self.models]
                 return 200, {"object": "list", "data": data}
             if path == "/_stats":
-                return 200, {"requests": dict(self.counts)}
+                stats: dict[str, Any] = {"requests": dict(self.counts)}
+                if self.capacity is not None:
+                    stats |= {"rejected": self.capacity.rejected, "peak_concurrency": self.capacity.peak}
+                return 200, stats
             return _error(404, f"no route GET {path}")
         if method != b"POST":
             return _error(405, f"method {method.decode(errors='replace')} not allowed")
@@ -175,12 +187,53 @@ class Responder:
         }
 
 
+class Capacity:
+    """How many requests are in service at once: at most `max_concurrent` (the rest wait
+    in arrival order); from `reject_above` on, a request is answered 429 at once."""
+
+    def __init__(self, delay: float, max_concurrent: int | None, reject_above: int | None, retry_after: str | None):
+        self.delay = delay
+        self.max_concurrent = max_concurrent
+        self.reject_above = reject_above
+        self.retry_after = retry_after
+        self.active = 0
+        self.peak = 0
+        self.rejected = 0
+        self.queue: deque[Callable[[], None]] = deque()
+
+    def rejects(self) -> bool:
+        """Whether a request arriving now is answered 429 (counted)."""
+        if self.reject_above is not None and self.active >= self.reject_above:
+            self.rejected += 1
+            return True
+        return False
+
+    def admit(self, send: Callable[[], None]) -> None:
+        """Call `send` after the delay, once a place is free."""
+        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+            self.queue.append(send)
+        else:
+            self._start(send)
+
+    def _start(self, send: Callable[[], None]) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        asyncio.get_running_loop().call_later(self.delay, self._done, send)
+
+    def _done(self, send: Callable[[], None]) -> None:
+        self.active -= 1
+        send()
+        if self.queue:
+            self._start(self.queue.popleft())
+
+
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 on one connection: requests parsed in order from the byte stream."""
 
-    def __init__(self, responder: Responder, delay: float):
+    def __init__(self, responder: Responder, delay: float, capacity: Capacity | None = None):
         self.responder = responder
         self.delay = delay
+        self.capacity = capacity
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.closing = False
@@ -224,20 +277,35 @@ class HttpProtocol(asyncio.Protocol):
             body = bytes(self.buf[start : start + length])
             del self.buf[: start + length]
             path = target.split(b"?", 1)[0].decode()
-            status, payload = self.responder.answer(method, path, body)
-            if self.delay > 0:
-                asyncio.get_running_loop().call_later(self.delay, self._send, status, payload, not keep_alive)
+            if self.capacity is not None and method == b"POST":
+                self._limited(method, path, body, not keep_alive)
             else:
-                self._send(status, payload, not keep_alive)
+                status, payload = self.responder.answer(method, path, body)
+                if self.delay > 0:
+                    asyncio.get_running_loop().call_later(self.delay, self._send, status, payload, not keep_alive)
+                else:
+                    self._send(status, payload, not keep_alive)
             if not keep_alive:
                 self.closing = True
 
-    def _send(self, status: int, payload: dict[str, Any], close: bool = False) -> None:
+    def _limited(self, method: bytes, path: str, body: bytes, close: bool) -> None:
+        assert self.capacity is not None
+        if self.capacity.rejects():
+            retry = f"retry-after: {self.capacity.retry_after}\r\n" if self.capacity.retry_after else ""
+            message = f"more than {self.capacity.reject_above} requests at once"
+            status, payload = _error(429, message)
+            payload["error"].update(type="requests", code="rate_limit_exceeded")
+            self._send(status, payload, close, retry)
+            return
+        status, payload = self.responder.answer(method, path, body)
+        self.capacity.admit(functools.partial(self._send, status, payload, close))
+
+    def _send(self, status: int, payload: dict[str, Any], close: bool = False, extra_head: str = "") -> None:
         if self.transport is None:
             return
         body = _dumps(payload)
         head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n{extra_head}"
             f"content-length: {len(body)}\r\n{'connection: close' if close else 'connection: keep-alive'}\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
@@ -246,16 +314,27 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(port: int, models: list[str], latency_ms: float) -> None:
-    """Listen on 127.0.0.1:port until SIGTERM or SIGINT; prints "ready" once listening."""
+async def serve(
+    port: int,
+    models: list[str],
+    latency_ms: float,
+    capacity: tuple[int | None, int | None, str | None] = (None,) * 3,
+    host: str = HOST,
+) -> None:
+    """Listen on host:port until SIGTERM or SIGINT; prints "ready" once listening.
+    `capacity`: (max concurrent, reject above, Retry-After), see `Capacity`."""
     loop = asyncio.get_running_loop()
     responder = Responder(models)
-    server = await loop.create_server(lambda: HttpProtocol(responder, latency_ms / 1000), HOST, port, backlog=4096)
+    if capacity != (None, None, None):
+        responder.capacity = Capacity(latency_ms / 1000, *capacity)
+    server = await loop.create_server(
+        lambda: HttpProtocol(responder, latency_ms / 1000, responder.capacity), host, port, backlog=4096
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print("ready", flush=True)
-    print(f"mock upstream on http://{HOST}:{port}/v1 (models: {', '.join(models)})", file=sys.stderr, flush=True)
+    print(f"mock upstream on http://{host}:{port}/v1 (models: {', '.join(models)})", file=sys.stderr, flush=True)
     async with server:
         await stop.wait()
 
@@ -270,12 +349,17 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
+    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument("--host", default=HOST, help=f"address to listen on (default {HOST})")
     p.add_argument("--models", default="mock-model", help="comma-separated ids listed by GET /v1/models")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer (default 0)")
+    p.add_argument("--max-concurrent", type=int, help="serve this many requests at a time; the rest queue")
+    p.add_argument("--reject-above", type=int, help="answer 429 to a request arriving while this many are served")
+    p.add_argument("--retry-after", help="the Retry-After of those 429s (seconds; default: none)")
     args = p.parse_args(argv)
+    capacity = (args.max_concurrent, args.reject_above, args.retry_after)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(serve(args.port, args.models.split(","), args.latency_ms))
+        runner.run(serve(args.port, args.models.split(","), args.latency_ms, capacity, args.host))
 
 
 # ---- from a benchmark -------------------------------------------------------------
@@ -290,11 +374,15 @@ class MockUpstream:
 
     def stats(self) -> Counter[str]:
         """Requests served so far, per path."""
+        return Counter(self.raw_stats()["requests"])
+
+    def raw_stats(self) -> dict[str, Any]:
+        """GET /_stats: requests per path, and with a capacity rejected and peak_concurrency."""
         import httpx
 
         r = httpx.get(self.base_url.removesuffix("/v1") + "/_stats", timeout=10)
         r.raise_for_status()
-        return Counter(r.json()["requests"])
+        return cast(dict[str, Any], r.json())
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the mock has used so far."""
@@ -305,8 +393,11 @@ class MockUpstream:
 
 
 @contextmanager
-def run_mock(name: str = "mock", models: str = "mock-model", latency_ms: float = 0.0) -> Iterator[MockUpstream]:
-    """The mock as a child process on a free 127.0.0.1 port, ready when this yields.
+def run_mock(
+    name: str = "mock", models: str = "mock-model", latency_ms: float = 0.0, extra_args: tuple[str, ...] = ()
+) -> Iterator[MockUpstream]:
+    """The mock as a child process on a free 127.0.0.1 port, ready when this yields
+    (`extra_args`: more of its command line, e.g. ("--max-concurrent", "8")).
 
     Same hygiene as `_common.run_server`: log in bench/out/<name>.log, SIGTERM if the
     benchmark dies, terminated (then killed after 10 s) in `finally`.
@@ -318,7 +409,7 @@ def run_mock(name: str = "mock", models: str = "mock-model", latency_ms: float =
     log_path = bc.OUT_DIR / f"{name}.log"
     port = bc._free_port()
     cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--models", models]
-    cmd += ["--latency-ms", str(latency_ms)]
+    cmd += ["--latency-ms", str(latency_ms), *extra_args]
     proc: subprocess.Popen[bytes] | None = None
     try:
         with open(log_path, "wb") as log:
