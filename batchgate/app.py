@@ -22,6 +22,7 @@ from typing import Any
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
 from batchgate.core.batches import BatchService
+from batchgate.core.billing_export import BillingExporter
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.completions import CompletionService
 from batchgate.core.errors import InvalidRequestError
@@ -275,6 +276,35 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
     return Worker(services.store, services.blobs, backend or services.backend, jobs, config, services.clock)
 
 
+def billing_exporter(services: Services) -> BillingExporter | None:
+    """The export of usage to Stripe, when the routing config has a `[billing]` section and
+    the secret key's env var is set (None otherwise: nothing is exported)."""
+    config = load_config(services.settings.config).billing
+    if config is None:
+        return None
+    if not config.api_key:
+        log.warning("billing: $%s is not set: usage is not exported to Stripe", config.api_key_env)
+        return None
+    from batchgate.engines.stripe_meter import StripeMeterEvents
+
+    sender = StripeMeterEvents(config.api_key, config.api_base, config.timeout)
+    return BillingExporter(services.store, config, sender, services.clock)
+
+
+async def run_worker(worker: Worker, stop: asyncio.Event, billing: BillingExporter | None) -> None:
+    """The worker's loop until `stop`, and beside it the billing exporter's (if any)."""
+    if billing is None:
+        await worker.run(stop)
+        return
+    export = asyncio.create_task(billing.run(stop))
+    try:
+        await worker.run(stop)
+    finally:
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(export, 5.0)  # a send in flight may finish; one cut off is resent
+        await billing.aclose()
+
+
 async def close_worker(worker: Worker) -> None:
     """Release what a stopped worker holds: its backend's connections, its job process."""
     await worker.backend.aclose()
@@ -356,11 +386,13 @@ class WorkerThread:
     def for_services(cls, services: Services) -> WorkerThread:
         """A worker on these services, woken whenever a batch is created or cancelled."""
         thread = cls(build_worker(services, jobs_in_subprocess=True))
+        thread.billing = billing_exporter(services)
         services.batches.on_change = thread.wake
         return thread
 
     def __init__(self, worker: Worker):
         self.worker = worker
+        self.billing: BillingExporter | None = None  # run beside the worker, in its loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -377,7 +409,7 @@ class WorkerThread:
             self._ready.set()
             try:
                 with work_wakeups(self.worker.store, self.wake):
-                    await self.worker.run(self._stop)
+                    await run_worker(self.worker, self._stop, self.billing)
             finally:
                 await close_worker(self.worker)
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
+from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.browse import BatchSearch, RequestRow, is_active
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
@@ -115,6 +116,8 @@ class InMemoryStore:
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
         self._responses: dict[str, StoredResponse] = {}
         self._ledger: list[LedgerEntry] = []
+        self._billing: dict[str, BillingEvent] = {}  # by identifier, oldest first
+        self._billing_attempts: list[BillingAttempt] = []
 
     def close(self) -> None:
         pass
@@ -561,6 +564,75 @@ class InMemoryStore:
         whole = replace(query, before=None)
         with self._lock:
             return usage_of([e for e in self._ledger if whole.matches(e)], group_by, bucket_seconds)
+
+    # the billing outbox (core/billing.py)
+    def add_billing_events(self, events: list[BillingEvent]) -> int:
+        added = 0
+        with self._lock:
+            for e in events:
+                key = (e.project_id, e.meter, e.bucket_start, e.seq)
+                if e.identifier in self._billing or key in {
+                    (b.project_id, b.meter, b.bucket_start, b.seq) for b in self._billing.values()
+                }:
+                    continue
+                self._billing[e.identifier] = replace(e)
+                added += 1
+        return added
+
+    def billing_totals(self, since: int) -> list[BillingTotal]:
+        totals: dict[tuple[str, str, int], BillingTotal] = {}
+        with self._lock:
+            for e in self._billing.values():
+                if e.bucket_start >= since:
+                    key = (e.project_id, e.meter, e.bucket_start)
+                    t = totals.setdefault(key, BillingTotal(*key, value=0, events=0))
+                    t.value += e.value
+                    t.events += 1
+        return list(totals.values())
+
+    def claim_billing_event(self, now: float, lease: float) -> BillingEvent | None:
+        with self._lock:
+            due = [e for e in self._billing.values() if e.status == "pending" and e.next_attempt_at <= now]
+            if not due:
+                return None
+            event = min(due, key=lambda e: e.next_attempt_at)  # ties: the oldest (dicts keep order)
+            claimed = replace(event)
+            event.next_attempt_at = now + lease
+            return claimed
+
+    def record_billing_attempt(self, attempt: BillingAttempt, status: str, next_attempt_at: float) -> None:
+        with self._lock:
+            self._billing_attempts.append(replace(attempt))
+            event = self._billing.get(attempt.identifier)
+            if event is not None and event.status == "pending":
+                event.status, event.next_attempt_at, event.last_error = status, next_attempt_at, attempt.error
+                event.attempts += 1
+                event.sent_at = int(attempt.at) if status == "sent" else None
+
+    def list_billing_events(self, status: str | None, limit: int) -> list[BillingEvent]:
+        with self._lock:
+            events = [replace(e) for e in reversed(self._billing.values()) if status in (None, e.status)]
+        return events[:limit]
+
+    def list_billing_attempts(self, identifier: str) -> list[BillingAttempt]:
+        with self._lock:
+            return [replace(a) for a in self._billing_attempts if a.identifier == identifier]
+
+    def retry_failed_billing_events(self, now: float) -> int:
+        with self._lock:
+            failed = [e for e in self._billing.values() if e.status == "failed"]
+            for e in failed:
+                e.status, e.next_attempt_at = "pending", now
+        return len(failed)
+
+    def billing_summary(self) -> BillingSummary:
+        with self._lock:
+            events = list(self._billing.values())
+        pending = [e.next_attempt_at for e in events if e.status == "pending"]
+        return BillingSummary(
+            len(pending), sum(e.status == "sent" for e in events), sum(e.status == "failed" for e in events),
+            min(pending) if pending else None,
+        )  # fmt: skip
 
     def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
         with self._lock:

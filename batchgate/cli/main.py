@@ -121,7 +121,7 @@ def serve(
 @click.option("--log-level", default="info", show_default=True)
 def worker(data_dir: Path | None, database_url: str | None, config: Path | None, log_level: str) -> None:
     """Run a worker process on the data dir or database (alongside `serve --no-worker`, or more workers)."""
-    from batchgate.app import build_services, build_worker, close_worker, work_wakeups
+    from batchgate.app import billing_exporter, build_services, build_worker, close_worker, run_worker, work_wakeups
 
     _logging(log_level)
     _check_config(config)
@@ -136,7 +136,7 @@ def worker(data_dir: Path | None, database_url: str | None, config: Path | None,
             loop.add_signal_handler(sig, stop.set)
         try:
             with work_wakeups(services.store, lambda: loop.call_soon_threadsafe(w.wake)):
-                await w.run(stop)
+                await run_worker(w, stop, billing_exporter(services))
         finally:
             await close_worker(w)
 
@@ -510,3 +510,13 @@ def _add_client_commands() -> None:
 
 
 _add_client_commands()
+
+
+def _add_billing_commands() -> None:
+    """`batchgate billing` (cli/billing.py, which imports this module's options)."""
+    from batchgate.cli.billing import billing
+
+    main.add_command(billing)
+
+
+_add_billing_commands()

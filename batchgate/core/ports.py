@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
+from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
@@ -261,6 +262,44 @@ class Store(Protocol):
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         """Sums of the rows matching `query` (its cursor and limit aside) per bucket of
         `bucket_seconds` (UTC, by started_at), group (`USAGE_GROUPS` names) and kind."""
+        ...
+
+    # the billing outbox (core/billing.py): Stripe meter events and each attempt to send one
+    def add_billing_events(self, events: list[BillingEvent]) -> int:
+        """Add the events whose identifier and (project, meter, hour, seq) are new (an
+        event computed twice is kept once); how many were added."""
+        ...
+
+    def billing_totals(self, since: int) -> list[BillingTotal]:
+        """Per project, meter and hour starting at or after `since`: the sum of its
+        events' values (whatever their status) and their count."""
+        ...
+
+    def claim_billing_event(self, now: float, lease: float) -> BillingEvent | None:
+        """The pending event due first at `now` (oldest due first), due again only at
+        `now + lease` unless an attempt is recorded first (a claimer that died)."""
+        ...
+
+    def record_billing_attempt(self, attempt: BillingAttempt, status: str, next_attempt_at: float) -> None:
+        """Log the attempt and, if its event is still pending, count it and move the
+        event to `status` (sent: `sent_at` is the attempt's time), due at `next_attempt_at`,
+        its last error the attempt's."""
+        ...
+
+    def list_billing_events(self, status: str | None, limit: int) -> list[BillingEvent]:
+        """Events (of one status, or all), newest first."""
+        ...
+
+    def list_billing_attempts(self, identifier: str) -> list[BillingAttempt]:
+        """An event's attempts, oldest first."""
+        ...
+
+    def retry_failed_billing_events(self, now: float) -> int:
+        """Make the failed events pending again, due at `now`; how many."""
+        ...
+
+    def billing_summary(self) -> BillingSummary:
+        """Events per status, and when the earliest pending one is due."""
         ...
 
     # browsing (core/browse.py): the console's reads

@@ -24,6 +24,8 @@ The routing config (`batchgate.toml`, path from `--config` / `BATCHGATE_CONFIG`)
 
 A backend named `local` (the embedded engine) always exists and needs no table. Models
 the config does not list go to the built-in backend (`local` by default) unchanged.
+
+The `[billing]` section configures the export of usage to Stripe (core/billing.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from batchgate.core.billing import BillingConfig, parse_billing
 from batchgate.core.errors import BackendError, BackendRejectedError, BatchgateError
 from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
 
@@ -111,6 +114,7 @@ class RoutingConfig:
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)  # by name and by alias
     source: str = "(no config)"
+    billing: BillingConfig | None = None  # [billing]: the Stripe export (core/billing.py)
 
     def chain(self, model: str) -> list[Route]:
         """The route for `model`, then its fallbacks' routes, in order (each once);
@@ -161,7 +165,7 @@ def load_config(path: Path | None) -> RoutingConfig:
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RoutingConfig:
     problems: list[str] = []
-    _unknown_keys(data, {"backends", "models"}, "the top level", problems)
+    _unknown_keys(data, {"backends", "billing", "models"}, "the top level", problems)
     upstreams: dict[str, UpstreamConfig] = {}
     for name, table in _tables(data, "backends", problems):
         upstream = _parse_upstream(name, table, problems)
@@ -180,9 +184,10 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RoutingConfig:
         for fallback in route.fallbacks:
             if fallback not in routes:
                 problems.append(f"[models.{route.name}] fallbacks: {fallback!r} is not a model in this config")
+    billing = parse_billing(data.get("billing"), problems)
     if problems:
         raise ConfigError(source, problems)
-    return RoutingConfig(upstreams, routes, source)
+    return RoutingConfig(upstreams, routes, source, billing)
 
 
 _UPSTREAM_KEYS: dict[str, type | tuple[type, ...]] = {

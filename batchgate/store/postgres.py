@@ -27,6 +27,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
+from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
@@ -61,7 +62,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import browse_sql, keys_sql, ledger_sql
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -893,6 +894,45 @@ class PostgresStore:
         seconds = "CAST(floor(started_at) AS BIGINT)"  # a cast alone would round
         sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "%s", seconds)
         return [ledger_sql.usage_row(r, len(group_by)) for r in self._all(sql, params)]
+
+    # ---- the billing outbox (core/billing.py) ---------------------------------------
+
+    def add_billing_events(self, events: list[BillingEvent]) -> int:
+        with self._tx() as cur:
+            added = 0
+            for e in events:
+                added += cur.execute(billing_sql.insert_sql("%s"), billing_sql.event_params(e)).rowcount
+            return added
+
+    def billing_totals(self, since: int) -> list[BillingTotal]:
+        return [billing_sql.total(r) for r in self._all(billing_sql.totals_sql("%s"), (since,))]
+
+    def claim_billing_event(self, now: float, lease: float) -> BillingEvent | None:
+        with self._tx() as cur:
+            row = cur.execute(billing_sql.due_sql("%s", " FOR UPDATE SKIP LOCKED"), (now,)).fetchone()
+            if row is None:
+                return None
+            cur.execute(billing_sql.lease_sql("%s"), (now + lease, row[0]))
+        return billing_sql.event(row[1:])
+
+    def record_billing_attempt(self, attempt: BillingAttempt, status: str, next_attempt_at: float) -> None:
+        with self._tx() as cur:
+            cur.execute(billing_sql.attempt_insert_sql("%s"), billing_sql.attempt_params(attempt))
+            cur.execute(billing_sql.outcome_sql("%s"), billing_sql.outcome_params(attempt, status, next_attempt_at))
+
+    def list_billing_events(self, status: str | None, limit: int) -> list[BillingEvent]:
+        sql, params = billing_sql.list_sql("%s", status)
+        return [billing_sql.event(r) for r in self._all(sql, [*params, limit])]
+
+    def list_billing_attempts(self, identifier: str) -> list[BillingAttempt]:
+        return [BillingAttempt(*r) for r in self._all(billing_sql.attempts_sql("%s"), (identifier,))]
+
+    def retry_failed_billing_events(self, now: float) -> int:
+        with self._tx() as cur:
+            return cur.execute(billing_sql.retry_failed_sql("%s"), (now,)).rowcount
+
+    def billing_summary(self) -> BillingSummary:
+        return billing_sql.summary(self._all(billing_sql.SUMMARY_SQL))
 
     def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
         sql, params = browse_sql.search_batches_sql(query, "%s", BATCH_COLUMNS)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
@@ -53,7 +54,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import browse_sql, keys_sql, ledger_sql
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -857,6 +858,43 @@ class SQLiteStore:
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
         return [ledger_sql.usage_row(r, len(group_by)) for r in self._conn().execute(sql, params)]
+
+    # ---- the billing outbox (core/billing.py) ---------------------------------------
+
+    def add_billing_events(self, events: list[BillingEvent]) -> int:
+        with self._write() as conn:
+            return sum(conn.execute(billing_sql.insert_sql("?"), billing_sql.event_params(e)).rowcount for e in events)
+
+    def billing_totals(self, since: int) -> list[BillingTotal]:
+        return [billing_sql.total(r) for r in self._conn().execute(billing_sql.totals_sql("?"), (since,))]
+
+    def claim_billing_event(self, now: float, lease: float) -> BillingEvent | None:
+        with self._write() as conn:
+            row = conn.execute(billing_sql.due_sql("?"), (now,)).fetchone()
+            if row is None:
+                return None
+            conn.execute(billing_sql.lease_sql("?"), (now + lease, row[0]))
+        return billing_sql.event(row[1:])
+
+    def record_billing_attempt(self, attempt: BillingAttempt, status: str, next_attempt_at: float) -> None:
+        with self._write() as conn:
+            conn.execute(billing_sql.attempt_insert_sql("?"), billing_sql.attempt_params(attempt))
+            conn.execute(billing_sql.outcome_sql("?"), billing_sql.outcome_params(attempt, status, next_attempt_at))
+
+    def list_billing_events(self, status: str | None, limit: int) -> list[BillingEvent]:
+        sql, params = billing_sql.list_sql("?", status)
+        return [billing_sql.event(r) for r in self._conn().execute(sql, [*params, limit])]
+
+    def list_billing_attempts(self, identifier: str) -> list[BillingAttempt]:
+        rows = self._conn().execute(billing_sql.attempts_sql("?"), (identifier,))
+        return [BillingAttempt(*r) for r in rows]
+
+    def retry_failed_billing_events(self, now: float) -> int:
+        with self._write() as conn:
+            return conn.execute(billing_sql.retry_failed_sql("?"), (now,)).rowcount
+
+    def billing_summary(self) -> BillingSummary:
+        return billing_sql.summary(self._conn().execute(billing_sql.SUMMARY_SQL).fetchall())
 
     def search_batches(self, query: BatchSearch) -> Page[BatchRecord]:
         sql, params = browse_sql.search_batches_sql(query, "?", BATCH_COLUMNS)
