@@ -14,7 +14,7 @@ import io
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
@@ -41,7 +41,7 @@ from batchgate.core.models import (
     RequestState,
     StoredResponse,
 )
-from batchgate.core.ports import BackendRequest, BackendResponse, Page, StreamDelta, WorkerInfo
+from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
 from batchgate.core.states import (
     ACCEPTS_LINES,
     RESULT_STATES,
@@ -102,6 +102,13 @@ class _Batch:
     wake_at: int = 0
 
 
+# what `update_api_key` changes (as the SQL stores' keys_sql.update_sql)
+_KEY_CHANGEABLE = (
+    "name", "scopes", "allowed_models", "expires_at", "limits", "max_parallel_requests", "budget_usd",
+    "budget_period", "budget_soft_usd",
+)  # fmt: skip
+
+
 class InMemoryStore:
     """The Store protocol in memory. Thread-safe; every method is one atomic step."""
 
@@ -116,6 +123,9 @@ class InMemoryStore:
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
         self._responses: dict[str, StoredResponse] = {}
         self._ledger: list[LedgerEntry] = []
+        self._limit_levels: dict[str, dict[tuple[str, int], tuple[float, float]]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # lease id -> (key id, expires_at)
+        self._pacing: dict[str, tuple[float | None, str | None]] = {}
         self._billing: dict[str, BillingEvent] = {}  # by identifier, oldest first
         self._billing_attempts: list[BillingAttempt] = []
 
@@ -153,8 +163,8 @@ class InMemoryStore:
         with self._lock:
             for stored in self._keys.values():
                 if stored.id == key.id and stored.revoked_at is None:
-                    stored.name, stored.scopes = key.name, tuple(key.scopes)
-                    stored.allowed_models, stored.expires_at = key.allowed_models, key.expires_at
+                    for field in _KEY_CHANGEABLE:
+                        setattr(stored, field, getattr(key, field))
                     return True
             return False
 
@@ -550,6 +560,38 @@ class InMemoryStore:
     def _meter(self, entry: LedgerEntry) -> None:
         entry.id = len(self._ledger) + 1
         self._ledger.append(entry)
+
+    # rate limits
+    def rate_limit_step(
+        self,
+        key_id: str,
+        now: float,
+        count_running: bool,
+        step: Callable[[dict[tuple[str, int], tuple[float, float]], int], LimiterWrite],
+    ) -> None:
+        with self._lock:
+            held = [e for k, e in self._leases.values() if k == key_id]
+            write = step(dict(self._limit_levels.get(key_id, {})), sum(e > now for e in held) if count_running else 0)
+            self._limit_levels.setdefault(key_id, {}).update(write.levels)
+            if write.drop_lease is not None:
+                self._leases.pop(write.drop_lease, None)
+            if write.add_lease is not None:
+                for lease, (k, expires_at) in list(self._leases.items()):
+                    if k == key_id and expires_at <= now:
+                        del self._leases[lease]
+                self._leases[write.add_lease[0]] = (key_id, write.add_lease[1])
+
+    def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
+        with self._lock:
+            self._pacing[batch_id] = (until, note)
+
+    def batch_pacing(self, batch_ids: list[str]) -> dict[str, tuple[float, str]]:
+        return {
+            b: (until, note or "")
+            for b in batch_ids
+            if (until := self._pacing.get(b, (None, None))[0]) is not None
+            for note in [self._pacing[b][1]]
+        }
 
     def add_ledger_entry(self, entry: LedgerEntry) -> None:
         with self._lock:

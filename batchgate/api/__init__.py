@@ -27,6 +27,7 @@ from batchgate.api import (
 )
 from batchgate.api.limits import BodyGate
 from batchgate.api.metering import Metering
+from batchgate.api.ratelimit import RateLimits
 from batchgate.app import Services, WorkerThread
 from batchgate.core.ids import IdSequence
 
@@ -98,6 +99,7 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+    app.add_middleware(RateLimits, services=services)  # inside Metering: 429s are metered, usage settled
     app.add_middleware(Metering, services=services)  # inside BodyGate: it sees the authenticated key
     app.add_middleware(BodyGate, services=services)  # inside RequestLog: its refusals are logged too
     app.add_middleware(RequestLog)

@@ -11,7 +11,7 @@ from batchgate.api.bodies import JsonBody
 from batchgate.api.deps import project_id, services
 from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
 from batchgate.app import Services
-from batchgate.core.models import ApiKey, Project
+from batchgate.core.models import ApiKey, Project, RateLimit
 from batchgate.protocol import admin as wire
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=error_responses(401, 403, 500))
@@ -32,6 +32,11 @@ def key_object(key: ApiKey, secret: str | None = None) -> wire.ApiKeyObject:
         created_at=key.created_at,
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
+        limits=[wire.RateLimitSpec(kind=r.kind, limit=r.limit, window_s=r.window_s) for r in key.limits],  # type: ignore[arg-type]  # checked kinds
+        max_parallel_requests=key.max_parallel_requests,
+        budget_usd=key.budget_usd,
+        budget_period=key.budget_period,  # type: ignore[arg-type]  # a checked period
+        budget_soft_usd=key.budget_soft_usd,
         secret=secret,
     )
 
@@ -45,8 +50,16 @@ def create_key(
     body: Annotated[wire.ApiKeyCreate, Depends(JsonBody(wire.ApiKeyCreate))], _: Caller, svc: Svc
 ) -> wire.ApiKeyObject:
     """A new key; its `secret` is in this answer only."""
-    key, secret = svc.keys.create(body.project, body.name, body.scopes, body.allowed_models, body.expires_at)
+    key, secret = svc.keys.create(
+        body.project, body.name, body.scopes, body.allowed_models, body.expires_at,
+        limits=[_limit(spec) for spec in body.limits], max_parallel_requests=body.max_parallel_requests,
+        budget_usd=body.budget_usd, budget_period=body.budget_period, budget_soft_usd=body.budget_soft_usd,
+    )  # fmt: skip
     return key_object(key, secret)
+
+
+def _limit(spec: wire.RateLimitSpec) -> RateLimit:
+    return RateLimit(spec.kind, spec.limit, spec.window_s)
 
 
 @router.get("/keys", response_model=wire.ApiKeyList)
@@ -65,7 +78,12 @@ def update_key(
     key_id: str, body: Annotated[wire.ApiKeyUpdate, Depends(JsonBody(wire.ApiKeyUpdate))], _: Caller, svc: Svc
 ) -> wire.ApiKeyObject:
     """Change the fields the body names (a revoked key cannot be changed: 404)."""
-    return key_object(svc.keys.update(key_id, **body.model_dump(exclude_unset=True)))
+    changes = body.model_dump(exclude_unset=True)
+    if "limits" in changes:
+        changes["limits"] = [_limit(spec) for spec in body.limits or ()]
+    if changes.get("budget_period", "") is None:
+        del changes["budget_period"]
+    return key_object(svc.keys.update(key_id, **changes))
 
 
 @router.delete("/keys/{key_id}", response_model=wire.ApiKeyDeleted, responses=error_responses(404))

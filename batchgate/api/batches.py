@@ -10,6 +10,7 @@ from batchgate.api.bodies import JsonBody
 from batchgate.api.convert import batch_list, batch_object
 from batchgate.api.deps import project_id, services
 from batchgate.api.openapi import JSON_BODY_ERRORS, STORAGE_ERRORS, error_responses
+from batchgate.api.ratelimit import show_pacing
 from batchgate.app import Services
 from batchgate.protocol import openai as wire
 
@@ -44,12 +45,12 @@ def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> wire.BatchList:
     """The project's batches, newest first."""
-    return batch_list(svc.batches.list(project, after, limit))
+    return show_pacing(svc.store, batch_list(svc.batches.list(project, after, limit)))
 
 
 @router.get("/{batch_id}", response_model=wire.Batch, responses=error_responses(404))
 def retrieve_batch(batch_id: str, project: Project, svc: Svc) -> wire.Batch:
-    return batch_object(svc.batches.get(project, batch_id))
+    return show_pacing(svc.store, batch_object(svc.batches.get(project, batch_id)))
 
 
 @router.post("/{batch_id}/cancel", response_model=wire.Batch, responses=error_responses(404, 409))

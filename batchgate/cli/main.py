@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from pathlib import Path
 from typing import Any
@@ -192,14 +193,64 @@ def _key_commands(command: Any) -> Any:
 
 
 def _key_fields(k: Any) -> list[str]:
+    from batchgate.core.ratelimit import describe_limit
+
     models = "any" if k.allowed_models is None else ", ".join(k.allowed_models) or "none"
+    budget = "" if k.budget_usd is None else f"${k.budget_usd:g}/{k.budget_period}"
+    if k.budget_soft_usd is not None:
+        budget += f" (soft ${k.budget_soft_usd:g})"
     return [
-        k.id, k.project_name, k.name, k.prefix + "…", ",".join(k.scopes), models, str(k.created_at),
-        str(k.expires_at or ""), str(k.revoked_at or ""),
+        k.id, k.project_name, k.name, k.prefix + "…", ",".join(k.scopes), models,
+        ", ".join(describe_limit(r) for r in k.limits), str(k.max_parallel_requests or ""), budget,
+        str(k.created_at), str(k.expires_at or ""), str(k.revoked_at or ""),
     ]  # fmt: skip
 
 
-_KEY_FIELDS = ("id", "project", "name", "prefix", "scopes", "models", "created", "expires", "revoked")
+_KEY_FIELDS = (
+    "id", "project", "name", "prefix", "scopes", "models", "limits", "parallel", "budget", "created", "expires",
+    "revoked",
+)  # fmt: skip
+
+
+class _LimitType(click.ParamType):
+    """`KIND=LIMIT/WINDOW`, e.g. `requests=600/1m`, `total_tokens=100000/1h` (window: seconds,
+    or a number with s, m, h or d)."""
+
+    name = "KIND=LIMIT/WINDOW"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from batchgate.core.ratelimit import parse_limit
+
+        try:
+            return parse_limit(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _limit_options(command: Any, update: bool = False) -> Any:
+    """The limit and budget options of `keys create` and `keys update`."""
+    options = [
+        click.option(
+            "--limit", "limits", multiple=True, type=_LimitType(),
+            help="A rate limit KIND=LIMIT/WINDOW, repeatable: KIND is requests, input_tokens, output_tokens or "
+            "total_tokens; WINDOW seconds or 30s, 1m, 1h, 1d (e.g. requests=600/1m)."
+            + (" Replaces the key's limits." if update else ""),
+        ),
+        click.option("--max-parallel", type=click.IntRange(1), help="Most requests of the key running at once."),
+        click.option("--budget-usd", type=click.FloatRange(0), help="Hard budget in USD per --budget-period."),
+        click.option("--budget-period", type=click.Choice(["day", "week", "month", "total"]),
+                     help="The budget's period (default: month)."),
+        click.option("--budget-soft-usd", type=click.FloatRange(0), help="Soft threshold in USD (reported only)."),
+    ]  # fmt: skip
+    if update:
+        options += [
+            click.option("--no-limits", is_flag=True, help="Remove every rate limit."),
+            click.option("--no-max-parallel", is_flag=True, help="No cap on parallel requests."),
+            click.option("--no-budget", is_flag=True, help="Remove the budget and its soft threshold."),
+        ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def _key_table(keys: list[Any]) -> Table:
@@ -223,10 +274,12 @@ def _key_card(key: Any) -> Table:
 @click.option("--scope", "scopes", multiple=True, type=_SCOPE, help="Repeatable (default: batch, sync, read).")
 @click.option("--model", "models", multiple=True, help="A model the key may use; repeatable (default: any).")
 @click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
+@_limit_options
 @_key_commands
 def keys_create(
     project: str, name: str, scopes: tuple[str, ...], models: tuple[str, ...], expires_at: int | None,
-    data_dir: Path | None, database_url: str | None,
+    limits: tuple[Any, ...], max_parallel: int | None, budget_usd: float | None, budget_period: str | None,
+    budget_soft_usd: float | None, data_dir: Path | None, database_url: str | None,
 ) -> None:  # fmt: skip
     """Create a key and print it once: only its hash is stored."""
     from batchgate.app import open_keys
@@ -234,7 +287,18 @@ def keys_create(
 
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         key, secret = _admin_call(
-            lambda: keys.create(project, name, scopes or DEFAULT_SCOPES, models or None, expires_at)
+            lambda: keys.create(
+                project,
+                name,
+                scopes or DEFAULT_SCOPES,
+                models or None,
+                expires_at,
+                limits=limits,
+                max_parallel_requests=max_parallel,
+                budget_usd=budget_usd,
+                budget_period=budget_period or "month",
+                budget_soft_usd=budget_soft_usd,
+            )
         )
     console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
     click.echo(secret)
@@ -248,12 +312,15 @@ def keys_create(
 @click.option("--any-model", is_flag=True, help="Let the key use any model.")
 @click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
 @click.option("--no-expiry", is_flag=True, help="The key never expires.")
+@functools.partial(_limit_options, update=True)
 @_key_commands
 def keys_update(
     key_id: str, name: str | None, scopes: tuple[str, ...], models: tuple[str, ...], any_model: bool,
-    expires_at: int | None, no_expiry: bool, data_dir: Path | None, database_url: str | None,
+    expires_at: int | None, no_expiry: bool, limits: tuple[Any, ...], max_parallel: int | None,
+    budget_usd: float | None, budget_period: str | None, budget_soft_usd: float | None, no_limits: bool,
+    no_max_parallel: bool, no_budget: bool, data_dir: Path | None, database_url: str | None,
 ) -> None:  # fmt: skip
-    """Change a key's name, scopes, models or expiry (what is not given stays)."""
+    """Change a key's name, scopes, models, expiry, limits or budget (what is not given stays)."""
     from batchgate.app import open_keys
 
     changes: dict[str, Any] = {"name": name} if name is not None else {}
@@ -263,6 +330,16 @@ def keys_update(
         changes["allowed_models"] = None if any_model else models
     if expires_at is not None or no_expiry:
         changes["expires_at"] = None if no_expiry else expires_at
+    if limits or no_limits:
+        changes["limits"] = () if no_limits else limits
+    if max_parallel is not None or no_max_parallel:
+        changes["max_parallel_requests"] = None if no_max_parallel else max_parallel
+    if budget_usd is not None or no_budget:
+        changes["budget_usd"] = None if no_budget else budget_usd
+    if budget_soft_usd is not None or no_budget:
+        changes["budget_soft_usd"] = None if no_budget else budget_soft_usd
+    if budget_period is not None:
+        changes["budget_period"] = budget_period
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         key = _admin_call(lambda: keys.update(key_id, **changes))
     Console().print(_key_card(key))

@@ -111,6 +111,20 @@ class InsufficientStorageError(BatchgateError):
     default_code = "insufficient_storage"
 
 
+class RateLimitError(BatchgateError):
+    """A key's rate limit or parallel-request cap refused a request (core/ratelimit.py):
+    OpenAI's 429 `rate_limit_exceeded`, typed `requests` or `tokens` as OpenAI types it,
+    with Retry-After when waiting helps."""
+
+    status = 429
+    type = "requests"
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float | None, tokens: bool = False):
+        super().__init__(message, retry_after=retry_after)
+        self.type = "tokens" if tokens else "requests"
+
+
 class BackendError(BatchgateError):
     """A backend produced no usable answer to one request.
 

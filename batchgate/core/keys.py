@@ -1,7 +1,9 @@
 """Projects and API keys. Keys are shown once and stored only as a SHA-256 hash.
 
 A key carries scopes (`models.SCOPES`: which route groups it may call), optionally the
-models it may use, and optionally an expiry; the API checks them on every request.
+models it may use, and optionally an expiry; the API checks them on every request. It may
+also carry rate limits and a cap on parallel requests (enforced by core/ratelimit.py) and
+a budget (core/budgets.py).
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from typing import Any
 
 from batchgate.core.errors import AuthenticationError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from batchgate.core.ids import new_id, now
-from batchgate.core.models import DEFAULT_SCOPES, SCOPES, ApiKey, Project
+from batchgate.core.models import BUDGET_PERIODS, DEFAULT_SCOPES, LIMIT_KINDS, SCOPES, ApiKey, Project, RateLimit
 from batchgate.core.ports import Store
 
 KEY_PREFIX = "bg-"
-_UPDATABLE = frozenset({"name", "scopes", "allowed_models", "expires_at"})
+_UPDATABLE = frozenset(
+    {
+        "name", "scopes", "allowed_models", "expires_at", "limits", "max_parallel_requests", "budget_usd",
+        "budget_period", "budget_soft_usd",
+    }
+)  # fmt: skip
+MAX_WINDOW_S = 31 * 86400  # a month and a day: the longest rolling window
 
 
 def hash_key(secret: str) -> str:
@@ -39,6 +47,56 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in wanted)
 
 
+def check_limits(limits: Iterable[RateLimit | dict[str, Any]]) -> tuple[RateLimit, ...]:
+    """The limits, each checked (a known kind, a positive limit, a window of 1 s to
+    MAX_WINDOW_S), at most one per kind and window; InvalidRequestError naming what is wrong."""
+    checked: list[RateLimit] = []
+    for i, given in enumerate(limits):
+        limit = given if isinstance(given, RateLimit) else RateLimit(**given)
+        param = f"limits[{i}]"
+        if limit.kind not in LIMIT_KINDS:
+            raise InvalidRequestError(
+                f"Unknown limit kind {limit.kind!r}; kinds are {', '.join(LIMIT_KINDS)}.",
+                param=param + ".kind",
+                code="invalid_value",
+            )
+        if limit.limit < 1:
+            raise InvalidRequestError("A limit must be at least 1.", param=param + ".limit", code="invalid_value")
+        if not 1 <= limit.window_s <= MAX_WINDOW_S:
+            raise InvalidRequestError(
+                f"A limit's window is 1 to {MAX_WINDOW_S} seconds.", param=param + ".window_s", code="invalid_value"
+            )
+        if any((c.kind, c.window_s) == (limit.kind, limit.window_s) for c in checked):
+            raise InvalidRequestError(
+                f"Two {limit.kind} limits over the same {limit.window_s} s window.", param=param, code="invalid_value"
+            )
+        checked.append(limit)
+    return tuple(checked)
+
+
+def check_budget(key: ApiKey) -> ApiKey:
+    """The key, unless its parallel cap and budget fields make no sense (InvalidRequestError)."""
+    if key.max_parallel_requests is not None and key.max_parallel_requests < 1:
+        raise InvalidRequestError(
+            "max_parallel_requests must be at least 1.", param="max_parallel_requests", code="invalid_value"
+        )
+    if key.budget_period not in BUDGET_PERIODS:
+        raise InvalidRequestError(
+            f"Unknown budget period {key.budget_period!r}; periods are {', '.join(BUDGET_PERIODS)}.",
+            param="budget_period",
+            code="invalid_value",
+        )
+    for field in ("budget_usd", "budget_soft_usd"):
+        if (value := getattr(key, field)) is not None and value < 0:
+            raise InvalidRequestError(f"{field} cannot be negative.", param=field, code="invalid_value")
+    if key.budget_usd is not None and key.budget_soft_usd is not None and key.budget_soft_usd > key.budget_usd:
+        raise InvalidRequestError(
+            "budget_soft_usd (the soft threshold) cannot be above budget_usd.", param="budget_soft_usd",
+            code="invalid_value",
+        )  # fmt: skip
+    return key
+
+
 class KeyService:
     def __init__(self, store: Store):
         self.store = store
@@ -50,12 +108,32 @@ class KeyService:
         scopes: Iterable[str] = DEFAULT_SCOPES,
         allowed_models: Iterable[str] | None = None,
         expires_at: int | None = None,
+        *,
+        limits: Iterable[RateLimit | dict[str, Any]] = (),
+        max_parallel_requests: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: str = "month",
+        budget_soft_usd: float | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key for `project_name` (creating the project if new); returns (key, secret)."""
         checked = check_scopes(scopes)
+        checked_limits = check_limits(limits)
+        key = ApiKey(
+            id="",
+            project_id="",
+            name=name,
+            prefix="",
+            created_at=0,
+            max_parallel_requests=max_parallel_requests,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
+            budget_soft_usd=budget_soft_usd,
+        )
+        check_budget(key)  # before the project is made
         project = self.store.ensure_project(project_name, now())
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(
+        key = replace(
+            key,
             id=new_id("key_"),
             project_id=project.id,
             name=name,
@@ -65,6 +143,7 @@ class KeyService:
             scopes=checked,
             allowed_models=tuple(allowed_models) if allowed_models is not None else None,
             expires_at=expires_at,
+            limits=checked_limits,
         )
         self.store.add_api_key(key, hash_key(secret))
         return key, secret
@@ -103,14 +182,18 @@ class KeyService:
 
     def update(self, key_id: str, **changes: Any) -> ApiKey:
         """Change the given fields of an active key: `name`, `scopes`, `allowed_models`
-        (None: any model), `expires_at` (None: never)."""
+        (None: any model), `expires_at` (None: never), `limits` (the whole list; empty:
+        none), `max_parallel_requests`, `budget_usd`, `budget_soft_usd` (None: none) and
+        `budget_period`."""
         if unknown := set(changes) - _UPDATABLE:
             raise TypeError(f"not updatable: {', '.join(sorted(unknown))}")
         if "scopes" in changes:
             changes["scopes"] = check_scopes(changes["scopes"])
         if changes.get("allowed_models") is not None:
             changes["allowed_models"] = tuple(changes["allowed_models"])
-        changed = replace(self.show(key_id), **changes)
+        if "limits" in changes:
+            changes["limits"] = check_limits(changes["limits"] or ())
+        changed = check_budget(replace(self.show(key_id), **changes))
         if not self.store.update_api_key(changed):
             raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")
         return changed

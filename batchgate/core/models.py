@@ -42,6 +42,22 @@ SCOPES = ("batch", "sync", "read", "admin")
 DEFAULT_SCOPES = ("batch", "sync", "read")
 
 
+# what a rate limit counts: requests, prompt tokens, completion tokens, or both token kinds
+LIMIT_KINDS = ("requests", "input_tokens", "output_tokens", "total_tokens")
+# the period a budget is spent over; "total": never renews
+BUDGET_PERIODS = ("day", "week", "month", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `limit` of `kind` (one of LIMIT_KINDS) in any rolling `window_s` seconds:
+    a burst of `limit`, refilled at `limit / window_s` per second (core/ratelimit.py)."""
+
+    kind: str
+    limit: int
+    window_s: int
+
+
 @dataclass(slots=True)
 class ApiKey:
     id: str
@@ -54,6 +70,11 @@ class ApiKey:
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     allowed_models: tuple[str, ...] | None = None  # None: any model
     expires_at: int | None = None  # epoch seconds; None: never
+    limits: tuple[RateLimit, ...] = ()  # each holds on its own; none: unlimited
+    max_parallel_requests: int | None = None  # synchronous requests and batch lines running at once
+    budget_usd: float | None = None  # the hard limit per budget_period; None: no budget
+    budget_period: str = "month"  # one of BUDGET_PERIODS
+    budget_soft_usd: float | None = None  # reported when passed; spending goes on
 
 
 @dataclass(slots=True)

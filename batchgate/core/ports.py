@@ -6,9 +6,9 @@ Core never imports those packages, only these protocols.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
@@ -48,6 +48,17 @@ T = TypeVar("T")
 class Page(Generic[T]):
     data: list[T]
     has_more: bool
+
+
+@dataclass(slots=True)
+class LimiterWrite:
+    """What a rate-limit step (core/ratelimit.py) writes in the transaction it read in:
+    the levels of the key's limits, (kind, window_s) -> (level, updated_at), and a
+    parallel-request lease (id, expires_at) to add or (id) to drop."""
+
+    levels: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    add_lease: tuple[str, float] | None = None
+    drop_lease: str | None = None
 
 
 class Store(Protocol):
@@ -262,6 +273,29 @@ class Store(Protocol):
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         """Sums of the rows matching `query` (its cursor and limit aside) per bucket of
         `bucket_seconds` (UTC, by started_at), group (`USAGE_GROUPS` names) and kind."""
+        ...
+
+    # rate limits (core/ratelimit.py): counters shared by every process on the store
+    def rate_limit_step(
+        self,
+        key_id: str,
+        now: float,
+        count_running: bool,
+        step: Callable[[dict[tuple[str, int], tuple[float, float]], int], LimiterWrite],
+    ) -> None:
+        """In one transaction, serialised with every other step of the key: read the key's
+        limit levels and (if `count_running`, else 0) its leases unexpired at `now`, call
+        `step(levels, running)`, and write what it returns (dropping the key's expired
+        leases when it adds one)."""
+        ...
+
+    def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
+        """Record that the batch's lines wait for its key's rate limits until `until`, and
+        why (None: not waiting)."""
+        ...
+
+    def batch_pacing(self, batch_ids: list[str]) -> dict[str, tuple[float, str]]:
+        """(until, note) of those of the batches whose pacing is recorded."""
         ...
 
     # the billing outbox (core/billing.py): Stripe meter events and each attempt to send one

@@ -41,8 +41,10 @@ from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_unvalidatable
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
+from batchgate.core.pacing import Admission, BatchPacer, Refusal
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
+from batchgate.core.ratelimit import Cost
 from batchgate.core.retention import Sweeper
 
 log = logging.getLogger("batchgate.worker")
@@ -109,6 +111,10 @@ class Worker:
         self._validation_failures = ValidationFailures()
         self.sweeper = Sweeper(store, blobs, self.clock)
         self._sweep_task: asyncio.Task[int] | None = None
+        # batch lines wait for their key's rate limits (core/pacing.py)
+        self.pacer = BatchPacer(store, self.clock, self._db)
+        self._admissions: dict[tuple[str, int], Admission] = {}
+        self._releases: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
@@ -228,6 +234,8 @@ class Worker:
 
     def _on_done(self, key: tuple[str, int], task: asyncio.Task[RequestResult]) -> None:
         self._wake.set()
+        if (admission := self._admissions.pop(key, None)) is not None:
+            self._release(admission, task)
         if self._inflight.get(key) is not task:
             return  # abandoned (cancel, expiry, rejoin): its outcome is settled elsewhere
         del self._inflight[key]
@@ -253,6 +261,16 @@ class Worker:
         except BaseException:
             self._results[:0] = results  # keep them for the next flush; the rows are still ours
             raise
+
+    def _release(self, admission: Admission, task: asyncio.Task[RequestResult]) -> None:
+        """Give back the line's parallel lease and settle its tokens, off the loop."""
+        if not self.pacer.needs_release(admission):
+            return
+        result = None if task.cancelled() or task.exception() else task.result()
+        used = Cost(1, result.input_tokens, result.output_tokens) if result is not None else None
+        release = asyncio.create_task(self.pacer.release(admission, used))
+        self._releases.add(release)
+        release.add_done_callback(self._releases.discard)
 
     async def _abandon_stopped_batches(self, now: int) -> None:
         """Stop work on batches that were cancelled or expired while their rows ran here."""
@@ -374,6 +392,11 @@ class Worker:
                 body = await self._db(self._render_prompt, claim.batch_id, body)
             except PromptError as exc:
                 return failed(exc.code, exc.message)
+        admitted = await self.pacer.admit(claim.batch_id, body)  # waits for the key's rate limits
+        if isinstance(admitted, Refusal):
+            return failed("rate_limited", admitted.message)
+        if admitted is not None:
+            self._admissions[(claim.batch_id, claim.line)] = admitted
         request = BackendRequest(custom_id, claim.endpoint, body)
         while True:
             try:

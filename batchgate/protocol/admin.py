@@ -1,7 +1,8 @@
 """/v1/admin: API keys and projects (a batchgate API; only keys with the `admin` scope).
 
-Key fields follow the gateway's data model: scopes, the models a key may use, expiry.
-A key's secret is in the answer to its creation only; it is stored as a hash.
+Key fields follow the gateway's data model: scopes, the models a key may use, expiry,
+rate limits, a cap on parallel requests, and a budget. A key's secret is in the answer to
+its creation only; it is stored as a hash.
 """
 
 from __future__ import annotations
@@ -11,6 +12,30 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Scope = Literal["batch", "sync", "read", "admin"]
+LimitKind = Literal["requests", "input_tokens", "output_tokens", "total_tokens"]
+BudgetPeriod = Literal["day", "week", "month", "total"]
+
+
+class RateLimitSpec(BaseModel):
+    """At most `limit` of `kind` in any rolling window of `window_s` seconds: a burst of
+    `limit`, refilled continuously at `limit / window_s` per second (GCRA). Requests over
+    it get 429 `rate_limit_exceeded`; batch lines wait for room instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: LimitKind = Field(
+        description="What is counted: `requests`, `input_tokens` (prompt), `output_tokens` (completion) "
+        "or `total_tokens` (both)."
+    )
+    limit: int = Field(ge=1, le=2**53, description="How many per window.")
+    window_s: int = Field(ge=1, le=31 * 86400, description="The rolling window's length in seconds (60: a minute).")
+
+
+_LIMITS = "Rate limits, each independent; empty: none."
+_PARALLEL = "How many synchronous requests and batch lines of the key may run at once; null: no cap."
+_BUDGET = "The most the key may spend per budget_period, in USD (the hard limit); null: no budget."
+_PERIOD = "The period a budget renews over: day, week, month (UTC calendar periods) or total (never)."
+_SOFT = "A soft threshold in USD: passing it is reported, spending goes on; null: none."
 
 
 class ApiKeyObject(BaseModel):
@@ -25,6 +50,11 @@ class ApiKeyObject(BaseModel):
     created_at: int
     expires_at: int | None = Field(description="When the key stops working (epoch seconds); null: never.")
     revoked_at: int | None
+    limits: list[RateLimitSpec] = Field(description=_LIMITS)
+    max_parallel_requests: int | None = Field(description=_PARALLEL)
+    budget_usd: float | None = Field(description=_BUDGET)
+    budget_period: BudgetPeriod = Field(description=_PERIOD)
+    budget_soft_usd: float | None = Field(description=_SOFT)
     secret: str | None = Field(default=None, description="The key itself: in the answer to its creation only.")
 
 
@@ -41,11 +71,17 @@ class ApiKeyCreate(BaseModel):
     scopes: list[Scope] = Field(default=["batch", "sync", "read"], min_length=1)
     allowed_models: list[str] | None = None
     expires_at: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    limits: list[RateLimitSpec] = Field(default=[], max_length=32, description=_LIMITS)
+    max_parallel_requests: int | None = Field(default=None, ge=1, le=2**31, description=_PARALLEL)
+    budget_usd: float | None = Field(default=None, ge=0, le=1e12, description=_BUDGET)
+    budget_period: BudgetPeriod = Field(default="month", description=_PERIOD)
+    budget_soft_usd: float | None = Field(default=None, ge=0, le=1e12, description=_SOFT)
 
 
 class ApiKeyUpdate(BaseModel):
     """The fields to change; those left out keep their value (null allowed_models: any
-    model; null expires_at: never)."""
+    model; null expires_at: never; `limits` replaces the whole list, [] or null: none;
+    null max_parallel_requests, budget_usd or budget_soft_usd: none)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +89,11 @@ class ApiKeyUpdate(BaseModel):
     scopes: list[Scope] | None = Field(default=None, min_length=1)
     allowed_models: list[str] | None = None
     expires_at: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    limits: list[RateLimitSpec] | None = Field(default=None, max_length=32, description=_LIMITS)
+    max_parallel_requests: int | None = Field(default=None, ge=1, le=2**31, description=_PARALLEL)
+    budget_usd: float | None = Field(default=None, ge=0, le=1e12, description=_BUDGET)
+    budget_period: BudgetPeriod | None = Field(default=None, description=_PERIOD + " Null keeps it.")
+    budget_soft_usd: float | None = Field(default=None, ge=0, le=1e12, description=_SOFT)
 
 
 class ApiKeyDeleted(BaseModel):

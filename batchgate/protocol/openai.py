@@ -130,6 +130,15 @@ class Batch(BaseModel):
     request_counts: RequestCounts
     usage: BatchUsage
     metadata: dict[str, str] | None = None
+    rate_limited_until: int | None = Field(
+        default=None,
+        description="Extension: while the batch's lines wait for the rate limits of the key that created it "
+        "(they are paced, not failed), the time (epoch seconds) until which they are held back at least; "
+        "refreshed while they wait, null otherwise.",
+    )
+    pacing: str | None = Field(
+        default=None, description="Extension: why the lines wait (the limit and its window), with rate_limited_until."
+    )
 
 
 class BatchList(BaseModel):

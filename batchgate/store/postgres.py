@@ -62,7 +62,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, ratelimit_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class PostgresStore:
     def add_api_key(self, key: ApiKey, key_hash: str) -> None:
         with self._tx() as cur:
             cur.execute(
-                f"INSERT INTO api_keys ({keys_sql.KEY_INSERT_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})",
+                keys_sql.insert_sql("%s"),
                 keys_sql.insert_params(key, key_hash),
             )
 
@@ -231,11 +231,7 @@ class PostgresStore:
 
     def update_api_key(self, key: ApiKey) -> bool:
         with self._tx() as cur:
-            cur.execute(
-                "UPDATE api_keys SET name = %s, scopes = %s, allowed_models = %s, expires_at = %s "
-                "WHERE id = %s AND revoked_at IS NULL",
-                keys_sql.update_params(key),
-            )
+            cur.execute(keys_sql.update_sql("%s"), keys_sql.update_params(key))
             return cur.rowcount > 0
 
     def list_projects(self) -> list[Project]:
@@ -877,6 +873,23 @@ class PostgresStore:
             [list(c) for c in columns],
             prepare=False,
         )
+
+    # ---- rate limits (core/ratelimit.py) ----------------------------------------------
+
+    def rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> None:
+        with self._tx() as cur:
+            cur.execute(ratelimit_sql.LOCK_KEY_SQL, (key_id,))  # the key's steps, one at a time
+            ratelimit_sql.run_step(cur, "%s", key_id, now, count_running, step)
+
+    def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
+        with self._tx() as cur:
+            cur.execute(ratelimit_sql.set_pacing_sql("%s"), (batch_id, until, note))
+
+    def batch_pacing(self, batch_ids: list[str]) -> dict[str, tuple[float, str]]:
+        if not batch_ids:
+            return {}
+        rows = self._all(ratelimit_sql.pacing_sql("%s", len(batch_ids)), batch_ids)
+        return {batch_id: (until, note) for batch_id, until, note in rows}
 
     # ---- the ledger -----------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, ratelimit_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -199,7 +199,7 @@ class SQLiteStore:
     def add_api_key(self, key: ApiKey, key_hash: str) -> None:
         with self._write() as conn:
             conn.execute(
-                f"INSERT INTO api_keys ({keys_sql.KEY_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                keys_sql.insert_sql("?"),
                 keys_sql.insert_params(key, key_hash),
             )
 
@@ -222,11 +222,7 @@ class SQLiteStore:
 
     def update_api_key(self, key: ApiKey) -> bool:
         with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE api_keys SET name = ?, scopes = ?, allowed_models = ?, expires_at = ? "
-                "WHERE id = ? AND revoked_at IS NULL",
-                keys_sql.update_params(key),
-            )
+            cur = conn.execute(keys_sql.update_sql("?"), keys_sql.update_params(key))
             return cur.rowcount > 0
 
     def list_projects(self) -> list[Project]:
@@ -843,6 +839,22 @@ class SQLiteStore:
                     (done, failed, tokens_in, tokens_out, cost, pk),
                 )
                 self._to_finalizing(conn, pk, now, "completed + failed >= total")
+
+    # ---- rate limits (core/ratelimit.py) ----------------------------------------------
+
+    def rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> None:
+        with self._write() as conn:  # BEGIN IMMEDIATE: steps of every process run one at a time
+            ratelimit_sql.run_step(conn, "?", key_id, now, count_running, step)
+
+    def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
+        with self._write() as conn:
+            conn.execute(ratelimit_sql.set_pacing_sql("?"), (batch_id, until, note))
+
+    def batch_pacing(self, batch_ids: list[str]) -> dict[str, tuple[float, str]]:
+        if not batch_ids:
+            return {}
+        rows = self._conn().execute(ratelimit_sql.pacing_sql("?", len(batch_ids)), batch_ids)
+        return {batch_id: (until, note) for batch_id, until, note in rows}
 
     # ---- the ledger -----------------------------------------------------------------
 
