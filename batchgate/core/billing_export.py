@@ -108,7 +108,7 @@ class BillingExporter:
         self.sender = sender
         self.clock = clock or SystemClock()
         self.policy = policy or RetryPolicy()
-        self.lease = config.timeout + 30.0  # a claimed event is someone's until then
+        self.lease = config.timeout + 10.0  # a claimed event is its claimer's until then
         self._store_thread: ThreadPoolExecutor | None = None
         # after a 429/5xx/no answer, no event is sent before then (the whole queue waits)
         self.hold_until = 0.0

@@ -41,6 +41,8 @@ class FakeStripe:
 
     faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # answers to give first
     drop_after_accept: int = 0  # accept this many events, then close the connection unanswered
+    hold: threading.Event | None = None  # set: accept the next event, then answer only once it is set
+    held: threading.Event = field(default_factory=threading.Event)  # an event is in, its answer held
     events: dict[str, dict[str, str]] = field(default_factory=dict)  # by identifier
     replies: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # by Idempotency-Key
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -76,10 +78,14 @@ class FakeStripe:
                 "payload": {"stripe_customer_id": form["payload[stripe_customer_id]"], "value": form["payload[value]"]},
             }).encode()  # fmt: skip
             self.replies[key] = (200, reply)
+            hold, self.hold = self.hold, None
             if self.drop_after_accept:
                 self.drop_after_accept -= 1
                 return None  # the event is in; the answer never arrives
-            return 200, {}, reply
+        if hold is not None:
+            self.held.set()
+            hold.wait(60)
+        return 200, {}, reply
 
     @staticmethod
     def check(path: str, headers: Any, form: dict[str, str]) -> list[str]:
@@ -213,8 +219,12 @@ def test_meter_events_reach_stripe_once_with_the_ledger_sums(stripe_server: Any,
         expected[("cus_zeta", "bg_cost", hour)] = micro
     assert fake.values() == expected
     assert all(v > 0 for v in expected.values())
-    first = fake.requests[0]["form"]
-    assert first["identifier"] == f"bg-{ids['acme']}-cost-{H}-0" and first["timestamp"] == str(H)
+    first = fake.events[f"bg-{ids['acme']}-cost-{H}-0"]  # identifier: project, meter, hour, seq
+    assert (first["timestamp"], first["event_name"], first["payload[stripe_customer_id]"]) == (
+        str(H),
+        "bg_cost",
+        "cus_acme",
+    )
     # again, later: nothing new is computed or sent
     clock.advance(600)
     again = asyncio.run(export(exporter(store, api_base, clock)))
@@ -354,6 +364,50 @@ def test_billing_export_command(stripe_server: Any, tmp_path: Path) -> None:
     no_key = {k: v for k, v in env.items() if k != "BG_TEST_STRIPE"}
     refused = subprocess.run([*command, "export"], env=no_key, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "$BG_TEST_STRIPE" in refused.stderr
+
+
+def test_kill_9_between_send_and_record_never_bills_twice(stripe_server: Any, tmp_path: Path) -> None:
+    """`batchgate billing export` killed (-9) after Stripe took an event and before the
+    answer came back: the next run sends the others at once, and the killed one again
+    when its claim lapses, with the same identifier; Stripe keeps each event once."""
+    fake, api_base = stripe_server
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SQLiteStore(data / "batchgate.db")
+    seed_ledger(store, (time.time() // HOUR - 3) * HOUR, hours=2)
+    config = tmp_path / "batchgate.toml"
+    config.write_text(
+        f'[billing]\napi_key_env = "BG_TEST_STRIPE"\napi_base = "{api_base}"\ncost_event = "bg_cost"\n'
+        'timeout = 2\n[billing.projects.acme]\nstripe_customer_id = "cus_acme"\n'
+        '[billing.projects.zeta]\nstripe_customer_id = "cus_zeta"\n'
+    )
+    env = {**os.environ, "BG_TEST_STRIPE": SECRET, "BATCHGATE_HOME": str(data), "BATCHGATE_CONFIG": str(config)}
+    release = threading.Event()
+    fake.hold = release
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "batchgate", "billing", "export"], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert fake.held.wait(60), "the export never reached Stripe"
+        doomed.kill()  # SIGKILL: the answer is never read, nothing is recorded
+        doomed.wait(10)
+    finally:
+        release.set()
+    killed = fake.requests[0]["form"]["identifier"]
+    assert list(fake.events) == [killed]
+    outbox = {e.identifier: e for e in store.list_billing_events(None, 10)}
+    assert len(outbox) == 4 and outbox[killed].attempts == 0 and outbox[killed].status == "pending"
+    rerun = subprocess.run(
+        [sys.executable, "-m", "batchgate", "billing", "export", "--wait", "60"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert "computed 0, sent 4" in rerun.stderr
+    assert [r["form"]["identifier"] for r in fake.requests].count(killed) == 2
+    assert [r["key"] for r in fake.requests].count(killed) == 2  # the same Idempotency-Key
+    assert len(fake.events) == 4 and fake.duplicates == 0 and fake.problems == []
+    assert {e.status for e in store.list_billing_events(None, 10)} == {"sent"}
+    store.close()
 
 
 def test_the_server_runs_the_exporter(stripe_server: Any, tmp_path: Path, start_server: Any) -> None:
