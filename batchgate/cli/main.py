@@ -531,7 +531,21 @@ def config_check(path: Path) -> None:
         mode = "native" if r.native_batch else f"lines, {r.batch_discount:.0%} off"
         routes.add_row(name + alias, r.backend, r.model, ", ".join(r.fallbacks) or "-", price, mode)
     Console().print(routes)
+    if routing.billing is not None:
+        _print_billing(routing.billing)
     console.print(f"[green]{path}: OK[/]")
+
+
+def _print_billing(billing: Any) -> None:
+    """The [billing] section: where usage goes, under which key, for which projects."""
+    key = f"${billing.api_key_env} " + ("set" if billing.api_key else "[yellow]NOT SET[/]")
+    console.print(
+        f"billing export to {billing.api_base} (key {key}), hourly, {billing.settle_seconds} s after the hour"
+    )
+    table = Table("project", "stripe customer", "cost event (micro-USD)", "tokens event")
+    for p in billing.projects.values():
+        table.add_row(p.project, p.customer_id, p.cost_event or "-", p.tokens_event or "-")
+    Console().print(table)
 
 
 @main.group()

@@ -29,6 +29,8 @@ from batchgate.engines.stripe_meter import StripeMeterEvents
 from batchgate.store import SQLiteStore
 from batchgate.testing import FakeClock
 
+# the stripe library posts its form through httpx's `data=` (a str), which httpx deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
 SECRET = "sk_test_batchgate_123"
 FIELDS = {"event_name", "payload[stripe_customer_id]", "payload[value]", "identifier", "timestamp"}
 
@@ -364,6 +366,11 @@ def test_billing_export_command(stripe_server: Any, tmp_path: Path) -> None:
     no_key = {k: v for k, v in env.items() if k != "BG_TEST_STRIPE"}
     refused = subprocess.run([*command, "export"], env=no_key, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "$BG_TEST_STRIPE" in refused.stderr
+    check = subprocess.run(
+        [sys.executable, "-m", "batchgate", "config", "check", str(config)], env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0 and f"billing export to {api_base}" in check.stderr
+    assert "$BG_TEST_STRIPE set" in check.stderr and "cus_acme" in check.stdout
 
 
 def test_kill_9_between_send_and_record_never_bills_twice(stripe_server: Any, tmp_path: Path) -> None:
