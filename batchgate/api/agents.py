@@ -31,6 +31,7 @@ from batchgate.core.agents.activity import WINDOWS, agent_logs, request_counts
 from batchgate.core.agents.runs import AgentRuns
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.models import BatchRecord
+from batchgate.core.ratelimit import Limiter
 from batchgate.protocol.agents import (
     SWARM_TYPES,
     AgentBatchList,
@@ -164,15 +165,27 @@ def swarms_available(project: Project) -> SwarmsAvailable:
 
 
 @router.get("/rate/limits")
-def rate_limits(project: Project, svc: Svc) -> RateLimits:
-    """Requests accepted per window. batchgate sets no request limits per key yet: the
-    limits are null (unlimited)."""
+def rate_limits(request: Request, project: Project, svc: Svc) -> RateLimits:
+    """Requests accepted per window (minute, hour, day), with the calling key's `requests`
+    limit over that window where it has one (what is left of it now, and when all of it
+    is free again); null where the key sets none. The limits are rolling (core/ratelimit.py),
+    so `reset_time` is when the window would be empty, not a fixed reset instant."""
     counts = request_counts(svc.batches, project)
     now = time.time()
-    windows = {
-        name: RateWindow(count=counts[name], limit=None, remaining=None, exceeded=False, reset_time=_iso(now + seconds))
-        for name, seconds in WINDOWS.items()
-    }
+    key = getattr(request.state, "api_key", None)
+    states = (
+        {s.limit.window_s: s for s in Limiter(svc.store).states(key, now) if s.limit.kind == "requests"} if key else {}
+    )
+    windows = {}
+    for name, seconds in WINDOWS.items():
+        state = states.get(seconds)
+        windows[name] = RateWindow(
+            count=counts[name],
+            limit=state.limit.limit if state else None,
+            remaining=state.remaining if state else None,
+            exceeded=state is not None and state.remaining == 0,
+            reset_time=_iso(now + (state.reset_s if state else seconds)),
+        )
     return RateLimits(rate_limits=windows, timestamp=_iso(now))
 
 

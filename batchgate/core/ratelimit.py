@@ -248,6 +248,17 @@ class Limiter:
         self.store.rate_limit_step(key.id, now, parallel is not None, step)
         return outcome[0]
 
+    def states(self, key: ApiKey, now: float) -> list[LimitState]:
+        """Each of the key's limits as it stands at `now` (read only: charges nothing)."""
+        seen: list[Levels] = []
+
+        def step(levels: Levels, running: int) -> LimiterWrite:
+            seen.append(levels)
+            return LimiterWrite()
+
+        self.store.rate_limit_step(key.id, now, False, step)
+        return [_state(limit, in_use(seen[0], limit, now)) for limit in key.limits]
+
     def release(self, key: ApiKey, decision: Decision, charged: Cost, used: Cost | None, now: float) -> None:
         """A request admitted by `decision` ended: give back its lease and settle what it
         was `charged` with what it `used` (None: as charged)."""

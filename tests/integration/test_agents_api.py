@@ -162,6 +162,19 @@ def test_lookups_the_swarms_client_makes(keyed: tuple[Server, httpx.Client]) -> 
     assert logs["count"] == 1 and logs["logs"][0]["data"]["action"] == "agent_batch"
 
 
+def test_rate_limits_show_the_keys_request_limits(start_server: Callable[..., Server]) -> None:
+    server = start_server()
+    key = server.create_key("p", "--limit", "requests=5/1m", "--limit", "total_tokens=100000/1h")
+    c = httpx.Client(base_url=server.url + "/v1", headers={"x-api-key": key}, timeout=60)
+    for task in ("a", "b"):
+        assert c.post("/agent/completions", json=agent(task)).status_code == 200
+    limits = c.get("/rate/limits").json()["rate_limits"]
+    # the two sync completions took 2 of the 5 (the window drains 1 every 12 s)
+    assert limits["minute"]["limit"] == 5 and limits["minute"]["remaining"] == 3
+    assert limits["minute"]["exceeded"] is False
+    assert limits["hour"]["limit"] is None and limits["day"]["limit"] is None  # a token limit is not a request limit
+
+
 def test_async_agent_batch_survives_kill_9(start_server: Callable[..., Server]) -> None:
     server = start_server(env={"BATCHGATE_CONCURRENCY": "8"})
     key = server.create_key("p")
