@@ -29,6 +29,7 @@ from batchgate.api.limits import BodyGate
 from batchgate.api.metering import Metering
 from batchgate.api.ratelimit import RateLimits
 from batchgate.app import Services, WorkerThread
+from batchgate.console.site import console_app
 from batchgate.core.ids import IdSequence
 
 log = logging.getLogger("batchgate.api")
@@ -99,6 +100,7 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(agents.router)
     app.include_router(admin.router)
     app.include_router(usage.router)
+    app.mount("/console", console_app(services))  # the web console: its own pages and gate
     app.add_middleware(RateLimits, services=services)  # inside Metering: 429s are metered, usage settled
     app.add_middleware(Metering, services=services)  # inside BodyGate: it sees the authenticated key
     app.add_middleware(BodyGate, services=services)  # inside RequestLog: its refusals are logged too

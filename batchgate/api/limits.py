@@ -28,6 +28,8 @@ from batchgate.core.errors import BatchgateError, PayloadTooLargeError
 STREAMED_UPLOADS = frozenset({"/v1/files", "/api/files"})
 # the routes whose JSON body may hold a whole batch of records (`items`, agent records)
 BATCH_JSON_ROUTES = frozenset({"/api/batches", "/v1/agent/batch/completions", "/v1/swarm/batch/completions"})
+# the console gates its own bodies (its session cookie, CSRF, size), before reading them: console/gate.py
+CONSOLE_PREFIX = "/console/"
 
 
 class BodyGate:
@@ -44,7 +46,7 @@ class BodyGate:
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         has_body = "transfer-encoding" in headers or (declared is not None and declared != "0")
-        if not has_body:
+        if not has_body or scope["path"].startswith(CONSOLE_PREFIX):
             await self.app(scope, receive, send)
             return
         settings = self.services.settings
