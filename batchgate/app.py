@@ -21,6 +21,7 @@ from typing import Any
 
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
+from batchgate.core.batch_lifecycle import BatchLifecycle
 from batchgate.core.batches import BatchService
 from batchgate.core.billing_export import BillingExporter
 from batchgate.core.clock import Clock, SystemClock
@@ -40,7 +41,9 @@ from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
+from batchgate.core.webhooks import WebhookDispatcher, WebhookService
 from batchgate.core.worker import Worker, WorkerConfig
+from batchgate.engines.webhook_sender import HttpWebhookSender
 from batchgate.settings import Settings
 from batchgate.store import LocalBlobStore, SQLiteStore
 
@@ -105,6 +108,8 @@ class Services:
     agents: AgentRuns
     responses: ResponseService
     clock: Clock  # the time the batch lifecycle reads (a FakeClock in tests)
+    webhooks: WebhookService  # endpoints told when a batch ends (delivered by the workers)
+    lifecycle: BatchLifecycle  # pause, resume and retry of batches
 
     def close(self) -> None:
         self.store.close()
@@ -215,6 +220,8 @@ def build_services(
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
         responses=ResponseService(backend, store),
         clock=clock,
+        webhooks=WebhookService(store, clock),
+        lifecycle=BatchLifecycle(batches, files),
     )
 
 
@@ -273,7 +280,23 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         sweep_interval=s.sweep_interval,
         poll_interval=s.listen_poll_interval if announces_work(services.store) else s.poll_interval,
     )
-    return Worker(services.store, services.blobs, backend or services.backend, jobs, config, services.clock)
+    webhooks = WebhookDispatcher(
+        services.store,
+        HttpWebhookSender(s.webhook_timeout),
+        services.clock,
+        s.webhook_retry_schedule,
+        lease=int(s.webhook_timeout) + 45,
+        poll_interval=s.webhook_poll_interval,
+    )
+    return Worker(
+        services.store,
+        services.blobs,
+        backend or services.backend,
+        jobs,
+        config,
+        services.clock,
+        webhooks=webhooks,
+    )
 
 
 def billing_exporter(services: Services) -> BillingExporter | None:
@@ -308,6 +331,8 @@ async def run_worker(worker: Worker, stop: asyncio.Event, billing: BillingExport
 async def close_worker(worker: Worker) -> None:
     """Release what a stopped worker holds: its backend's connections, its job process."""
     await worker.backend.aclose()
+    if worker.webhooks is not None:
+        await worker.webhooks.sender.aclose()
     if isinstance(worker.jobs, SubprocessJobs):
         await asyncio.to_thread(worker.jobs.close)
 

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     sweep_interval: float = 60.0  # seconds between sweeps of expired files, by each worker
     # how often a batch passed through to an upstream's own Batch API is polled (seconds)
     upstream_poll_interval: int = 5
+    # webhooks (core/webhooks.py): seconds between a failed delivery attempt and the next
+    # (a JSON list; default 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: 8 attempts over ~27.6 h,
+    # each wait ±20% jitter), each attempt's timeout, and how often workers look for due ones
+    webhook_retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout: float = Field(15.0, gt=0)
+    webhook_poll_interval: float = Field(1.0, gt=0)
 
     @property
     def db_path(self) -> Path:

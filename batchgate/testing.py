@@ -44,6 +44,7 @@ from batchgate.core.models import (
 from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
 from batchgate.core.states import (
     ACCEPTS_LINES,
+    PAUSABLE_STATUSES,
     RESULT_STATES,
     RUNNABLE_STATUS,
     TERMINAL_STATUSES,
@@ -51,6 +52,16 @@ from batchgate.core.states import (
     job_kind,
     request_sources,
     settle_sources,
+)
+from batchgate.core.webhooks import (
+    EVENT_OF_STATUS,
+    DeliveryStatus,
+    DueDelivery,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    event_body,
 )
 from batchgate.protocol.chat import ChatCompletion, ChatCompletionChoice, ChatCompletionMessage
 from batchgate.protocol.completions import Completion, CompletionChoice, CompletionUsage
@@ -123,6 +134,7 @@ class InMemoryStore:
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
         self._responses: dict[str, StoredResponse] = {}
         self._ledger: list[LedgerEntry] = []
+        self._outbox = _Outbox()
         self._limit_levels: dict[str, dict[tuple[str, int], tuple[float, float]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # lease id -> (key id, expires_at)
         self._pacing: dict[str, tuple[float | None, str | None]] = {}
@@ -267,6 +279,7 @@ class InMemoryStore:
             if b.owner != owner or not self._move(b, BatchStatus.FAILED, now):
                 return False
             b.record.errors, b.owner = list(errors), None
+            self._outbox.enqueue(b.record, now)
             return True
 
     def request_cancel(self, batch_id: str, now: int) -> bool:
@@ -301,6 +314,7 @@ class InMemoryStore:
             rec.output_file_id, rec.error_file_id = output_file_id, error_file_id
             rec.completed, rec.failed, rec.total = completed, failed, completed + failed
             b.owner = None
+            self._outbox.enqueue(rec, now)
             return True
 
     # request rows
@@ -510,6 +524,7 @@ class InMemoryStore:
                 b for b in self._batches.values()
                 if b.record.status == RUNNABLE_STATUS and b.record.expires_at > now
                 and (b.cursor < len(b.lines) or b.requeued) and b.record.upstream is None
+                and b.record.paused_at is None
             ]  # fmt: skip
             runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
             share = -(-limit // max(len(runnable), 1))
@@ -710,6 +725,74 @@ class InMemoryStore:
             ]
         return Page(found[:limit], len(found) > limit)
 
+    # pause, resume, retry links
+    def pause_batch(self, batch_id: str, now: int) -> bool:
+        with self._lock:
+            rec = self._batches[batch_id].record
+            if rec.paused_at is not None or rec.status not in PAUSABLE_STATUSES:
+                return False
+            rec.paused_at = now
+            return True
+
+    def resume_batch(self, batch_id: str) -> bool:
+        with self._lock:
+            rec = self._batches[batch_id].record
+            if rec.paused_at is None or rec.status not in PAUSABLE_STATUSES:
+                return False
+            rec.paused_at = None
+            return True
+
+    def link_retry(self, batch_id: str, retry_id: str) -> bool:
+        with self._lock:
+            rec = self._batches[batch_id].record
+            if rec.metadata and "retried_by" in rec.metadata:
+                return False
+            rec.metadata = {**(rec.metadata or {}), "retried_by": retry_id}
+            return True
+
+    # webhooks
+    def add_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        with self._lock:
+            self._outbox.endpoints[endpoint.id] = replace(endpoint)
+
+    def list_webhook_endpoints(self, project_id: str) -> list[WebhookEndpoint]:
+        with self._lock:
+            found = [replace(e) for e in self._outbox.endpoints.values() if e.project_id == project_id]
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    def get_webhook_endpoint(self, endpoint_id: str, project_id: str) -> WebhookEndpoint | None:
+        e = self._outbox.endpoints.get(endpoint_id)
+        return replace(e) if e is not None and e.project_id == project_id else None
+
+    def delete_webhook_endpoint(self, endpoint_id: str, project_id: str) -> bool:
+        with self._lock:
+            if self.get_webhook_endpoint(endpoint_id, project_id) is None:
+                return False
+            del self._outbox.endpoints[endpoint_id]
+            self._outbox.deliveries = [d for d in self._outbox.deliveries if d.endpoint_id != endpoint_id]
+            return True
+
+    def batch_event(self, batch_id: str) -> WebhookEvent | None:
+        with self._lock:
+            return next((replace(e) for e in self._outbox.events.values() if e.batch_id == batch_id), None)
+
+    def claim_webhook_deliveries(self, now: int, limit: int, lease_until: int) -> list[DueDelivery]:
+        with self._lock:
+            return self._outbox.claim(now, limit, lease_until)
+
+    def record_webhook_attempt(
+        self, delivery_id: int, attempt: WebhookAttempt, next_attempt_at: int | None, delivered: bool
+    ) -> None:
+        with self._lock:
+            self._outbox.record(delivery_id, attempt, next_attempt_at, delivered)
+
+    def list_webhook_deliveries(self, endpoint_id: str, project_id: str, limit: int) -> list[WebhookDelivery]:
+        with self._lock:
+            if self.get_webhook_endpoint(endpoint_id, project_id) is None:
+                return []
+            mine = [d for d in reversed(self._outbox.deliveries) if d.endpoint_id == endpoint_id][:limit]
+            return [replace(d, attempt_log=list(d.attempt_log)) for d in mine]
+
 
 def _request_row(line: int, row: _Row) -> RequestRow:
     r = row.result
@@ -721,6 +804,62 @@ def _request_row(line: int, row: _Row) -> RequestRow:
         latency_ms=r.latency_ms if r else None, backend=r.backend if r else None, model=r.model if r else None,
         body=r.body if r else None,
     )  # fmt: skip
+
+
+class _Outbox:
+    """The webhook outbox in memory: what the SQL stores keep in webhook_* tables."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, WebhookEndpoint] = {}
+        self.events: dict[str, WebhookEvent] = {}
+        self.deliveries: list[WebhookDelivery] = []
+
+    def enqueue(self, batch: BatchRecord, now: int) -> None:
+        event_type = EVENT_OF_STATUS.get(batch.status)
+        if event_type is None or any(e.batch_id == batch.id for e in self.events.values()):
+            return
+        event_id = new_id("evt_")
+        body = event_body(event_id, event_type, now, batch.id)
+        self.events[event_id] = WebhookEvent(event_id, batch.project_id, batch.id, event_type, now, body)
+        for e in self.endpoints.values():
+            if e.project_id == batch.project_id and event_type in e.events:
+                self.deliveries.append(
+                    WebhookDelivery(
+                        len(self.deliveries) + 1, event_id, event_type, batch.id, e.id, DeliveryStatus.PENDING,
+                        0, now, None, now,
+                    )
+                )  # fmt: skip
+
+    def claim(self, now: int, limit: int, lease_until: int) -> list[DueDelivery]:
+        due = [
+            d
+            for d in self.deliveries
+            if d.status == DeliveryStatus.PENDING and d.next_attempt_at is not None and d.next_attempt_at <= now
+        ]
+        due = sorted(due, key=lambda d: (d.next_attempt_at or 0, d.id))[:limit]
+        claimed = []
+        for d in due:
+            d.next_attempt_at = lease_until
+            endpoint = self.endpoints[d.endpoint_id]
+            claimed.append(
+                DueDelivery(d.id, d.event_id, self.events[d.event_id].body, d.attempts, endpoint.url, endpoint.secret)
+            )
+        return claimed
+
+    def record(self, delivery_id: int, attempt: WebhookAttempt, next_at: int | None, delivered: bool) -> None:
+        d = next((d for d in self.deliveries if d.id == delivery_id), None)
+        if d is None or any(a.attempt == attempt.attempt for a in d.attempt_log):
+            return
+        d.attempt_log.append(replace(attempt))
+        if d.status != DeliveryStatus.PENDING:
+            return
+        d.attempts, d.last_attempt_at = attempt.attempt, attempt.at
+        if delivered:
+            d.status, d.next_attempt_at = DeliveryStatus.DELIVERED, None
+        elif next_at is None:
+            d.status, d.next_attempt_at = DeliveryStatus.FAILED, None
+        else:
+            d.next_attempt_at = next_at
 
 
 def _page(items: list[Any], after: str | None, limit: int, keep: Any) -> Page[Any]:

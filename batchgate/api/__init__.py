@@ -14,6 +14,7 @@ from batchgate import __version__
 from batchgate.api import (
     admin,
     agents,
+    batch_lifecycle,
     batches,
     completions,
     errors,
@@ -24,6 +25,7 @@ from batchgate.api import (
     prompts,
     responses,
     usage,
+    webhooks,
 )
 from batchgate.api.limits import BodyGate
 from batchgate.api.metering import Metering
@@ -93,6 +95,8 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(health.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(batch_lifecycle.router)
+    app.include_router(webhooks.router)
     app.include_router(completions.router)
     app.include_router(responses.router)
     app.include_router(operations.router)

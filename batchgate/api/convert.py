@@ -55,6 +55,7 @@ def batch_object(b: BatchRecord) -> wire.Batch:
             cost=round(b.cost, 8),
         ),
         metadata=b.metadata,
+        paused_at=b.paused_at if b.paused else None,
     )
 
 

@@ -595,8 +595,9 @@ def _add_client_commands() -> None:
     """The client commands (files, batches, prompts, operations) talk to a server through the sdk."""
     from batchgate.cli.agents import agent
     from batchgate.cli.client import COMMANDS
+    from batchgate.cli.lifecycle import webhooks
 
-    for command in [*COMMANDS, agent]:
+    for command in [*COMMANDS, agent, webhooks]:
         main.add_command(command)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
-from batchgate.core.states import ACTIVE_STATUSES, BatchStatus, JobKind, RequestState
+from batchgate.core.states import ACTIVE_STATUSES, PAUSABLE_STATUSES, BatchStatus, JobKind, RequestState
 from batchgate.protocol.openai import UPSTREAM_ENDPOINT_PATTERN, UPSTREAM_ENDPOINTS_REFUSED, BatchEndpoint
 
 
@@ -136,6 +136,12 @@ class BatchRecord:
     # seconds after their creation that the output and error files expire (None: kept)
     output_expires_after: int | None = None
     key_id: str | None = None  # the API key that created it: its lines are metered to it
+    paused_at: int | None = None  # paused by its owner (core/states.py): no line is claimed
+
+    @property
+    def paused(self) -> bool:
+        """Paused now: a pause outlives neither a cancel nor the batch's end."""
+        return self.paused_at is not None and self.status in PAUSABLE_STATUSES
 
     def needs_file(self, file_id: str) -> bool:
         """Whether the file cannot be deleted for this batch's sake: its input until it

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Protocol, TypeVar
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.browse import BatchSearch, RequestRow
@@ -31,6 +31,9 @@ from batchgate.core.models import (
     RequestState,
     StoredResponse,
 )
+
+if TYPE_CHECKING:  # core.webhooks imports core.errors, which imports this module
+    from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 
 @dataclass(slots=True)
@@ -346,6 +349,55 @@ class Store(Protocol):
     ) -> Page[RequestRow]:
         """The batch's request rows in line order after `after_line` (lines never claimed
         have none); KeyError if there is no such batch."""
+        ...
+
+    # pause, resume and retry links (core/batch_lifecycle.py)
+    def pause_batch(self, batch_id: str, now: int) -> bool:
+        """Set the batch's `paused_at` to `now` if it is in a status that may be paused
+        (`PAUSABLE_STATUSES`) and not paused; no line of a paused batch is claimed.
+        False otherwise."""
+        ...
+
+    def resume_batch(self, batch_id: str) -> bool:
+        """Clear `paused_at` of a paused batch (in a pausable status); False otherwise."""
+        ...
+
+    def link_retry(self, batch_id: str, retry_id: str) -> bool:
+        """Add `retried_by: retry_id` to the batch's metadata, atomically, unless it has
+        a `retried_by` already (False)."""
+        ...
+
+    # webhooks (core/webhooks.py); fail_batch and finish_batch write a batch's event and
+    # its deliveries in the transaction of the move
+    def add_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+    def list_webhook_endpoints(self, project_id: str) -> list[WebhookEndpoint]:
+        """Oldest first."""
+        ...
+
+    def get_webhook_endpoint(self, endpoint_id: str, project_id: str) -> WebhookEndpoint | None: ...
+    def delete_webhook_endpoint(self, endpoint_id: str, project_id: str) -> bool:
+        """Delete it with its deliveries and their attempts; False if the project has no such endpoint."""
+        ...
+
+    def batch_event(self, batch_id: str) -> WebhookEvent | None:
+        """The event written when the batch ended (None while it runs)."""
+        ...
+
+    def claim_webhook_deliveries(self, now: int, limit: int, lease_until: int) -> list[DueDelivery]:
+        """Up to `limit` pending deliveries due at `now`, oldest first; each is due again
+        at `lease_until` unless an attempt is recorded first (a claimer that died)."""
+        ...
+
+    def record_webhook_attempt(
+        self, delivery_id: int, attempt: WebhookAttempt, next_attempt_at: int | None, delivered: bool
+    ) -> None:
+        """Log the attempt and move the delivery on: delivered; pending until
+        `next_attempt_at`; or failed for good (`next_attempt_at` None). An attempt
+        number already logged changes nothing."""
+        ...
+
+    def list_webhook_deliveries(self, endpoint_id: str, project_id: str, limit: int) -> list[WebhookDelivery]:
+        """The endpoint's deliveries, newest first, each with its attempts in order."""
         ...
 
 

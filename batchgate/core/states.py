@@ -15,6 +15,13 @@ a line without a row is waiting, like a queued row):
     queued -> running -> succeeded | failed | cancelled | expired
     running -> queued                  (its worker died: the row is requeued)
     queued -> cancelled | expired      (settled without running)
+
+Pause (an extension, POST /v1/batches/{id}/pause|resume) is not a status: a paused
+batch keeps its status (`validating` or `in_progress`; the official `openai` client's
+`Batch.status` is a closed Literal) and carries `paused_at`. Workers claim no line of
+it (lines already running finish); its batch jobs still run, so it still validates,
+expires at the end of its window (the window is absolute and keeps running while
+paused, as OpenAI's `expires_at`) and can be cancelled.
 """
 
 from __future__ import annotations
@@ -88,6 +95,11 @@ TERMINAL_STATUSES = frozenset(s for s, moves in BATCH_TRANSITIONS.items() if not
 ACTIVE_STATUSES = frozenset(BatchStatus) - TERMINAL_STATUSES
 # the status whose lines workers claim and run
 RUNNABLE_STATUS = BatchStatus.IN_PROGRESS
+# statuses in which a batch may be paused (and stays paused); outside them a pause is
+# refused, and a paused batch that leaves them (cancel, expiry) no longer counts as paused
+PAUSABLE_STATUSES = frozenset({BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS})
+# a finished batch: its failed lines may be retried as a new batch
+RETRYABLE_STATUSES = TERMINAL_STATUSES
 # Validation hands over a batch's lines (their count, the claim cursor) while it still
 # validates, or when it was cancelled while it validated: its lines are then settled
 # as cancelled, so the error file still has one line per input line.

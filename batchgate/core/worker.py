@@ -46,6 +46,7 @@ from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, Work
 from batchgate.core.prompts import PromptError, PromptLines
 from batchgate.core.ratelimit import Cost
 from batchgate.core.retention import Sweeper
+from batchgate.core.webhooks import WebhookDispatcher
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
@@ -89,8 +90,10 @@ class Worker:
         jobs: JobExecutor,
         config: WorkerConfig | None = None,
         clock: Clock | None = None,
+        webhooks: WebhookDispatcher | None = None,
     ):
         self.store = store
+        self.webhooks = webhooks  # delivers the webhook outbox beside the loop
         self.blobs = blobs
         self.backend = backend
         self.jobs = jobs
@@ -133,11 +136,17 @@ class Worker:
         self._wake = asyncio.Event()  # bound to this run's loop
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="batchgate-worker-store")
         self._job_task = None
+        webhooks_task: asyncio.Task[None] | None = None
         try:
             await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, self.clock.time()))
             log.info("worker %s started (concurrency %d)", self.id, self.config.concurrency)
+            if self.webhooks is not None:
+                webhooks_task = asyncio.create_task(self.webhooks.run(stop, self._db))
             await self._loop(stop)
         finally:
+            if webhooks_task is not None:
+                webhooks_task.cancel()  # an attempt cut short is due again when its claim lapses
+                await asyncio.gather(webhooks_task, return_exceptions=True)
             await self._drain()
             self._store_thread.shutdown(wait=False)
             self._store_thread = None

@@ -130,6 +130,11 @@ class Batch(BaseModel):
     request_counts: RequestCounts
     usage: BatchUsage
     metadata: dict[str, str] | None = None
+    paused_at: int | None = Field(
+        None,
+        description="Extension: when the batch was paused (POST /v1/batches/{id}/pause); null unless paused "
+        "now. A paused batch keeps its status (validating or in_progress) and its expires_at.",
+    )
     rate_limited_until: int | None = Field(
         default=None,
         description="Extension: while the batch's lines wait for the rate limits of the key that created it "

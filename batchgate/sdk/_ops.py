@@ -157,6 +157,11 @@ class Ops:
         data = yield from self.json(Call("POST", f"/api/batches/{_id(batch_id)}/cancel"))
         return Batch.model_validate(data)
 
+    def batch_action(self, batch_id: str, action: str) -> Op[dict[str, Any]]:
+        """POST /v1/batches/{id}/{pause|resume|retry} (extensions): the Batch object."""
+        call = Call("POST", f"/v1/batches/{_id(batch_id)}/{action}", idempotent=action != "retry")
+        return (yield from self.json(call))
+
     def list_batches(self, limit: int, after: str | None) -> Op[list[Batch]]:
         params: dict[str, Any] = {"limit": limit}
         if after:

@@ -22,6 +22,7 @@ from batchgate.sdk.client import PathLike, http_options
 from batchgate.sdk.config import load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
 from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
+from batchgate.sdk.webhooks import AsyncWebhooks
 
 
 class _AsyncResource:
@@ -118,6 +119,18 @@ class AsyncBatches(_AsyncResource):
     async def list(self, limit: int = 20, after: str | None = None) -> builtins.list[Batch]:
         """Operation batches, newest first."""
         return await self._driver.run(self._ops.list_batches(limit, after))
+
+    async def pause(self, batch_id: str) -> dict[str, Any]:
+        """See `batchgate.sdk.client.Batches.pause`."""
+        return await self._driver.run(self._ops.batch_action(batch_id, "pause"))
+
+    async def resume(self, batch_id: str) -> dict[str, Any]:
+        """See `batchgate.sdk.client.Batches.resume`."""
+        return await self._driver.run(self._ops.batch_action(batch_id, "resume"))
+
+    async def retry(self, batch_id: str) -> dict[str, Any]:
+        """See `batchgate.sdk.client.Batches.retry`."""
+        return await self._driver.run(self._ops.batch_action(batch_id, "retry"))
 
 
 class AsyncFiles(_AsyncResource):
@@ -245,6 +258,7 @@ class AsyncClient:
         self.jobs = AsyncJobs(driver, ops)
         self.agent = AsyncAgent(driver, max_retries)  # the Swarms-compatible agent API
         self.swarm = AsyncSwarm(driver, max_retries)
+        self.webhooks = AsyncWebhooks(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

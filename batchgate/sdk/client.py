@@ -17,6 +17,7 @@ from batchgate.sdk.agents import Agent, Swarm
 from batchgate.sdk.config import Settings, load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
 from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
+from batchgate.sdk.webhooks import Webhooks
 
 PathLike = str | os.PathLike[str]
 
@@ -151,6 +152,20 @@ class Batches(_Resource):
     def list(self, limit: int = 20, after: str | None = None) -> builtins.list[Batch]:
         """Operation batches, newest first; `after` is the last id of the previous page."""
         return self._driver.run(self._ops.list_batches(limit, after))
+
+    def pause(self, batch_id: str) -> dict[str, Any]:
+        """Pause any batch (`POST /v1/batches/{id}/pause`, an extension): no new line of it
+        starts; it keeps its status and window. Returns the /v1 Batch object (`paused_at` set)."""
+        return self._driver.run(self._ops.batch_action(batch_id, "pause"))
+
+    def resume(self, batch_id: str) -> dict[str, Any]:
+        """Resume a paused batch (`POST /v1/batches/{id}/resume`); the /v1 Batch object."""
+        return self._driver.run(self._ops.batch_action(batch_id, "resume"))
+
+    def retry(self, batch_id: str) -> dict[str, Any]:
+        """A new batch of the failed lines of a finished /v1/batches batch (`POST
+        /v1/batches/{id}/retry`, an extension); the new /v1 Batch object (`metadata.retry_of`)."""
+        return self._driver.run(self._ops.batch_action(batch_id, "retry"))
 
 
 class Files(_Resource):
@@ -294,6 +309,7 @@ class Client:
         self.jobs = Jobs(driver, ops)
         self.agent = Agent(driver, max_retries)  # the Swarms-compatible agent API
         self.swarm = Swarm(driver, max_retries)
+        self.webhooks = Webhooks(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

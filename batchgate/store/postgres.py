@@ -62,7 +62,8 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, ratelimit_sql
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, lifecycle_sql, ratelimit_sql, webhooks_sql
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id, "
+    "paused_at"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -138,7 +140,7 @@ def _batch(row: Sequence[Any]) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30], key_id=row[31],
+        output_expires_after=row[30], key_id=row[31], paused_at=row[32],
     )  # fmt: skip
 
 
@@ -420,7 +422,10 @@ class PostgresStore:
                 f"WHERE id = %s AND {_is('status', batch_sources(BatchStatus.FAILED))} AND owner = %s",
                 (BatchStatus.FAILED.value, now, data, batch_id, owner),
             )
-            return cur.rowcount > 0
+            if not cur.rowcount:
+                return False
+            webhooks_sql.enqueue(cur, "%s", batch_id, BatchStatus.FAILED, now)
+            return True
 
     def request_cancel(self, batch_id: str, now: int) -> bool:
         with self._tx() as cur:
@@ -461,6 +466,7 @@ class PostgresStore:
                 return False
             for f in files:
                 self._insert_file(cur, f)
+            webhooks_sql.enqueue(cur, "%s", batch_id, status, now)
             return True
 
     # ---- request rows -------------------------------------------------------------
@@ -754,7 +760,7 @@ class PostgresStore:
             runnable = (
                 "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
                 "WHERE status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-                "AND upstream IS NULL ORDER BY priority DESC, pk"
+                f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} ORDER BY priority DESC, pk"
             )
             params = (RUNNABLE_STATUS.value, now)
             batches = cur.execute(runnable + " LIMIT 16 FOR UPDATE SKIP LOCKED", params).fetchall()
@@ -968,6 +974,59 @@ class PostgresStore:
             (BatchStatus.FINALIZING.value, now, pk),
         )
         return cur.rowcount
+
+    # ---- pause, resume, retry links -----------------------------------------------
+
+    def pause_batch(self, batch_id: str, now: int) -> bool:
+        with self._tx() as cur:
+            return cur.execute(lifecycle_sql.pause_sql("%s"), (now, batch_id)).rowcount > 0
+
+    def resume_batch(self, batch_id: str) -> bool:
+        with self._tx() as cur:
+            resumed = cur.execute(lifecycle_sql.resume_sql("%s"), (batch_id,)).rowcount > 0
+            if resumed:
+                cur.execute(_NOTIFY)  # lines to claim again
+            return resumed
+
+    def link_retry(self, batch_id: str, retry_id: str) -> bool:
+        with self._tx() as cur:
+            return lifecycle_sql.link_retry(cur, "%s", "FOR UPDATE", batch_id, retry_id)
+
+    # ---- webhooks -----------------------------------------------------------------
+
+    def add_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        with self._tx() as cur:
+            cur.execute(webhooks_sql.insert_endpoint_sql("%s"), webhooks_sql.endpoint_params(endpoint))
+
+    def list_webhook_endpoints(self, project_id: str) -> list[WebhookEndpoint]:
+        rows = self._all(webhooks_sql.select_endpoints_sql("%s") + " ORDER BY created_at, id", (project_id,))
+        return [webhooks_sql.endpoint(r) for r in rows]
+
+    def get_webhook_endpoint(self, endpoint_id: str, project_id: str) -> WebhookEndpoint | None:
+        row = self._one(webhooks_sql.select_endpoints_sql("%s") + " AND id = %s", (project_id, endpoint_id))
+        return webhooks_sql.endpoint(row) if row else None
+
+    def delete_webhook_endpoint(self, endpoint_id: str, project_id: str) -> bool:
+        with self._tx() as cur:
+            return webhooks_sql.delete_endpoint(cur, "%s", endpoint_id, project_id)
+
+    def batch_event(self, batch_id: str) -> WebhookEvent | None:
+        row = self._one(webhooks_sql.select_event_sql("%s"), (batch_id,))
+        return webhooks_sql.event(row) if row else None
+
+    def claim_webhook_deliveries(self, now: int, limit: int, lease_until: int) -> list[DueDelivery]:
+        with self._tx() as cur:  # SKIP LOCKED: workers claiming together take different rows
+            return webhooks_sql.claim(cur, "%s", "FOR UPDATE OF d SKIP LOCKED", now, limit, lease_until)
+
+    def record_webhook_attempt(
+        self, delivery_id: int, attempt: WebhookAttempt, next_attempt_at: int | None, delivered: bool
+    ) -> None:
+        with self._tx() as cur:
+            webhooks_sql.record_attempt(cur, "%s", delivery_id, attempt, next_attempt_at, delivered)
+
+    def list_webhook_deliveries(self, endpoint_id: str, project_id: str, limit: int) -> list[WebhookDelivery]:
+        with self._tx() as cur:
+            return webhooks_sql.list_deliveries(cur, "%s", endpoint_id, project_id, limit)
 
 
 class PostgresWakeups:

@@ -54,7 +54,8 @@ from batchgate.core.states import (
     request_sources,
     settle_sources,
 )
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, ratelimit_sql
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, lifecycle_sql, ratelimit_sql, webhooks_sql
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -65,7 +66,8 @@ BATCH_COLUMNS = (
     "id, project_id, endpoint, input_file_id, completion_window, status, created_at, expires_at, "
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
-    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id"
+    "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id, "
+    "paused_at"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -112,7 +114,7 @@ def _batch(row: tuple) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30], key_id=row[31],
+        output_expires_after=row[30], key_id=row[31], paused_at=row[32],
     )  # fmt: skip
 
 
@@ -404,6 +406,8 @@ class SQLiteStore:
                 f"WHERE id = ? AND {_is('status', batch_sources(BatchStatus.FAILED))} AND owner = ?",
                 (BatchStatus.FAILED.value, now, data.decode(), batch_id, owner),
             )
+            if cur.rowcount:
+                webhooks_sql.enqueue(conn, "?", batch_id, BatchStatus.FAILED, now)
             return cur.rowcount > 0
 
     def request_cancel(self, batch_id: str, now: int) -> bool:
@@ -443,6 +447,7 @@ class SQLiteStore:
                 return False
             for f in files:
                 self._insert_file(conn, f)
+            webhooks_sql.enqueue(conn, "?", batch_id, status, now)
             return True
 
     # ---- request rows -------------------------------------------------------------
@@ -749,7 +754,7 @@ class SQLiteStore:
             batches = conn.execute(
                 "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
                 "WHERE status = ? AND expires_at > ? AND (claim_cursor < total OR requeued) "
-                "AND upstream IS NULL "
+                f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} "
                 "ORDER BY priority DESC, pk LIMIT 16",
                 (RUNNABLE_STATUS.value, now),
             ).fetchall()
@@ -928,3 +933,53 @@ class SQLiteStore:
             f"WHERE pk = ? AND {_is('status', batch_sources(BatchStatus.FINALIZING))} AND {condition}",
             (BatchStatus.FINALIZING.value, now, pk),
         )
+
+    # ---- pause, resume, retry links -----------------------------------------------
+
+    def pause_batch(self, batch_id: str, now: int) -> bool:
+        with self._write() as conn:
+            return conn.execute(lifecycle_sql.pause_sql("?"), (now, batch_id)).rowcount > 0
+
+    def resume_batch(self, batch_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(lifecycle_sql.resume_sql("?"), (batch_id,)).rowcount > 0
+
+    def link_retry(self, batch_id: str, retry_id: str) -> bool:
+        with self._write() as conn:  # BEGIN IMMEDIATE: the read and the write in one step
+            return lifecycle_sql.link_retry(conn, "?", "", batch_id, retry_id)
+
+    # ---- webhooks -----------------------------------------------------------------
+
+    def add_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        with self._write() as conn:
+            conn.execute(webhooks_sql.insert_endpoint_sql("?"), webhooks_sql.endpoint_params(endpoint))
+
+    def list_webhook_endpoints(self, project_id: str) -> list[WebhookEndpoint]:
+        rows = self._conn().execute(webhooks_sql.select_endpoints_sql("?") + " ORDER BY created_at, id", (project_id,))
+        return [webhooks_sql.endpoint(r) for r in rows]
+
+    def get_webhook_endpoint(self, endpoint_id: str, project_id: str) -> WebhookEndpoint | None:
+        sql = webhooks_sql.select_endpoints_sql("?") + " AND id = ?"
+        row = self._conn().execute(sql, (project_id, endpoint_id)).fetchone()
+        return webhooks_sql.endpoint(row) if row else None
+
+    def delete_webhook_endpoint(self, endpoint_id: str, project_id: str) -> bool:
+        with self._write() as conn:
+            return webhooks_sql.delete_endpoint(conn, "?", endpoint_id, project_id)
+
+    def batch_event(self, batch_id: str) -> WebhookEvent | None:
+        row = self._conn().execute(webhooks_sql.select_event_sql("?"), (batch_id,)).fetchone()
+        return webhooks_sql.event(row) if row else None
+
+    def claim_webhook_deliveries(self, now: int, limit: int, lease_until: int) -> list[DueDelivery]:
+        with self._write() as conn:  # one writer at a time: no row is claimed twice
+            return webhooks_sql.claim(conn, "?", "", now, limit, lease_until)
+
+    def record_webhook_attempt(
+        self, delivery_id: int, attempt: WebhookAttempt, next_attempt_at: int | None, delivered: bool
+    ) -> None:
+        with self._write() as conn:
+            webhooks_sql.record_attempt(conn, "?", delivery_id, attempt, next_attempt_at, delivered)
+
+    def list_webhook_deliveries(self, endpoint_id: str, project_id: str, limit: int) -> list[WebhookDelivery]:
+        return webhooks_sql.list_deliveries(self._conn(), "?", endpoint_id, project_id, limit)
