@@ -186,7 +186,12 @@ class BillingExporter:
                 compute = self.clock.time() >= next_compute
                 if compute:
                     next_compute = self.clock.time() + self.config.interval
-                await self.export_once(compute)
+                report = await self.export_once(compute)
+                if report.computed or report.sent or report.failed:
+                    log.info(
+                        "billing: %d event(s) computed, %d sent, %d failed",
+                        report.computed, report.sent, report.failed,
+                    )  # fmt: skip
                 due = await self._next_due()
                 if due is not None:
                     wait = min(wait, max(0.05, due - self.clock.time()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,9 @@ import stripe
 
 from batchgate.core.billing import BillingEvent
 from batchgate.core.billing_export import SendResult
+
+# the library logs every request at INFO; the exporter records each attempt itself
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 class StripeMeterEvents:
