@@ -5,6 +5,7 @@ handling of Stripe's answers (sent, retried with backoff and Retry-After, failed
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -185,3 +186,16 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after() -> 
     assert all(300 <= policy.delay(30, None) <= 600 for _ in range(50))
     assert policy.delay(1, 45) == 45
     assert policy.delay(1, 10**6) == policy.max_retry_after
+
+
+def test_retry_after_in_seconds_or_as_an_http_date() -> None:
+    from email.utils import formatdate
+
+    from batchgate.engines.stripe_meter import _retry_after
+
+    assert _retry_after({"Retry-After": "7"}) == 7.0
+    assert _retry_after({"retry-after": "0.5"}) == 0.5
+    in_a_minute = _retry_after({"Retry-After": formatdate(time.time() + 60, usegmt=True)})
+    assert in_a_minute is not None and 55 <= in_a_minute <= 60
+    assert _retry_after({"Retry-After": "soon"}) is None
+    assert _retry_after({}) is None
