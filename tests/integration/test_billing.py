@@ -335,6 +335,26 @@ def test_a_crash_between_send_and_record_never_bills_twice(stripe_server: Any, t
     store.close()
 
 
+def test_two_exporters_at_once_send_each_event_once(stripe_server: Any, tmp_path: Path) -> None:
+    """Two processes' exporters (two stores on one database) computing and sending
+    together: each event is computed once and sent once."""
+    fake, api_base = stripe_server
+    first, second = SQLiteStore(tmp_path / "b.db"), SQLiteStore(tmp_path / "b.db")
+    seed_ledger(first, H, hours=4)
+    clock = FakeClock(H + 4 * HOUR + 301)
+
+    async def both() -> list[Any]:
+        return list(
+            await asyncio.gather(export(exporter(first, api_base, clock)), export(exporter(second, api_base, clock)))
+        )
+
+    reports = asyncio.run(both())
+    assert sum(r.computed for r in reports) == 12 and sum(r.sent for r in reports) == 12
+    assert len(fake.events) == 12 and len(fake.requests) == 12 and fake.duplicates == 0
+    first.close()
+    second.close()
+
+
 def test_billing_export_command(stripe_server: Any, tmp_path: Path) -> None:
     """`batchgate billing export` on a data dir: sends the closed hours, then nothing more;
     `batchgate billing events` lists them."""
