@@ -458,8 +458,8 @@ def test_claim_slots_are_shared_and_higher_priority_goes_first(store: Store) -> 
     urgent = validated(store, 2, priority=5)
     claims = store.claim_requests("w", 9, NOW)
     by_batch = {b: [c.line for c in claims if c.batch_id == b] for b in (big.id, small.id, urgent.id)}
-    # 3 slots each; the one the urgent batch cannot use waits for the next call
-    assert by_batch == {urgent.id: [1, 2], big.id: [1, 2, 3], small.id: [1, 2, 3]}
+    # the urgent batch's class first; the rest shared, what one cannot use going to the other
+    assert by_batch == {urgent.id: [1, 2], big.id: [1, 2, 3, 4], small.id: [1, 2, 3]}
     assert claims[0].batch_id == urgent.id
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
-import time
 import tomllib
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ports import BackendRequest, BackendResponse
 from batchgate.core.routing import ConfigError, Router, load_config, parse_config
-from batchgate.engines.openai_compat.limits import RateLimit, SharedSemaphore
+from batchgate.engines.openai_compat.limits import RateLimit
 from batchgate.testing import ScriptedBackend
 
 CONFIG = """
@@ -182,32 +180,3 @@ def test_rate_limit_spreads_requests_after_a_one_second_burst() -> None:
     assert all(w == 0 for w in waits[:11])  # the first, and a burst of one second's worth
     assert waits[-1] == pytest.approx(1.9, abs=0.05)  # then 0.1 s apart: the 30th at 1.9 s
     assert all(b > a for a, b in itertools.pairwise(waits[10:]))
-
-
-def test_shared_semaphore_caps_holders_across_event_loops() -> None:
-    slots = SharedSemaphore(3)
-    holding, peak = 0, 0
-
-    lock = threading.Lock()
-
-    async def hold() -> None:
-        nonlocal holding, peak
-        async with slots:
-            with lock:
-                holding += 1
-                peak = max(peak, holding)
-            await asyncio.sleep(0.01)
-            with lock:
-                holding -= 1
-
-    async def many() -> None:
-        await asyncio.gather(*(hold() for _ in range(20)))
-
-    threads = [threading.Thread(target=asyncio.run, args=(many(),)) for _ in range(3)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert peak == 3 and holding == 0
-    assert time.perf_counter() - started >= 60 / 3 * 0.01 * 0.9  # 60 holds of 10 ms, 3 at a time

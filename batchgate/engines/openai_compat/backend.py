@@ -4,7 +4,13 @@ caps, connect and read timeouts, and retries.
 
 Retries happen here, per upstream: 429, 5xx, timeouts, dropped connections and truncated
 bodies are retried up to `max_retries` times with exponential backoff and jitter,
-honouring `Retry-After` / `retry-after-ms`. Any other 4xx is final: it is raised as
+honouring `Retry-After` / `retry-after-ms`.
+
+Concurrency: each attempt holds a slot of the upstream's `PriorityGate` (limits.py), not
+the backoff between attempts. Interactive requests get free slots before batch lines;
+the number of slots adapts (AIMD on 429, 503 and timeouts, within `max_concurrency`),
+and an overload answer to an attempt sent above the limit as it now stands is sent
+again without counting as an attempt: the gateway overloaded the upstream, not the line. Any other 4xx is final: it is raised as
 BackendRejectedError carrying the upstream's answer, so a failed line keeps the
 upstream's status and message and a synchronous caller gets its status (a 429 with its
 Retry-After). When the retries run out, the last 429/5xx answer is raised the same way;
@@ -24,6 +30,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -37,12 +44,14 @@ from batchgate.core.errors import (
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, StreamDelta
 from batchgate.core.routing import UpstreamConfig
-from batchgate.engines.openai_compat.limits import RateLimit, SharedSemaphore
+from batchgate.core.scheduling import UpstreamConcurrency
+from batchgate.engines.openai_compat.limits import Permit, PriorityGate, RateLimit
 from batchgate.protocol.errors import ErrorBody, ErrorDetail
 
 log = logging.getLogger("batchgate.upstream")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+OVERLOAD_STATUSES = frozenset({429, 503})  # the upstream has more than it can take: fewer slots
 BACKOFF_MAX = 30.0  # seconds; also the most a Retry-After is honoured
 DEFAULT_MAX_TOKENS = 256  # assumed output of a request without max_tokens, for the token cap
 
@@ -52,7 +61,7 @@ class UpstreamBackend:
         self.name = config.name
         self.config = config
         self._backoff_base = backoff_base
-        self._slots = SharedSemaphore(config.max_concurrency)
+        self.gate = PriorityGate(config.max_concurrency)
         self._requests = RateLimit(config.requests_per_minute) if config.requests_per_minute else None
         self._tokens = RateLimit(config.tokens_per_minute) if config.tokens_per_minute else None
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
@@ -63,8 +72,7 @@ class UpstreamBackend:
     # ---- Backend ------------------------------------------------------------------
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        async with self._slots:  # a request in flight, its retries included
-            body = await self._post(request)
+        body = await self._post(request)
         usage = body.get("usage") or {}
         if not isinstance(usage, dict):
             usage = {}
@@ -80,8 +88,8 @@ class UpstreamBackend:
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         body = {**request.body, "stream": True, "stream_options": {"include_usage": True}}
         finish_reason, usage, chunks = None, None, 0
-        async with self._slots:
-            response = await self._post(BackendRequest(request.custom_id, request.url, body), stream=True)
+        response, permit = await self._post(replace(request, body=body), stream=True)
+        try:
             async with response:
                 async for line in response.content:
                     if not line.startswith(b"data:"):
@@ -97,6 +105,8 @@ class UpstreamBackend:
                             chunks += 1
                             yield StreamDelta(text)
                         finish_reason = choice.get("finish_reason") or finish_reason
+        finally:
+            permit.release()
         if usage is None:  # an upstream that ignores stream_options (llama.cpp's python server):
             usage = {"completion_tokens": chunks}  # servers stream a token per chunk
         tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -104,6 +114,10 @@ class UpstreamBackend:
 
     def models(self) -> list[str]:
         return []  # the router lists the names the config maps to this upstream
+
+    def concurrency(self) -> UpstreamConcurrency:
+        """The adaptive concurrency now (core.scheduling.upstream_concurrency reads it)."""
+        return self.gate.snapshot(self.name)
 
     async def aclose(self) -> None:
         current = asyncio.get_running_loop()
@@ -142,44 +156,63 @@ class UpstreamBackend:
             await self._tokens.acquire(len(payload) / 4 + int(output) * int(body.get("n") or 1))
 
     async def _post(self, request: BackendRequest, stream: bool = False) -> Any:
-        """POST with retries. Returns the JSON body of a 200, or with `stream` the open
-        response once the upstream starts answering. Raises BackendRejectedError for
-        another 4xx, or the last 429/5xx once the retries ran out; UpstreamTimeoutError
-        or UpstreamUnreachableError when the last attempt got no response (or a 200 whose
-        body broke off or was not JSON)."""
+        """POST with retries, each attempt holding a slot of the gate. Returns the JSON
+        body of a 200, or with `stream` the open response once the upstream starts
+        answering and the `Permit` of its slot (release it when the stream ends). Raises
+        BackendRejectedError for another 4xx, or the last 429/5xx once the retries ran
+        out; UpstreamTimeoutError or UpstreamUnreachableError when the last attempt got no
+        response (or a 200 whose body broke off or was not JSON)."""
         payload = orjson.dumps(request.body)
         headers = {**self._headers, "X-Batchgate-Custom-Id": request.custom_id}
         attempts = 0
         while True:
             attempts += 1
             await self._wait_for_caps(request, payload)
-            failure, retry_after, last = None, None, attempts > self.config.max_retries
+            failure, status, retry_after, raw = None, 0, None, b""
+            permit = await self.gate.acquire(request.interactive, request.share)
             try:
                 response = await self._session().post(self._url(request.url), data=payload, headers=headers)
                 status, retry_after = response.status, _retry_after(response.headers)
                 if stream and status == 200:
-                    return response
+                    self.gate.succeeded()
+                    return response, permit
                 try:
                     raw = await response.read()
                 finally:
                     response.release()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = _describe(exc)
-            else:
-                body = _json_body(raw)
-                if status == 200 and body is None:
-                    failure = f"the response was not JSON ({len(raw)} bytes)"
-                elif status == 200:
+            except BaseException:
+                permit.release()
+                raise
+            body = _json_body(raw) if failure is None else None
+            if failure is None and status == 200 and body is None:
+                failure = f"the response was not JSON ({len(raw)} bytes)"
+            if not self._settle(permit, status, failure, retry_after):
+                attempts -= 1  # sent above the limit as it now stands: again, at the lower limit
+            last = attempts > self.config.max_retries
+            if failure is None:
+                if status == 200:
                     return body
-                elif status not in RETRY_STATUSES or last:
+                if status not in RETRY_STATUSES or last:
                     answer = BackendResponse(status, body or _error_body(status, raw), model=request.body.get("model"))
                     raise BackendRejectedError(answer, retry_after=retry_after)
-            if last:
-                assert failure is not None
+            elif last:
                 kind: type[BackendError] = UpstreamTimeoutError if "timed out" in failure else UpstreamUnreachableError
                 raise kind(f"Upstream {self.name!r}: {failure} (after {attempts} attempts).")
             log.debug("upstream %s: %s; retry %d", self.name, failure or status, attempts)
-            await asyncio.sleep(self._backoff(attempts, retry_after))
+            await asyncio.sleep(self._backoff(max(attempts, 1), retry_after))
+
+    def _settle(self, permit: Permit, status: int, failure: str | None, retry_after: float | None) -> bool:
+        """Give an attempt's slot back, telling the gate how it went. Whether the attempt
+        counts (not an overload of the gateway's own making)."""
+        counted = True
+        if failure is None and status == 200:
+            self.gate.succeeded()
+        elif status in OVERLOAD_STATUSES or (failure is not None and "timed out" in failure):
+            counted = self.gate.overloaded(permit, retry_after)
+        permit.release()
+        return counted
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         if retry_after is not None:
