@@ -163,3 +163,29 @@ def test_failed_cancelled_and_operation_batches_are_announced(fast_server: Serve
             assert seen[op_id] == "batch.completed"
     finally:
         receiver.close()
+
+
+def test_a_pending_delivery_survives_a_kill_and_keeps_its_event_id(start_server: Callable[..., Server]) -> None:
+    receiver = Receiver(failures=1)
+    env = {"BATCHGATE_WEBHOOK_RETRY_SCHEDULE": "[3, 1]", "BATCHGATE_WEBHOOK_POLL_INTERVAL": "0.1"}
+    try:
+        server = start_server(env)
+        key = server.create_key("hooks")
+        client = OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        with api(server, key) as c:
+            hook = c.post("/webhooks", json={"url": receiver.url}).json()
+        batch_id = run_batch(client, [chat_line("a")])
+        with api(server, key) as c:  # the first attempt failed and is logged
+            deliveries = f"/webhooks/{hook['id']}/deliveries"
+            wait_for(lambda: (d := c.get(deliveries).json()["data"]) and d[0]["attempts"] == 1, 30)
+        server.kill()  # kill -9 with the delivery pending (its next attempt 3 s later)
+        server = start_server(env)
+        wait_for(lambda: len(receiver.requests) == 2, 30)
+        (first_body, first), (second_body, second) = receiver.requests
+        assert first["webhook-id"] == second["webhook-id"] and first_body == second_body
+        assert client.webhooks.unwrap(second_body.decode(), second, secret=hook["secret"]).data.id == batch_id
+        with api(server, key) as c:
+            (delivery,) = c.get(f"/webhooks/{hook['id']}/deliveries").json()["data"]
+        assert delivery["status"] == "delivered" and [a["status_code"] for a in delivery["attempt_log"]] == [500, 200]
+    finally:
+        receiver.close()
