@@ -42,6 +42,7 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
+from batchgate.core.scheduling import ClaimCandidate, plan_claims
 from batchgate.core.states import (
     ACCEPTS_LINES,
     PAUSABLE_STATUSES,
@@ -126,6 +127,7 @@ class InMemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._projects: dict[str, Project] = {}
+        self._weights: dict[str, float] = {}  # by project id; 1 unless set
         self._keys: dict[str, ApiKey] = {}
         self._files: dict[str, FileRecord] = {}
         self._batches: dict[str, _Batch] = {}
@@ -182,6 +184,17 @@ class InMemoryStore:
 
     def list_projects(self) -> list[Project]:
         return sorted(self._projects.values(), key=lambda p: p.name)
+
+    def set_project_weight(self, project_id: str, weight: float) -> bool:
+        with self._lock:
+            if project_id not in {p.id for p in self._projects.values()}:
+                return False
+            self._weights[project_id] = weight
+            return True
+
+    def project_weights(self) -> dict[str, float]:
+        with self._lock:
+            return {p.id: self._weights.get(p.id, 1.0) for p in self._projects.values()}
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._lock:
@@ -526,12 +539,17 @@ class InMemoryStore:
                 and (b.cursor < len(b.lines) or b.requeued) and b.record.upstream is None
                 and b.record.paused_at is None
             ]  # fmt: skip
-            runnable = sorted(runnable, key=lambda b: -b.record.priority)[:16]
-            share = -(-limit // max(len(runnable), 1))
-            for b in runnable:
-                want = min(share, limit - len(claims))
-                if want <= 0:
-                    break
+            candidates = [
+                ClaimCandidate(
+                    b, b.record.project_id, b.record.key_id, self._weights.get(b.record.project_id, 1.0),
+                    b.record.priority, len(b.lines) - b.cursor + (len(b.lines) if b.requeued else 0),
+                    b.record.total, b.record.completed + b.record.failed, b.record.created_at,
+                    b.record.in_progress_at, b.record.expires_at,
+                )
+                for b in runnable
+            ]  # fmt: skip
+            for candidate, want in plan_claims(candidates, limit, now):
+                b = candidate.ref
                 taken = [line for line, row in sorted(b.rows.items()) if row.state in claimable][:want]
                 b.requeued = len(taken) == want
                 for line, offset, length in b.lines[b.cursor : b.cursor + want - len(taken)]:
@@ -545,7 +563,14 @@ class InMemoryStore:
                     rec = b.record
                     claims.append(
                         ClaimedRequest(
-                            rec.id, rec.input_file_id, rec.endpoint, line, row.offset, row.length, row.attempts
+                            rec.id,
+                            rec.input_file_id,
+                            rec.endpoint,
+                            line,
+                            row.offset,
+                            row.length,
+                            row.attempts,
+                            rec.project_id,
                         )
                     )
         return claims

@@ -24,6 +24,7 @@ from batchgate.api import (
     operations,
     prompts,
     responses,
+    scheduling,
     usage,
     webhooks,
 )
@@ -103,6 +104,7 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(prompts.router)
     app.include_router(agents.router)
     app.include_router(admin.router)
+    app.include_router(scheduling.router)
     app.include_router(usage.router)
     app.mount("/console", console_app(services))  # the web console: its own pages and gate
     app.add_middleware(RateLimits, services=services)  # inside Metering: 429s are metered, usage settled

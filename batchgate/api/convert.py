@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import cast
 
 from batchgate.core.models import BatchRecord, FileRecord
 from batchgate.core.ports import Page
+from batchgate.core.scheduling import batch_at_risk
 from batchgate.protocol import openai as wire
 
 
@@ -21,7 +23,8 @@ def file_object(f: FileRecord) -> wire.FileObject:
     )
 
 
-def batch_object(b: BatchRecord) -> wire.Batch:
+def batch_object(b: BatchRecord, now: int | None = None) -> wire.Batch:
+    """The wire batch; `now` (default: the wall clock) decides `at_risk`."""
     errors = (
         wire.BatchErrors(
             data=[wire.BatchErrorData(code=e.code, message=e.message, line=e.line, param=e.param) for e in b.errors]
@@ -55,6 +58,7 @@ def batch_object(b: BatchRecord) -> wire.Batch:
             cost=round(b.cost, 8),
         ),
         metadata=b.metadata,
+        at_risk=batch_at_risk(b, int(time.time()) if now is None else now),
         paused_at=b.paused_at if b.paused else None,
     )
 

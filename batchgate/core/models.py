@@ -203,6 +203,7 @@ class ClaimedRequest:
     offset: int
     length: int
     attempts: int
+    project_id: str = ""  # the batch's: batch lines of different projects take turns at a backend
 
 
 @dataclass(slots=True)

@@ -91,6 +91,15 @@ class Store(Protocol):
         ...
 
     def list_projects(self) -> list[Project]: ...
+    def set_project_weight(self, project_id: str, weight: float) -> bool:
+        """Set the project's share weight for claims (core/scheduling.py); False if there
+        is no such project."""
+        ...
+
+    def project_weights(self) -> dict[str, float]:
+        """Every project's weight (1 unless set), by project id."""
+        ...
+
     def revoke_api_key(self, key_id: str, now: int) -> bool: ...
 
     # files
@@ -458,6 +467,7 @@ class BackendRequest:
     url: str
     body: dict[str, Any]
     interactive: bool = False  # a synchronous API call: served ahead of batch lines
+    share: str = ""  # a batch line's project: batch lines of different shares take turns at a backend
 
 
 @dataclass(slots=True)

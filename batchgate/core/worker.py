@@ -406,7 +406,7 @@ class Worker:
             return failed("rate_limited", admitted.message)
         if admitted is not None:
             self._admissions[(claim.batch_id, claim.line)] = admitted
-        request = BackendRequest(custom_id, claim.endpoint, body)
+        request = BackendRequest(custom_id, claim.endpoint, body, share=claim.project_id)
         while True:
             try:
                 response = await self.backend.execute(request)

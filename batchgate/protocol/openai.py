@@ -144,6 +144,12 @@ class Batch(BaseModel):
     pacing: str | None = Field(
         default=None, description="Extension: why the lines wait (the limit and its window), with rate_limited_until."
     )
+    at_risk: bool | None = Field(
+        None,
+        description="Extension: true while the batch is in progress and, at its throughput so far (lines done "
+        "per second since it started), would not finish before `expires_at`; such batches are claimed first, "
+        "earliest deadline first. With no line done yet: true in the last tenth of the completion window.",
+    )
 
 
 class BatchList(BaseModel):

@@ -50,6 +50,7 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.scheduling import plan_claims
 from batchgate.core.states import (
     ACCEPTS_LINES,
     ACTIVE_STATUSES,
@@ -63,7 +64,16 @@ from batchgate.core.states import (
     settle_sources,
 )
 from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, lifecycle_sql, ratelimit_sql, webhooks_sql
+from batchgate.store import (
+    billing_sql,
+    browse_sql,
+    keys_sql,
+    ledger_sql,
+    lifecycle_sql,
+    ratelimit_sql,
+    scheduling_sql,
+    webhooks_sql,
+)
 from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
@@ -238,6 +248,14 @@ class PostgresStore:
 
     def list_projects(self) -> list[Project]:
         return [Project(*r) for r in self._all("SELECT id, name, created_at FROM projects ORDER BY name")]
+
+    def set_project_weight(self, project_id: str, weight: float) -> bool:
+        with self._tx() as cur:
+            cur.execute(scheduling_sql.set_weight_sql("%s"), (weight, project_id))
+            return cur.rowcount > 0
+
+    def project_weights(self) -> dict[str, float]:
+        return {pid: float(w) for pid, w in self._all(scheduling_sql.WEIGHTS_SQL, ())}
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._tx() as cur:
@@ -751,60 +769,69 @@ class PostgresStore:
 
     def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
         claims: list[ClaimedRequest] = []
-        claimable = _is("state", request_sources(RequestState.RUNNING))
+        where = (
+            "status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
+            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED}"
+        )
+        params = (RUNNABLE_STATUS.value, now)
         with self._tx() as cur:
+            runnable = cur.execute(scheduling_sql.candidates_sql(where), params).fetchall()
+            plan = plan_claims([scheduling_sql.candidate(r) for r in runnable], limit, now)
             # each batch's claim cursor is taken by one worker at a time; the others skip
-            # that batch rather than queue behind it. Only when every runnable batch is
+            # that batch rather than queue behind it. Only when every planned batch is
             # locked (other claims, result counts) does a claim wait, for the first one:
             # it is a moment, and an empty claim would idle the worker until the next poll
-            runnable = (
-                "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
-                "WHERE status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-                f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} ORDER BY priority DESC, pk"
-            )
-            params = (RUNNABLE_STATUS.value, now)
-            batches = cur.execute(runnable + " LIMIT 16 FOR UPDATE SKIP LOCKED", params).fetchall()
-            if not batches:
-                batches = cur.execute(runnable + " LIMIT 1 FOR UPDATE", params).fetchall()
-            # share the slots among runnable batches so a small batch is not stuck behind
-            # a million-line one; slots a batch cannot use are claimed on the next call
-            share = -(-limit // max(len(batches), 1))
-            for pk, batch_id, file_id, endpoint, cursor, total, requeued in batches:
-                want = min(share, limit - len(claims))
-                if want <= 0:
-                    break
-                base = pk << LINE_BITS
-                taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
-                if requeued:
-                    rows = cur.execute(
-                        f"UPDATE requests SET state = '{_RUNNING}', worker_id = %s, attempts = attempts + 1 "
-                        f"WHERE id IN (SELECT id FROM requests WHERE {claimable} AND id BETWEEN %s AND %s "
-                        "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-                        'RETURNING id, "offset", length, attempts',
-                        (worker_id, base, base | LINE_MASK, want),
-                    ).fetchall()
-                    taken += sorted((r[0] & LINE_MASK, r[1], r[2], r[3]) for r in rows)
-                    requeued = int(len(rows) == want)
-                fresh = list(self._lines(cur, pk, cursor, min(cursor + want - len(taken), total)))
-                if fresh:
-                    cur.execute(
-                        'INSERT INTO requests (id, "offset", length, state, worker_id, attempts) '
-                        f"SELECT i, o, l, '{_RUNNING}', %s, 1 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
-                        "AS t(i, o, l)",
-                        (
-                            worker_id,
-                            [base | line for line, _, _ in fresh],
-                            [offset for _, offset, _ in fresh],
-                            [length for _, _, length in fresh],
-                        ),
-                    )
-                taken += [(line, offset, length, 1) for line, offset, length in fresh]
-                cur.execute(
-                    "UPDATE batches SET claim_cursor = %s, requeued = %s WHERE pk = %s",
-                    (cursor + len(fresh), requeued, pk),
-                )
-                claims += [ClaimedRequest(batch_id, file_id, endpoint, *t) for t in taken]
+            lock = f"SELECT {scheduling_sql.BATCH_COLUMNS} FROM batches WHERE pk = %s AND {where} FOR UPDATE"
+            locked_any = False
+            for candidate, want in plan:
+                row = cur.execute(lock + " SKIP LOCKED", (candidate.ref[0], *params)).fetchone()
+                if row is not None:
+                    locked_any = True
+                    claims += self._claim_lines(cur, worker_id, row, candidate.project_id, want)
+            if plan and not locked_any:
+                candidate, want = plan[0]
+                row = cur.execute(lock, (candidate.ref[0], *params)).fetchone()
+                if row is not None:
+                    claims += self._claim_lines(cur, worker_id, row, candidate.project_id, want)
         return claims
+
+    def _claim_lines(
+        self, cur: psycopg.Cursor[Any], worker_id: str, batch: tuple[Any, ...], project_id: str, want: int
+    ) -> list[ClaimedRequest]:
+        """Claim up to `want` lines of one batch (its row locked): requeued rows first, then fresh lines."""
+        pk, batch_id, file_id, endpoint, cursor, total, requeued = batch
+        claimable = _is("state", request_sources(RequestState.RUNNING))
+        base = pk << LINE_BITS
+        taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
+        if requeued:
+            rows = cur.execute(
+                f"UPDATE requests SET state = '{_RUNNING}', worker_id = %s, attempts = attempts + 1 "
+                f"WHERE id IN (SELECT id FROM requests WHERE {claimable} AND id BETWEEN %s AND %s "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
+                'RETURNING id, "offset", length, attempts',
+                (worker_id, base, base | LINE_MASK, want),
+            ).fetchall()
+            taken += sorted((r[0] & LINE_MASK, r[1], r[2], r[3]) for r in rows)
+            requeued = int(len(rows) == want)
+        fresh = list(self._lines(cur, pk, cursor, min(cursor + want - len(taken), total)))
+        if fresh:
+            cur.execute(
+                'INSERT INTO requests (id, "offset", length, state, worker_id, attempts) '
+                f"SELECT i, o, l, '{_RUNNING}', %s, 1 FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+                "AS t(i, o, l)",
+                (
+                    worker_id,
+                    [base | line for line, _, _ in fresh],
+                    [offset for _, offset, _ in fresh],
+                    [length for _, _, length in fresh],
+                ),
+            )
+        taken += [(line, offset, length, 1) for line, offset, length in fresh]
+        cur.execute(
+            "UPDATE batches SET claim_cursor = %s, requeued = %s WHERE pk = %s",
+            (cursor + len(fresh), requeued, pk),
+        )
+        return [ClaimedRequest(batch_id, file_id, endpoint, *t, project_id) for t in taken]
 
     def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
         if bad := {r.state for r in results} - RESULT_STATES:

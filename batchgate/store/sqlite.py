@@ -42,6 +42,7 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.scheduling import plan_claims
 from batchgate.core.states import (
     ACCEPTS_LINES,
     ACTIVE_STATUSES,
@@ -55,7 +56,16 @@ from batchgate.core.states import (
     settle_sources,
 )
 from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from batchgate.store import billing_sql, browse_sql, keys_sql, ledger_sql, lifecycle_sql, ratelimit_sql, webhooks_sql
+from batchgate.store import (
+    billing_sql,
+    browse_sql,
+    keys_sql,
+    ledger_sql,
+    lifecycle_sql,
+    ratelimit_sql,
+    scheduling_sql,
+    webhooks_sql,
+)
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
 
@@ -229,6 +239,13 @@ class SQLiteStore:
 
     def list_projects(self) -> list[Project]:
         return [Project(*r) for r in self._conn().execute("SELECT id, name, created_at FROM projects ORDER BY name")]
+
+    def set_project_weight(self, project_id: str, weight: float) -> bool:
+        with self._write() as conn:
+            return conn.execute(scheduling_sql.set_weight_sql("?"), (weight, project_id)).rowcount > 0
+
+    def project_weights(self) -> dict[str, float]:
+        return {pid: float(w) for pid, w in self._conn().execute(scheduling_sql.WEIGHTS_SQL)}
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._write() as conn:
@@ -749,49 +766,52 @@ class SQLiteStore:
 
     def claim_requests(self, worker_id: str, limit: int, now: int) -> list[ClaimedRequest]:
         claims: list[ClaimedRequest] = []
-        claimable = _is("state", request_sources(RequestState.RUNNING))
         with self._write() as conn:
-            batches = conn.execute(
-                "SELECT pk, id, input_file_id, endpoint, claim_cursor, total, requeued FROM batches "
-                "WHERE status = ? AND expires_at > ? AND (claim_cursor < total OR requeued) "
-                f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} "
-                "ORDER BY priority DESC, pk LIMIT 16",
+            runnable = conn.execute(
+                scheduling_sql.candidates_sql(
+                    "status = ? AND expires_at > ? AND (claim_cursor < total OR requeued) "
+                    f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} "
+                ),
                 (RUNNABLE_STATUS.value, now),
             ).fetchall()
-            # share the slots among runnable batches so a small batch is not stuck behind
-            # a million-line one; slots a batch cannot use are claimed on the next call
-            share = -(-limit // max(len(batches), 1))
-            for pk, batch_id, file_id, endpoint, cursor, total, requeued in batches:
-                want = min(share, limit - len(claims))
-                if want <= 0:
-                    break
-                base = pk << LINE_BITS
-                taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
-                if requeued:
-                    rows = conn.execute(
-                        "SELECT id, offset, length, attempts FROM requests INDEXED BY requests_queued "
-                        f"WHERE {claimable} AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
-                        (base, base | LINE_MASK, want),
-                    ).fetchall()
-                    conn.executemany(
-                        f"UPDATE requests SET state = '{_RUNNING}', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
-                        [(worker_id, r[0]) for r in rows],
-                    )
-                    taken += [(r[0] & LINE_MASK, r[1], r[2], r[3] + 1) for r in rows]
-                    requeued = len(rows) == want
-                fresh = list(self._lines(conn, pk, cursor, min(cursor + want - len(taken), total)))
-                conn.executemany(
-                    "INSERT INTO requests (id, offset, length, state, worker_id, attempts) "
-                    f"VALUES (?, ?, ?, '{_RUNNING}', ?, 1)",
-                    [(base | line, offset, length, worker_id) for line, offset, length in fresh],
-                )
-                taken += [(line, offset, length, 1) for line, offset, length in fresh]
-                conn.execute(
-                    "UPDATE batches SET claim_cursor = ?, requeued = ? WHERE pk = ?",
-                    (cursor + len(fresh), requeued, pk),
-                )
-                claims += [ClaimedRequest(batch_id, file_id, endpoint, *t) for t in taken]
+            # core decides the shares (fair across projects, keys, batches; deadlines first);
+            # slots a batch cannot use are claimed on the next call
+            for candidate, want in plan_claims([scheduling_sql.candidate(r) for r in runnable], limit, now):
+                claims += self._claim_lines(conn, worker_id, candidate.ref, candidate.project_id, want)
         return claims
+
+    def _claim_lines(
+        self, conn: sqlite3.Connection, worker_id: str, batch: tuple[Any, ...], project_id: str, want: int
+    ) -> list[ClaimedRequest]:
+        """Claim up to `want` lines of one batch: requeued rows first, then fresh lines."""
+        pk, batch_id, file_id, endpoint, cursor, total, requeued = batch
+        claimable = _is("state", request_sources(RequestState.RUNNING))
+        base = pk << LINE_BITS
+        taken: list[tuple[int, int, int, int]] = []  # (line, offset, length, attempts)
+        if requeued:
+            rows = conn.execute(
+                "SELECT id, offset, length, attempts FROM requests INDEXED BY requests_queued "
+                f"WHERE {claimable} AND id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+                (base, base | LINE_MASK, want),
+            ).fetchall()
+            conn.executemany(
+                f"UPDATE requests SET state = '{_RUNNING}', worker_id = ?, attempts = attempts + 1 WHERE id = ?",
+                [(worker_id, r[0]) for r in rows],
+            )
+            taken += [(r[0] & LINE_MASK, r[1], r[2], r[3] + 1) for r in rows]
+            requeued = len(rows) == want
+        fresh = list(self._lines(conn, pk, cursor, min(cursor + want - len(taken), total)))
+        conn.executemany(
+            "INSERT INTO requests (id, offset, length, state, worker_id, attempts) "
+            f"VALUES (?, ?, ?, '{_RUNNING}', ?, 1)",
+            [(base | line, offset, length, worker_id) for line, offset, length in fresh],
+        )
+        taken += [(line, offset, length, 1) for line, offset, length in fresh]
+        conn.execute(
+            "UPDATE batches SET claim_cursor = ?, requeued = ? WHERE pk = ?",
+            (cursor + len(fresh), requeued, pk),
+        )
+        return [ClaimedRequest(batch_id, file_id, endpoint, *t, project_id) for t in taken]
 
     def record_results(self, worker_id: str, results: list[RequestResult], now: int) -> None:
         if bad := {r.state for r in results} - RESULT_STATES:
