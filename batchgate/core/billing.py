@@ -15,7 +15,8 @@ crash between sending and recording, or two exporters computing the same hour ca
 therefore never bill twice: the outbox keeps one row per (project, meter, hour, seq),
 and Stripe dedupes a resent identifier.
 
-Late usage. Each pass recomputes the closed hours of the last `lookback_hours` and
+Late usage. The exporter recomputes the closed hours of the last `lookback_hours` (every
+`RECHECK_SECONDS`; the passes between look at the last two closed hours only) and
 compares each with what the outbox already holds for it (sent, pending or failed).
 Usage metered after an hour's event was computed (a long request that started in it and
 finished later) becomes a correction event with the next `seq` and the difference as its
@@ -46,6 +47,11 @@ MICRO_USD = 1_000_000
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 DEFAULT_API_BASE = "https://api.stripe.com"
 MAX_LOOKBACK_HOURS = 30 * 24  # Stripe takes events stamped up to 35 days back
+# how often the whole lookback is summed again for late usage; the passes between sum
+# the last RECENT_HOURS closed hours only (a pass a minute would otherwise scan two days
+# of ledger every minute)
+RECHECK_SECONDS = 900
+RECENT_HOURS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +151,11 @@ def identifier(project_id: str, meter: str, bucket_start: int, seq: int) -> str:
     return f"bg-{project_id}-{meter}-{bucket_start}-{seq}"
 
 
-def closed_window(now: float, config: BillingConfig) -> tuple[int, int]:
-    """[since, until): the hours that are closed and still recomputed."""
+def closed_window(now: float, config: BillingConfig, hours: int | None = None) -> tuple[int, int]:
+    """[since, until): the hours that are closed and recomputed (the last `hours` of
+    them; None: the whole lookback)."""
     until = (int(now) - config.settle_seconds) // HOUR * HOUR
-    return until - config.lookback_hours * HOUR, until
+    return until - min(hours or config.lookback_hours, config.lookback_hours) * HOUR, until
 
 
 def hourly_values(store: Store, since: int, until: int) -> dict[tuple[str, int], dict[str, int]]:
@@ -162,14 +169,15 @@ def hourly_values(store: Store, since: int, until: int) -> dict[tuple[str, int],
     return {key: {COST: round(cost[key] * MICRO_USD), TOKENS: tokens[key]} for key in cost}
 
 
-def compute_events(store: Store, config: BillingConfig, now: float) -> list[BillingEvent]:
+def compute_events(store: Store, config: BillingConfig, now: float, hours: int | None = None) -> list[BillingEvent]:
     """The events the closed hours call for beyond what the outbox already holds (first
-    events and corrections), for the configured projects that exist."""
+    events and corrections), for the configured projects that exist; only the last
+    `hours` closed hours (None: the whole lookback)."""
     by_name = {p.name: p.id for p in store.list_projects()}
     billed = {by_name[name]: pb for name, pb in config.projects.items() if name in by_name}
     if not billed:
         return []
-    since, until = closed_window(now, config)
+    since, until = closed_window(now, config, hours)
     held = {(t.project_id, t.meter, t.bucket_start): t for t in store.billing_totals(since)}
     events = []
     for (project_id, hour), values in sorted(hourly_values(store, since, until).items()):

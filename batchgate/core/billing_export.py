@@ -29,7 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, Protocol, TypeVar
 
-from batchgate.core.billing import FAILED, PENDING, SENT, BillingAttempt, BillingConfig, BillingEvent, compute_events
+from batchgate.core.billing import (
+    FAILED,
+    PENDING,
+    RECENT_HOURS,
+    RECHECK_SECONDS,
+    SENT,
+    BillingAttempt,
+    BillingConfig,
+    BillingEvent,
+    compute_events,
+)
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.ports import Store
 
@@ -112,6 +122,7 @@ class BillingExporter:
         self._store_thread: ThreadPoolExecutor | None = None
         # after a 429/5xx/no answer, no event is sent before then (the whole queue waits)
         self.hold_until = 0.0
+        self._next_recheck = 0.0  # when the whole lookback is summed again (late usage)
 
     async def _db(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Store calls block: they run on the exporter's own thread (one connection)."""
@@ -121,8 +132,14 @@ class BillingExporter:
         return await loop.run_in_executor(self._store_thread, functools.partial(call, *args, **kwargs))
 
     def compute(self) -> int:
-        """Add the events the closed hours call for to the outbox; how many were new."""
-        return self.store.add_billing_events(compute_events(self.store, self.config, self.clock.time()))
+        """Add the events the closed hours call for to the outbox; how many were new. The
+        whole lookback every RECHECK_SECONDS, else the last RECENT_HOURS closed hours."""
+        now = self.clock.time()
+        whole = now >= self._next_recheck
+        if whole:
+            self._next_recheck = now + RECHECK_SECONDS
+        events = compute_events(self.store, self.config, now, None if whole else RECENT_HOURS)
+        return self.store.add_billing_events(events)
 
     async def export_once(self, compute: bool = True) -> ExportReport:
         """One pass: compute, then send the due events until none is left or one must wait."""

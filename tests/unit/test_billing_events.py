@@ -13,6 +13,7 @@ from batchgate.core.billing import (
     COST,
     FAILED,
     PENDING,
+    RECHECK_SECONDS,
     SENT,
     TOKENS,
     BillingConfig,
@@ -199,3 +200,17 @@ def test_retry_after_in_seconds_or_as_an_http_date() -> None:
     assert in_a_minute is not None and 55 <= in_a_minute <= 60
     assert _retry_after({"Retry-After": "soon"}) is None
     assert _retry_after({}) is None
+
+
+def test_the_exporter_rechecks_the_whole_lookback_every_15_minutes() -> None:
+    exporter, _, clock, store = exporter_on([])
+    acme = store.ensure_project("acme", H).id
+    clock.advance(5 * HOUR)
+    assert exporter.compute() == 2  # the first pass sums the whole lookback
+    store.add_ledger_entry(ledger_row(acme, H + 20, 0.001, (3, 0)))  # late, 6 hours back
+    store.add_ledger_entry(ledger_row(acme, clock.time() - 2 * HOUR, 0.002, (1, 1)))  # a closed hour, recent
+    assert [e.value for e in compute_events(store, CONFIG, clock.time(), hours=2)] == [2000, 2]
+    assert exporter.compute() == 2  # the recent hours only
+    clock.advance(RECHECK_SECONDS)
+    assert exporter.compute() == 2  # the late usage's corrections (cost, tokens)
+    assert {(t.meter, t.events) for t in store.billing_totals(H) if t.bucket_start == H} == {(COST, 2), (TOKENS, 2)}
