@@ -27,6 +27,7 @@ from batchgate.core.metering import current_usage
 from batchgate.core.models import ApiKey
 from batchgate.core.ports import Store
 from batchgate.core.ratelimit import Cost, Decision, Limiter, estimate_cost, is_limited, reset_text
+from batchgate.core.telemetry import record_rejection
 from batchgate.protocol import openai as wire
 
 log = logging.getLogger("batchgate.ratelimit")
@@ -53,6 +54,7 @@ class RateLimits:
         decision = await run_in_threadpool(self.limiter.acquire, key, cost, time.time())
         headers = ratelimit_headers(decision)
         if not decision.allowed:
+            record_rejection(decision.refused_by.kind if decision.refused_by is not None else "parallel")
             tokens = decision.refused_by is not None and decision.refused_by.kind != "requests"
             retry = None if decision.never else decision.retry_after
             await to_response(RateLimitError(decision.message, retry_after=retry, tokens=tokens), headers)(
