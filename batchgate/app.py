@@ -194,7 +194,7 @@ def build_services(
     # MeteredBackend: every model call of a synchronous request counts in its ledger row
     models = backend or make_backend(settings, routing)
     metered = MeteredBackend(models, models.price if isinstance(models, Router) else no_price)
-    backend = ResponsesBackend(AgentBackend(metered))
+    backend = ResponsesBackend(AgentBackend(metered), routing.native_responses)
     retention = {"batch": settings.retention_batch} if settings.retention_batch else {}
     files = FileService(store, blobs, settings.max_file_bytes, retention)
     batches = BatchService(
@@ -218,7 +218,7 @@ def build_services(
         operation_batches=OperationBatches(files, batches, operations, settings.max_lines),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
-        responses=ResponseService(backend, store),
+        responses=ResponseService(backend, store, clock, settings.response_retention or None, routing.native_responses),
         clock=clock,
         webhooks=WebhookService(store, clock),
         lifecycle=BatchLifecycle(batches, files),
@@ -278,6 +278,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         drain_timeout=s.drain_timeout,
         dead_after=s.dead_worker_after,
         sweep_interval=s.sweep_interval,
+        response_retention=s.response_retention or None,
         poll_interval=s.listen_poll_interval if announces_work(services.store) else s.poll_interval,
     )
     webhooks = WebhookDispatcher(

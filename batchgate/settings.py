@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     retention_batch: int | None = Field(None, gt=0)
     retention_batch_output: int | None = Field(None, gt=0)
     sweep_interval: float = 60.0  # seconds between sweeps of expired files, by each worker
+    # how long a response created with `store: true` is kept (seconds; OpenAI's 30 days); 0: for ever
+    response_retention: int = Field(30 * 86_400, ge=0)
     # how often a batch passed through to an upstream's own Batch API is polled (seconds)
     upstream_poll_interval: int = 5
     # webhooks (core/webhooks.py): seconds between a failed delivery attempt and the next

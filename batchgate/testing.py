@@ -470,6 +470,15 @@ class InMemoryStore:
             del self._responses[response_id]
             return True
 
+    def delete_expired_responses(self, created_before: int, limit: int) -> int:
+        with self._lock:
+            expired = sorted(
+                (r for r in self._responses.values() if r.created_at < created_before), key=lambda r: r.created_at
+            )[:limit]
+            for response in expired:
+                del self._responses[response.id]
+            return len(expired)
+
     # workers
     def register_worker(self, info: WorkerInfo) -> None:
         with self._lock:

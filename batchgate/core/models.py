@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
@@ -185,6 +185,9 @@ class StoredResponse:
     created_at: int
     response: dict[str, Any]
     messages: list[dict[str, Any]]
+    # the request's input as OpenAI's input items (GET /v1/responses/{id}/input_items)
+    input_items: list[dict[str, Any]] = field(default_factory=list)
+    native: bool = False  # answered by an upstream's own /v1/responses (which also keeps it)
 
 
 # A chunk of a batch's line index, written by validation: a flat array("q") of

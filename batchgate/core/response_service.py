@@ -2,29 +2,42 @@
 `store: true`) kept for GET /v1/responses/{id} and `previous_response_id`.
 
 The translation to and from chat completions is in `core/responses.py`; this adds the
-project's stored conversations and the event stream.
+project's stored conversations, their input items, their expiry and the event stream.
+
+A stored response expires `retention` seconds after it was created (OpenAI keeps them 30
+days): from then on it is not found, as if deleted, and the sweeper deletes its row.
+
+For a model served natively (`native`), a request that does not stream goes to the
+upstream as it came; `previous_response_id` must then name a response this project
+stored from a native answer too (the upstream holds that one). Otherwise, and for every
+streamed request, the request is translated to chat completions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
+from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import BackendRejectedError, BatchgateError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.models import StoredResponse
 from batchgate.core.ports import Backend, BackendRequest, Store, StreamDelta
 from batchgate.core.responses import (
     CHAT,
+    RESPONSES,
     Translated,
     answer_status,
     base_response,
     conversation,
     ended,
+    input_items,
+    items_page,
+    native_conversation,
+    never,
     output_message,
     rename_refusal,
     response_object,
@@ -36,29 +49,65 @@ Event = dict[str, Any]
 
 
 class ResponseService:
-    def __init__(self, backend: Backend, store: Store):
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        clock: Clock | None = None,
+        retention: int | None = None,
+        native: Callable[[str], bool] = never,
+    ):
         self.backend = backend
         self.store = store
+        self.clock = clock or SystemClock()
+        self.retention = retention  # seconds a stored response is kept; None: for ever
+        self.native = native
         self._ids = IdSequence("resp-")
 
-    async def _translate(self, project: str, body: dict[str, Any]) -> Translated:
-        previous = body.get("previous_response_id")
-        history: list[dict[str, Any]] = []
-        if isinstance(previous, str):
-            stored = await asyncio.to_thread(self.store.get_response, previous, project)
-            if stored is None:
-                raise NotFoundError(f"No stored response {previous!r}.", param="previous_response_id")
-            history = stored.messages
-        return translate(body, history)
+    async def _stored(self, project: str, response_id: str, param: str = "response_id") -> StoredResponse:
+        """The project's stored response, unless it expired (then, as OpenAI, not found)."""
+        stored = await asyncio.to_thread(self.store.get_response, response_id, project)
+        if stored is None or (self.retention and stored.created_at + self.retention <= self.clock.time()):
+            raise NotFoundError(f"No response with id {response_id!r}.", param=param)
+        return stored
 
-    async def create(self, project: str, body: dict[str, Any]) -> wire.Response:
-        t = await self._translate(project, body)
+    async def _previous(self, project: str, body: dict[str, Any]) -> StoredResponse | None:
+        previous = body.get("previous_response_id")
+        return await self._stored(project, previous, "previous_response_id") if isinstance(previous, str) else None
+
+    async def _translate(self, body: dict[str, Any], previous: StoredResponse | None) -> Translated:
+        return translate(body, previous.messages if previous else [])
+
+    async def create(self, project: str, body: dict[str, Any]) -> wire.Response | dict[str, Any]:
+        """The response: a `wire.Response`, or as a native upstream wrote it (a dict)."""
+        previous = await self._previous(project, body)
+        if self.native(str(body.get("model"))) and (previous is None or previous.native):
+            return await self._forward(project, body, previous)
+        t = await self._translate(body, previous)
         try:
             answer = await self.backend.execute(BackendRequest(self._ids.next(), CHAT, t.chat, interactive=True))
         except BackendRejectedError as exc:
             raise rename_refusal(exc) from None
-        response = response_object(t, answer, new_id("resp_"), int(time.time()), bool(t.request.store))
+        response = response_object(t, answer, new_id("resp_"), int(self.clock.time()), bool(t.request.store))
         await self._keep(project, t, response)
+        return response
+
+    async def _forward(self, project: str, body: dict[str, Any], previous: StoredResponse | None) -> dict[str, Any]:
+        """The request answered by its upstream's own /v1/responses."""
+        answer = await self.backend.execute(BackendRequest(self._ids.next(), RESPONSES, body, interactive=True))
+        response = dict(answer.body)
+        if body.get("store") is True and isinstance(response.get("id"), str):
+            history = previous.messages if previous else []
+            record = StoredResponse(
+                response["id"],
+                project,
+                int(response.get("created_at") or self.clock.time()),
+                response,
+                native_conversation(history, body.get("input"), response),
+                input_items(body.get("input")),
+                native=True,
+            )
+            await asyncio.to_thread(self.store.add_response, record)
         return response
 
     async def _keep(self, project: str, t: Translated, response: wire.Response) -> None:
@@ -69,16 +118,31 @@ class ResponseService:
                 response.created_at,
                 orjson.loads(response.model_dump_json()),
                 conversation(t, response),
+                input_items(t.request.input),
             )
             await asyncio.to_thread(self.store.add_response, record)
 
     async def get(self, project: str, response_id: str) -> dict[str, Any]:
-        stored = await asyncio.to_thread(self.store.get_response, response_id, project)
-        if stored is None:
-            raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
-        return stored.response
+        return (await self._stored(project, response_id)).response
+
+    async def input_items(
+        self, project: str, response_id: str, after: str | None = None, limit: int = 20, order: str = "desc"
+    ) -> wire.InputItemList:
+        """The input items of a stored response, a page at a time (newest first by default,
+        as OpenAI's)."""
+        stored = await self._stored(project, response_id)
+        page, has_more = items_page(stored.input_items, after, limit, order)
+        return wire.InputItemList.model_validate(
+            {
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": has_more,
+            }
+        )
 
     async def delete(self, project: str, response_id: str) -> wire.ResponseDeleted:
+        await self._stored(project, response_id)  # an expired one is gone already
         if not await asyncio.to_thread(self.store.delete_response, response_id, project):
             raise NotFoundError(f"No response with id {response_id!r}.", param="response_id")
         return wire.ResponseDeleted(id=response_id)
@@ -90,8 +154,8 @@ class ResponseService:
         Text streams as the engine writes it. With tools in play the answer is only known
         to be a call, and a valid one, once complete (the local engine does not stream
         calls), so it is generated whole, then sent as the same events."""
-        t = await self._translate(project, body)
-        created_at, response_id = int(time.time()), new_id("resp_")
+        t = await self._translate(body, await self._previous(project, body))
+        created_at, response_id = int(self.clock.time()), new_id("resp_")
         start = base_response(t, response_id, created_at, bool(t.request.store))
         tools_in_play = bool(t.request.tools) and t.request.tool_choice != "none"
         request = BackendRequest(self._ids.next(), CHAT, t.chat, interactive=True)

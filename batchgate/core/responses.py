@@ -19,13 +19,18 @@ Whatever has no chat equivalent the engines honour (built-in tools, images and f
 reasoning effort, background mode, …) is refused with a 400 naming the parameter. The
 engine's own refusals are renamed to the Responses parameter (`response_format` →
 `text.format`, …), so the caller reads the name of what it sent.
+
+Models whose upstreams serve `/v1/responses` themselves (`responses = "native"` in
+batchgate.toml, `RoutingConfig.native_responses`) skip the translation: the request goes
+to the upstream as it came, the model renamed, and its answer comes back as the upstream
+wrote it, with the tokens metered and the route's `cost` added.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +55,10 @@ _RENAMED = [
     (re.compile(r"^(tools\[\d+\])\.function"), r"\1"),
     (re.compile(r"^tool_choice\.function"), "tool_choice"),
 ]
+
+
+def never(model: str) -> bool:
+    return False
 
 
 def refused(message: str, param: str | None, code: str = "invalid_value") -> InvalidRequestError:
@@ -225,6 +234,71 @@ def _text(content: Any, at: str) -> str:
     return "".join(texts)
 
 
+# ---- input items ---------------------------------------------------------------------
+
+
+def input_items(input_: Any) -> list[dict[str, Any]]:
+    """A request's `input` as OpenAI lists it back (GET /v1/responses/{id}/input_items):
+    each item with an id (its own, or a new one), messages' text as `input_text` parts
+    (an assistant's as `output_text`). Items of other types, which only a native upstream
+    takes, are kept as they came, with an id."""
+    if isinstance(input_, str):
+        input_ = [{"role": "user", "content": input_}]
+    items: list[dict[str, Any]] = []
+    for item in input_ if isinstance(input_, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message":
+            items.append(_message_item(item))
+        elif kind in ("function_call", "function_call_output"):
+            prefix = "fc_" if kind == "function_call" else "fco_"
+            fields = ("call_id", "name", "arguments") if kind == "function_call" else ("call_id", "output")
+            items.append(
+                {"id": item.get("id") or new_id(prefix), "type": kind, **{k: item.get(k) for k in fields}}
+                | {"status": "completed"}
+            )
+        else:
+            items.append({**item, "id": item.get("id") or new_id("item_")})
+    return items
+
+
+def _message_item(item: dict[str, Any]) -> dict[str, Any]:
+    role, content = item.get("role"), item.get("content")
+    parts = [{"type": "input_text", "text": content}] if isinstance(content, str) else list(content or [])
+    if role == "assistant":  # an earlier answer: an output message
+        parts = [
+            {"type": "output_text", "text": p.get("text", ""), "annotations": [], "logprobs": []}
+            for p in parts
+            if isinstance(p, dict) and p.get("type") in INPUT_TEXT_PARTS
+        ]
+    else:
+        parts = [{**p, "type": "input_text"} if p.get("type") == "text" else p for p in parts if isinstance(p, dict)]
+    return {
+        "id": item.get("id") or new_id("msg_"),
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": parts,
+    }
+
+
+def items_page(
+    items: list[dict[str, Any]], after: str | None, limit: int, order: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of input items in `order` (`asc`: as given), starting after the item `after`;
+    and whether more follow."""
+    ordered = items if order == "asc" else items[::-1]
+    start = 0
+    if after is not None:
+        ids = [item.get("id") for item in ordered]
+        if after not in ids:
+            raise refused(f"No input item {after!r} in this response.", "after")
+        start = ids.index(after) + 1
+    page = ordered[start : start + limit]
+    return page, start + limit < len(ordered)
+
+
 def renamed(param: str | None) -> str | None:
     """The Responses name of a chat parameter an engine refused."""
     if param is None:
@@ -368,18 +442,51 @@ def conversation(t: Translated, response: wire.Response) -> list[dict[str, Any]]
     return [*t.messages, answer]
 
 
+def native_conversation(history: list[dict[str, Any]], input_: Any, response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversation a translated response continues from a natively answered one: as
+    far as it is in chat terms (text and function calls; other items are left out)."""
+    try:
+        messages = _messages(input_)
+    except InvalidRequestError:
+        messages = []
+    text, calls = [], []
+    for item in response.get("output") or ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            text += [p.get("text", "") for p in item.get("content") or () if p.get("type") == "output_text"]
+        elif item.get("type") == "function_call":
+            function = {"name": item.get("name"), "arguments": item.get("arguments")}
+            calls.append({"id": item.get("call_id"), "type": "function", "function": function})
+    answer: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        answer["tool_calls"] = calls
+    return [*history, *messages, answer]
+
+
+def native_answer(answer: BackendResponse) -> BackendResponse:
+    """An upstream's own response, with the route's cost when priced."""
+    if answer.cost and isinstance(answer.body, dict):
+        return replace(answer, body={**answer.body, "cost": answer.cost})
+    return answer
+
+
 class ResponsesBackend:
     """A Backend that runs `/v1/responses` lines as chat completions on `inner` (batch
-    lines: the synchronous endpoint goes through `ResponseService`, which also stores).
-    Every other line passes straight through."""
+    lines: the synchronous endpoint goes through `ResponseService`, which also stores),
+    or, for models `native` says are served natively, forwards them as they are. Every
+    other line passes straight through."""
 
-    def __init__(self, inner: Backend):
+    def __init__(self, inner: Backend, native: Callable[[str], bool] = never):
         self.inner = inner
         self.name = inner.name
+        self.native = native
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
         if request.url != RESPONSES:
             return await self.inner.execute(request)
+        if self.native(str(request.body.get("model"))):
+            return await self._forward(request)
         try:
             t = translate(request.body)
             if t.request.stream:
@@ -397,6 +504,17 @@ class ResponsesBackend:
         response = response_object(t, answer, new_id("resp_"), int(time.time()))
         body = orjson.loads(response.model_dump_json())
         return replace(answer, body=body)
+
+    async def _forward(self, request: BackendRequest) -> BackendResponse:
+        # a synchronous request (interactive) comes from ResponseService, which checked
+        # that its previous_response_id is the project's; a batch line cannot name one
+        # (nor could a translated line): another project's stored response is not its own
+        if not request.interactive:
+            for param in ("stream", "previous_response_id"):
+                if request.body.get(param):
+                    exc = _unsupported(param, "batch lines cannot stream or continue a stored response.")
+                    raise as_rejection(exc)
+        return native_answer(await self.inner.execute(request))
 
     def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
         return self.inner.stream(request)

@@ -6,6 +6,11 @@ OpenAI's bounds: 1 hour to 30 days), when its batch said so for the result files
 kept, as before. The sweeper deletes expired files a few hundred at a time (rows first,
 atomically with the check that no batch that has not ended reads them, then bytes: a
 crash in between leaves bytes no row points to, never a row without its bytes).
+
+Stored responses (POST /v1/responses with `store: true`) expire `response_retention`
+seconds after they were created (30 days by default, as OpenAI's); the sweeper deletes
+those too. They are not found from the moment they expire (core/response_service.py),
+whenever the sweeper gets to them.
 """
 
 from __future__ import annotations
@@ -63,17 +68,33 @@ class Sweeper:
     """Deletes expired files. `sweep` is one bounded step (blocking: call it off the event
     loop); the worker calls it every `interval` seconds of its clock."""
 
-    def __init__(self, store: Store, blobs: BlobStore, clock: Clock | None = None, chunk: int = 500):
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        clock: Clock | None = None,
+        chunk: int = 500,
+        response_retention: int | None = None,
+    ):
         self.store = store
         self.blobs = blobs
         self.clock = clock or SystemClock()
         self.chunk = chunk
+        self.response_retention = response_retention
 
     def sweep(self) -> int:
-        """Delete up to `chunk` expired files; how many were deleted."""
-        files = self.store.delete_expired_files(int(self.clock.time()), self.chunk)
+        """Delete up to `chunk` expired files and up to `chunk` expired stored responses;
+        how many were deleted (under `chunk`: none are left)."""
+        now = int(self.clock.time())
+        files = self.store.delete_expired_files(now, self.chunk)
         for file in files:
             self.blobs.delete(file.id)
         if files:
             log.info("deleted %d expired files", len(files))
-        return len(files)
+        responses = 0
+        if self.response_retention:
+            # expired: created `response_retention` seconds ago or more (core/response_service.py)
+            responses = self.store.delete_expired_responses(now - self.response_retention + 1, self.chunk)
+            if responses:
+                log.info("deleted %d expired stored responses", responses)
+        return len(files) + responses

@@ -12,6 +12,8 @@ The routing config (`batchgate.toml`, path from `--config` / `BATCHGATE_CONFIG`)
     connect_timeout = 5                 # seconds
     read_timeout = 600
     max_retries = 4                     # on 429, 5xx, timeouts, connection errors
+    responses = "native"                # it serves /v1/responses itself (default "chat":
+                                        # batchgate translates them to chat completions)
 
     [models.qwen-7b]                    # the name users put in `model`
     backend = "vllm"
@@ -80,6 +82,7 @@ class UpstreamConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     max_retries: int = 4
+    responses: str = "chat"  # "native": /v1/responses is forwarded to it as is
 
     @property
     def api_key(self) -> str | None:
@@ -137,6 +140,15 @@ class RoutingConfig:
         routes = [self.routes.get(model) for model in models]
         backends = {route.backend for route in routes if route is not None and route.native_batch}
         return backends.pop() if len(backends) == 1 and all(r and r.native_batch for r in routes) else None
+
+    def native_responses(self, model: str) -> bool:
+        """Whether `/v1/responses` requests for `model` go to its upstream as they are:
+        when its route and every fallback's are on upstreams that serve them natively
+        (any other route would need the translation to chat completions)."""
+        chain = self.chain(model)
+        return bool(chain) and all(
+            route.backend in self.upstreams and self.upstreams[route.backend].responses == "native" for route in chain
+        )
 
     def model_problem(self, model: str, builtin_problem: Callable[[str], str | None] | None) -> str | None:
         """Why `model` cannot run, or None when a route or the built-in backend (checked by
@@ -199,6 +211,7 @@ _UPSTREAM_KEYS: dict[str, type | tuple[type, ...]] = {
     "connect_timeout": (int, float),
     "read_timeout": (int, float),
     "max_retries": int,
+    "responses": str,
 }
 
 
@@ -224,6 +237,8 @@ def _parse_upstream(name: str, table: dict[str, Any], problems: list[str]) -> Up
             problems.append(f"{where} {key}: must be positive, got {table[key]!r}")
     if isinstance(table.get("max_retries"), int) and table["max_retries"] < 0:
         problems.append(f"{where} max_retries: must be 0 or more, got {table['max_retries']!r}")
+    if isinstance(table.get("responses"), str) and table["responses"] not in ("chat", "native"):
+        problems.append(f'{where} responses: expected "chat" or "native", got {table["responses"]!r}')
     if len(problems) > before:
         return None
     settings = {k: v for k, v in table.items() if k in _UPSTREAM_KEYS}

@@ -69,6 +69,7 @@ class WorkerConfig:
     drain_timeout: float = 10.0
     status_check_interval: float = 0.5
     sweep_interval: float = 60.0  # seconds of the clock between sweeps of expired files
+    response_retention: int | None = None  # seconds a stored response is kept (None: for ever)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -112,7 +113,7 @@ class Worker:
         self._store_thread: ThreadPoolExecutor | None = None
         self._job_task: asyncio.Task[None] | None = None  # the batch job this worker runs
         self._validation_failures = ValidationFailures()
-        self.sweeper = Sweeper(store, blobs, self.clock)
+        self.sweeper = Sweeper(store, blobs, self.clock, response_retention=self.config.response_retention)
         self._sweep_task: asyncio.Task[int] | None = None
         # batch lines wait for their key's rate limits (core/pacing.py)
         self.pacer = BatchPacer(store, self.clock, self._db)

@@ -195,6 +195,49 @@ class Response(BaseModel):
     cost: float | None = Field(None, exclude_if=lambda v: v is None, description="batchgate: USD, when priced.")
 
 
+class InputTextPart(BaseModel):
+    type: Literal["input_text"] = "input_text"
+    text: str
+
+
+class InputMessageItem(BaseModel):
+    """An input item: a message from the user, the system or the developer."""
+
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer"]
+    status: Literal["completed"] = "completed"
+    content: list[InputTextPart | dict[str, Any]] = Field(
+        description="`input_text` parts (other parts only as sent to an upstream that serves /v1/responses)."
+    )
+
+
+class FunctionCallOutputItem(BaseModel):
+    """An input item: what a function call returned, sent back by the caller."""
+
+    id: str
+    type: Literal["function_call_output"] = "function_call_output"
+    call_id: str
+    output: str | list[Any]
+    status: Literal["completed"] = "completed"
+
+
+# an assistant message or a function call given as input keeps its output item's shape;
+# items of other types reach only an upstream that serves /v1/responses, and are kept as sent
+InputItem = InputMessageItem | OutputMessage | FunctionCall | FunctionCallOutputItem | dict[str, Any]
+
+
+class InputItemList(BaseModel):
+    """GET /v1/responses/{id}/input_items (`client.responses.input_items.list`): the input
+    items of a stored response, a cursor page as OpenAI's."""
+
+    object: Literal["list"] = "list"
+    data: list[InputItem]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
 class ResponseDeleted(BaseModel):
     id: str
     object: Literal["response"] = "response"

@@ -71,6 +71,7 @@ from batchgate.store import (
     ledger_sql,
     lifecycle_sql,
     ratelimit_sql,
+    responses_sql,
     scheduling_sql,
     webhooks_sql,
 )
@@ -669,22 +670,18 @@ class PostgresStore:
     def add_response(self, response: StoredResponse) -> None:
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO responses (id, project_id, created_at, response, messages) VALUES (%s, %s, %s, %s, %s)",
-                (
-                    response.id,
-                    response.project_id,
-                    response.created_at,
-                    _json(response.response),
-                    _json(response.messages),
-                ),
+                f"INSERT INTO responses ({responses_sql.INSERT_COLUMNS}) VALUES (%s, %s, %s, %s, %s)",
+                responses_sql.insert_params(response),
             )
 
     def get_response(self, response_id: str, project_id: str) -> StoredResponse | None:
-        row = self._one(
-            "SELECT id, project_id, created_at, response, messages FROM responses WHERE id = %s AND project_id = %s",
-            (response_id, project_id),
-        )
-        return StoredResponse(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
+        row = self._one(responses_sql.SELECT + " WHERE id = %s AND project_id = %s", (response_id, project_id))
+        return responses_sql.stored_response(row) if row else None
+
+    def delete_expired_responses(self, created_before: int, limit: int) -> int:
+        with self._tx() as cur:
+            cur.execute(responses_sql.delete_expired_sql("%s"), (created_before, limit))
+            return cur.rowcount
 
     def delete_response(self, response_id: str, project_id: str) -> bool:
         with self._tx() as cur:

@@ -63,6 +63,7 @@ from batchgate.store import (
     ledger_sql,
     lifecycle_sql,
     ratelimit_sql,
+    responses_sql,
     scheduling_sql,
     webhooks_sql,
 )
@@ -650,26 +651,21 @@ class SQLiteStore:
     def add_response(self, response: StoredResponse) -> None:
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO responses (id, project_id, created_at, response, messages) VALUES (?, ?, ?, ?, ?)",
-                (
-                    response.id,
-                    response.project_id,
-                    response.created_at,
-                    orjson.dumps(response.response),
-                    orjson.dumps(response.messages),
-                ),
+                f"INSERT INTO responses ({responses_sql.INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                responses_sql.insert_params(response),
             )
 
     def get_response(self, response_id: str, project_id: str) -> StoredResponse | None:
         row = (
             self._conn()
-            .execute(
-                "SELECT id, project_id, created_at, response, messages FROM responses WHERE id = ? AND project_id = ?",
-                (response_id, project_id),
-            )
+            .execute(responses_sql.SELECT + " WHERE id = ? AND project_id = ?", (response_id, project_id))
             .fetchone()
         )
-        return StoredResponse(row[0], row[1], row[2], orjson.loads(row[3]), orjson.loads(row[4])) if row else None
+        return responses_sql.stored_response(row) if row else None
+
+    def delete_expired_responses(self, created_before: int, limit: int) -> int:
+        with self._write() as conn:
+            return conn.execute(responses_sql.delete_expired_sql("?"), (created_before, limit)).rowcount
 
     def delete_response(self, response_id: str, project_id: str) -> bool:
         with self._write() as conn:

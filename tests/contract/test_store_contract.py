@@ -667,6 +667,25 @@ def test_stored_responses_are_per_project_and_deletable(store: Store) -> None:
     assert not store.delete_response("resp_1", A)
 
 
+def test_stored_responses_keep_their_input_items(store: Store) -> None:
+    items = [{"id": "msg_1", "type": "message", "role": "user", "status": "completed", "content": []}]
+    stored = StoredResponse("resp_n", A, NOW, {"id": "resp_n"}, [{"role": "user", "content": "x"}], items, True)
+    store.add_response(stored)
+    assert store.get_response("resp_n", A) == stored
+
+
+def test_expired_responses_are_deleted_oldest_first_a_chunk_at_a_time(store: Store) -> None:
+    for i in range(5):
+        store.add_response(StoredResponse(f"resp_{i}", A if i % 2 else B, NOW + i, {"id": f"resp_{i}"}, []))
+    assert store.delete_expired_responses(NOW + 3, limit=2) == 2
+    assert store.get_response("resp_0", B) is None and store.get_response("resp_1", A) is None
+    assert store.get_response("resp_2", B) is not None, "past the chunk: kept for the next one"
+    assert store.delete_expired_responses(NOW + 3, limit=10) == 1
+    assert store.get_response("resp_2", B) is None
+    assert store.get_response("resp_3", A) is not None, "created at the cut: not expired"
+    assert store.delete_expired_responses(NOW + 3, limit=10) == 0
+
+
 # ---- files a batch needs (issue 11 #5, #10) ---------------------------------------------
 
 
