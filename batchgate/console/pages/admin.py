@@ -1,13 +1,15 @@
 """Keys (admin keys only): create, revoke, each key's usage against its limits and budget.
-Models: the routing config's routes and upstreams, and the local catalog (installed,
-ready)."""
+Models: the routing config's routes and upstreams (with their health), and the local
+catalog (installed, ready)."""
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import os
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
@@ -16,7 +18,7 @@ from batchgate.console.render import Context
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.ledger import LedgerQuery
 from batchgate.core.models import SCOPES
-from batchgate.core.routing import load_config
+from batchgate.core.routing import UpstreamConfig, load_config
 from batchgate.core.usage import usage
 
 router = APIRouter(include_in_schema=False)  # pages, not API operations
@@ -167,4 +169,28 @@ def models(ctx: Context) -> Response:
         served=sorted(served),
         backend=settings.backend,
         default_model=settings.default_model,
+    )
+
+
+HEALTH_TIMEOUT = 2.0
+
+
+def upstream_health(upstream: UpstreamConfig) -> str:
+    """ "ok" if the upstream answers GET /models, else why not (a short timeout: a page waits)."""
+    key = os.environ.get(upstream.api_key_env) if upstream.api_key_env else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(upstream.base_url.rstrip("/") + "/models", headers=headers, timeout=HEALTH_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok" if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+@router.get("/models/health")
+def models_health(ctx: Context) -> Response:
+    """Each upstream's health (an htmx fragment the Models page loads after it shows)."""
+    ctx.require("read")
+    routing = load_config(ctx.services.settings.config)
+    return ctx.page(
+        "_upstream_health.html", health=[(n, upstream_health(u)) for n, u in sorted(routing.upstreams.items())]
     )
