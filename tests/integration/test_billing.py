@@ -21,12 +21,15 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from pgdb import new_database
 
 from batchgate.core.billing import COST, FAILED, HOUR, MICRO_USD, SENT, TOKENS, BillingConfig, ProjectBilling
 from batchgate.core.billing_export import BillingExporter, SendResult
 from batchgate.core.ledger import BATCH, SYNC, LedgerEntry, LedgerQuery
+from batchgate.core.ports import Store
 from batchgate.engines.stripe_meter import StripeMeterEvents
 from batchgate.store import SQLiteStore
+from batchgate.store.postgres import PostgresStore
 from batchgate.testing import FakeClock
 
 # the stripe library posts its form through httpx's `data=` (a str), which httpx deprecates
@@ -153,6 +156,23 @@ def stripe_server() -> Iterator[tuple[FakeStripe, str]]:
     server.server_close()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Opens stores on one database, SQLite or PostgreSQL (each test runs on both);
+    all closed at teardown."""
+    url = new_database() if request.param == "postgres" else None
+    stores: list[Store] = []
+
+    def opened() -> Store:
+        store: Store = PostgresStore(url, pool_size=4, migrate=False) if url else SQLiteStore(tmp_path / "b.db")
+        stores.append(store)
+        return store
+
+    yield opened
+    for store in stores:
+        store.close()
+
+
 H = 1_800_000_000 // HOUR * HOUR
 
 
@@ -164,7 +184,7 @@ def config_for(api_base: str, **settings: Any) -> BillingConfig:
     return BillingConfig("STRIPE_KEY", projects, api_base, **settings)
 
 
-def seed_ledger(store: SQLiteStore, start: float, hours: int = 3) -> dict[str, str]:
+def seed_ledger(store: Store, start: float, hours: int = 3) -> dict[str, str]:
     """Sync and batch rows for acme and zeta (and an unbilled project) over `hours` hours."""
     ids = {name: store.ensure_project(name, int(start)).id for name in ("acme", "zeta", "free")}
     n = 0
@@ -183,7 +203,7 @@ def seed_ledger(store: SQLiteStore, start: float, hours: int = 3) -> dict[str, s
     return ids
 
 
-def ledger_sums(store: SQLiteStore, project_id: str, until: int) -> dict[int, tuple[int, int]]:
+def ledger_sums(store: Store, project_id: str, until: int) -> dict[int, tuple[int, int]]:
     """Per hour: (micro-USD, tokens), summed in Python from the ledger's rows."""
     sums: dict[int, list[float]] = {}
     for e in store.list_ledger(LedgerQuery(project_id=project_id, until=until, limit=10_000)).data:
@@ -193,7 +213,7 @@ def ledger_sums(store: SQLiteStore, project_id: str, until: int) -> dict[int, tu
     return {hour: (round(cost * MICRO_USD), int(tokens)) for hour, (cost, tokens) in sums.items()}
 
 
-def exporter(store: SQLiteStore, api_base: str, clock: FakeClock) -> BillingExporter:
+def exporter(store: Store, api_base: str, clock: FakeClock) -> BillingExporter:
     config = config_for(api_base)
     return BillingExporter(store, config, StripeMeterEvents(SECRET, api_base, timeout=5), clock)
 
@@ -205,9 +225,9 @@ async def export(e: BillingExporter, wait: float = 0.0) -> Any:
         await e.aclose()
 
 
-def test_meter_events_reach_stripe_once_with_the_ledger_sums(stripe_server: Any, tmp_path: Path) -> None:
+def test_meter_events_reach_stripe_once_with_the_ledger_sums(stripe_server: Any, open_store: Any) -> None:
     fake, api_base = stripe_server
-    store = SQLiteStore(tmp_path / "b.db")
+    store = open_store()
     ids = seed_ledger(store, H, hours=3)
     clock = FakeClock(H + 3 * HOUR + 301)  # three closed hours
     report = asyncio.run(export(exporter(store, api_base, clock)))
@@ -243,13 +263,12 @@ def test_meter_events_reach_stripe_once_with_the_ledger_sums(stripe_server: Any,
     values = fake.values()
     assert (values[("cus_acme", "bg_cost", H)], values[("cus_acme", "bg_tokens", H)]) == hour0
     assert fake.duplicates == 0 and fake.problems == []
-    store.close()
 
 
-def test_429_and_500_are_retried_with_backoff_and_retry_after(stripe_server: Any, tmp_path: Path) -> None:
+def test_429_and_500_are_retried_with_backoff_and_retry_after(stripe_server: Any, open_store: Any) -> None:
     fake, api_base = stripe_server
     fake.faults = [(429, {"Retry-After": "7"}), (500, {}), (503, {})]
-    store = SQLiteStore(tmp_path / "b.db")
+    store = open_store()
     seed_ledger(store, H, hours=1)
     clock = FakeClock(H + HOUR + 301)
     e = exporter(store, api_base, clock)
@@ -272,12 +291,11 @@ def test_429_and_500_are_retried_with_backoff_and_retry_after(stripe_server: Any
     # the same identifier was sent again after each failure, with the same Idempotency-Key
     retried = fake.requests[0]["form"]["identifier"]
     assert [r["key"] for r in fake.requests].count(retried) >= 2
-    store.close()
 
 
-def test_other_4xx_fail_the_event_with_stripes_error(stripe_server: Any, tmp_path: Path) -> None:
+def test_other_4xx_fail_the_event_with_stripes_error(stripe_server: Any, open_store: Any) -> None:
     fake, api_base = stripe_server
-    store = SQLiteStore(tmp_path / "b.db")
+    store = open_store()
     seed_ledger(store, H, hours=1)
     clock = FakeClock(H + HOUR + 301)
     bad_key = BillingExporter(store, config_for(api_base), StripeMeterEvents("sk_test_wrong", api_base), clock)
@@ -306,9 +324,9 @@ class CrashAfterSend:
         await self.sender.aclose()
 
 
-def test_a_crash_between_send_and_record_never_bills_twice(stripe_server: Any, tmp_path: Path) -> None:
+def test_a_crash_between_send_and_record_never_bills_twice(stripe_server: Any, open_store: Any) -> None:
     fake, api_base = stripe_server
-    store = SQLiteStore(tmp_path / "b.db")
+    store = open_store()
     seed_ledger(store, H, hours=1)
     clock = FakeClock(H + HOUR + 301)
     doomed = BillingExporter(store, config_for(api_base), CrashAfterSend(StripeMeterEvents(SECRET, api_base)), clock)
@@ -332,14 +350,13 @@ def test_a_crash_between_send_and_record_never_bills_twice(stripe_server: Any, t
     report = asyncio.run(export(exporter(store, api_base, clock), wait=3600))
     assert (report.computed, report.retried, report.sent) == (1, 1, 1)
     assert len(fake.events) == 4 and fake.duplicates == 0 and fake.problems == []
-    store.close()
 
 
-def test_two_exporters_at_once_send_each_event_once(stripe_server: Any, tmp_path: Path) -> None:
+def test_two_exporters_at_once_send_each_event_once(stripe_server: Any, open_store: Any) -> None:
     """Two processes' exporters (two stores on one database) computing and sending
     together: each event is computed once and sent once."""
     fake, api_base = stripe_server
-    first, second = SQLiteStore(tmp_path / "b.db"), SQLiteStore(tmp_path / "b.db")
+    first, second = open_store(), open_store()
     seed_ledger(first, H, hours=4)
     clock = FakeClock(H + 4 * HOUR + 301)
 
@@ -351,8 +368,6 @@ def test_two_exporters_at_once_send_each_event_once(stripe_server: Any, tmp_path
     reports = asyncio.run(both())
     assert sum(r.computed for r in reports) == 12 and sum(r.sent for r in reports) == 12
     assert len(fake.events) == 12 and len(fake.requests) == 12 and fake.duplicates == 0
-    first.close()
-    second.close()
 
 
 def test_billing_export_command(stripe_server: Any, tmp_path: Path) -> None:
