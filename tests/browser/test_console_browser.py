@@ -132,11 +132,23 @@ def test_cancel_a_running_batch(console: Server, sign_in: Any, tmp_path: Path) -
     page.get_by_role("button", name="Upload and create batch").click()
     page.wait_for_url(re.compile(r".*/console/batches/batch_\w+$"))
     page.get_by_text("in progress").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Pause").click()
+    page.locator("#batch-progress .status", has_text="paused").wait_for()
+    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Pause").wait_for()
+    assert page.locator("#batch-progress .status", has_text="paused").count() == 0
     page.get_by_role("button", name="Cancel batch").click()
     page.wait_for_url(re.compile(r".*/console/batches/batch_\w+$"))
     page.locator("#batch-progress .status", has_text="cancelled").wait_for(timeout=60_000)
     succeeded = page.locator("#batch-progress dl div", has_text="Succeeded").locator("dd").inner_text()
     assert int(succeeded) < 20, "cancelled before every line ran; the rest settle as failed (cancelled)"
+    cancelled_id = page.url.rsplit("/", 1)[1]
+    page.get_by_role("button", name="Retry failed lines").click()  # a new batch of the lines that did not run
+    page.wait_for_url(re.compile(r".*/console/batches/batch_\w+$"))
+    assert page.url.rsplit("/", 1)[1] != cancelled_id
+    page.get_by_role("link", name=f"Retry of {cancelled_id}").wait_for()
+    total = page.get_by_test_id("progress-count").inner_text().split("/")[1].split(" ")[0]
+    assert total in ("0", str(20 - int(succeeded))), total  # 0 while it validates
 
 
 def test_a_key_without_admin_cannot_open_keys(console: Server, sign_in: Any, shots: Any) -> None:

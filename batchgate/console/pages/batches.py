@@ -16,6 +16,7 @@ from batchgate.console.render import Context, Ctx
 from batchgate.core.browse import BATCH_KINDS, BatchSearch, is_active
 from batchgate.core.errors import InvalidRequestError, NotFoundError
 from batchgate.core.models import BatchRecord, BatchStatus, RequestState
+from batchgate.core.states import PAUSABLE_STATUSES, RETRYABLE_STATUSES
 
 router = APIRouter(include_in_schema=False)  # pages, not API operations
 
@@ -37,7 +38,15 @@ def progress(batch: BatchRecord) -> dict[str, Any]:
     """What a progress bar shows: lines done (succeeded or failed) out of the total."""
     done = batch.completed + batch.failed
     percent = 100 if batch.status == BatchStatus.COMPLETED else (done * 100 // batch.total if batch.total else 0)
-    return {"done": done, "total": batch.total, "percent": percent, "active": is_active(batch.status)}
+    return {
+        "done": done,
+        "total": batch.total,
+        "percent": percent,
+        "active": is_active(batch.status),
+        "paused": batch.paused,
+        "pausable": batch.status in PAUSABLE_STATUSES,
+        "retryable": batch.status in RETRYABLE_STATUSES and batch.source == "openai" and batch.failed > 0,
+    }
 
 
 def duration(batch: BatchRecord) -> float | None:
@@ -147,6 +156,22 @@ def cancel(batch_id: str, ctx: Context, request: Request) -> Response:
         ctx.services.batches.cancel(batch.project_id, batch.id)
     back = request.query_params.get("back") or f"/console/batches/{batch.id}"
     return RedirectResponse(back if back.startswith("/console/") else "/console/batches", status_code=303)
+
+
+@router.post("/batches/{batch_id}/{action}")
+def lifecycle(batch_id: str, action: str, ctx: Context) -> Response:
+    """Pause, resume, or retry the failed lines (as a new batch) through core's BatchLifecycle."""
+    ctx.require("batch")
+    batch = visible_batch(ctx, batch_id)
+    moves = {"pause": ctx.services.lifecycle.pause, "resume": ctx.services.lifecycle.resume}
+    if action == "retry":
+        with acting_as(ctx):
+            retry = ctx.services.lifecycle.retry(batch.project_id, batch.id)
+        return RedirectResponse(f"/console/batches/{retry.id}", status_code=303)
+    if action not in moves:
+        raise NotFoundError(f"No batch action {action!r}.", param="action")
+    moves[action](batch.project_id, batch.id)
+    return RedirectResponse(f"/console/batches/{batch.id}", status_code=303)
 
 
 @router.get("/batches/{batch_id}/{which}.jsonl")
