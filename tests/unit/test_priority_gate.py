@@ -212,3 +212,20 @@ def test_a_gate_never_grants_more_than_its_limit(limit: int) -> None:
         return peak
 
     assert asyncio.run(run()) == limit
+
+
+def test_a_limit_that_is_not_used_does_not_grow() -> None:
+    gate = PriorityGate(40, clock=Clock())
+
+    async def run() -> None:
+        first = await gate.acquire(False)
+        gate.overloaded(first, None)
+        first.release()
+        assert gate.limit == 28
+        for _ in range(50):  # one request at a time: 27 slots to spare each time
+            permit = await gate.acquire(False)
+            gate.succeeded(permit)
+            permit.release()
+        assert gate.limit == 28
+
+    asyncio.run(run())

@@ -174,7 +174,7 @@ class UpstreamBackend:
                 response = await self._session().post(self._url(request.url), data=payload, headers=headers)
                 status, retry_after = response.status, _retry_after(response.headers)
                 if stream and status == 200:
-                    self.gate.succeeded()
+                    self.gate.succeeded(permit)
                     return response, permit
                 try:
                     raw = await response.read()
@@ -208,7 +208,7 @@ class UpstreamBackend:
         counts (not an overload of the gateway's own making)."""
         counted = True
         if failure is None and status == 200:
-            self.gate.succeeded()
+            self.gate.succeeded(permit)
         elif status in OVERLOAD_STATUSES or (failure is not None and "timed out" in failure):
             counted = self.gate.overloaded(permit, retry_after)
         permit.release()

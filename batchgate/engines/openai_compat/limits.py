@@ -111,10 +111,13 @@ class PriorityGate:
             grants = self._grants()
         self._hand_out(grants)
 
-    def succeeded(self) -> None:
-        """An attempt got its answer: one step up."""
+    def succeeded(self, permit: Permit | None = None) -> None:
+        """An attempt got its answer: one step up, unless it was sent with slots to spare
+        (a limit that is not used is not tested: it does not grow)."""
         with self._lock:
-            if self._limit < self._ceiling - 1:
+            if permit is not None and permit.in_flight < self.limit:
+                pass
+            elif self._limit < self._ceiling - 1:
                 self._limit = min(self._limit + 1, self._ceiling - 1, self.max_limit)
             else:
                 self._limit = min(self._limit + 1 / self._limit, self.max_limit)
