@@ -13,6 +13,8 @@ round run seconds apart under the same load; the load average is recorded every 
   the app is done, so it also counts the work after the answer: "bare" (neither
   metering nor limits: the gateway before issue 12), "metered" (limits off) and
   "limited" (metering + limit check + settlement).
+- store: the limiter's two transactions themselves (Limiter.acquire, .release with four
+  limits and a parallel cap) on SQLite, alone and beside a thread writing ledger rows.
 
 Run: .venv/bin/python bench/limits_overhead.py [--rounds 10] [--requests 300] [--record-results]
 """
@@ -168,6 +170,55 @@ def run_asgi(rounds: int, n: int) -> dict[str, Any]:
         loop.close()
 
 
+# ---- store: the limiter's own work, without HTTP ---------------------------------------
+
+
+def run_store(n: int) -> dict[str, Any]:
+    """Limiter.acquire and .release on a SQLite store (the transactions a limited request
+    adds), alone and beside a thread writing ledger rows as metering does."""
+    import threading
+
+    from batchgate.core.ledger import SYNC, LedgerEntry
+    from batchgate.core.models import ApiKey
+    from batchgate.core.ratelimit import Cost, Limiter
+    from batchgate.store import SQLiteStore
+
+    store = SQLiteStore(Path(tempfile.mkdtemp(prefix="batchgate-bench-limits-store-")) / "bench.db")
+    key = ApiKey("key_bench", "proj", "", "", 0, limits=tuple(LIMITS), max_parallel_requests=1000)
+    limiter = Limiter(store)
+    result: dict[str, Any] = {}
+    for name, beside_writer in (("alone", False), ("beside_ledger_writer", True)):
+        stop = threading.Event()
+
+        def write_ledger(stop: threading.Event) -> None:
+            while not stop.is_set():
+                store.add_ledger_entry(LedgerEntry(SYNC, "proj", "/v1/chat/completions", time.time(), time.time()))
+                time.sleep(0.0005)
+
+        writer = threading.Thread(target=write_ledger, args=(stop,))
+        if beside_writer:
+            writer.start()
+        acquire, release = [], []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            decision = limiter.acquire(key, Cost(1, 10, 16), time.time())
+            t1 = time.perf_counter()
+            limiter.release(key, decision, Cost(1, 10, 16), Cost(1, 8, 5), time.time())
+            acquire.append((t1 - t0) * 1000)
+            release.append((time.perf_counter() - t1) * 1000)
+            time.sleep(0.0003)
+        stop.set()
+        if beside_writer:
+            writer.join()
+        result[name] = {
+            "acquire": {"p50": pct(acquire, 50), "p99": pct(acquire, 99)},
+            "release": {"p50": pct(release, 50), "p99": pct(release, 99)},
+            "load": load1(),
+        }
+    store.close()
+    return result
+
+
 # ---- rounds ---------------------------------------------------------------------------
 
 
@@ -203,6 +254,7 @@ def main() -> None:
     machine = machine_info()
     http = run_http(args.rounds, args.requests)
     asgi = run_asgi(args.rounds, args.requests)
+    store = run_store(args.rounds * args.requests)
     targets = Targets()
     table: list[tuple[str, str]] = []
     for name, res, pairs in (
@@ -215,7 +267,11 @@ def main() -> None:
             for p in ("p50", "p99"):
                 low, mid = added(res, way, ref, p)
                 table.append((f"{name} {way} - {ref}, {p} (ms, min / median of rounds)", f"{low:+.3f} / {mid:+.3f}"))
-    loads = [r["load"] for r in http["rounds"] + asgi["rounds"]]
+    for name, res in store.items():
+        for step in ("acquire", "release"):
+            stats = res[step]
+            table.append((f"store {step}, {name}: p50 / p99 (ms)", f"{stats['p50']:.3f} / {stats['p99']:.3f}"))
+    loads = [r["load"] for r in http["rounds"] + asgi["rounds"]] + [r["load"] for r in store.values()]
     table.append(("load average (1 min) over the rounds", f"{min(loads)} .. {max(loads)}"))
     targets.check(
         "http added p99 of the limit check, median of rounds (ms) <= 0.3",
@@ -234,6 +290,7 @@ def main() -> None:
         "machine": machine,
         "http": http,
         "asgi": asgi,
+        "store": store,
         "targets": targets.as_json(),
     }
     save("limits_overhead", result, args, table)
