@@ -323,8 +323,11 @@ class Server:
 
 
 @contextmanager
-def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | None = None) -> Iterator[Server]:
-    """A real `batchgate serve` on a free 127.0.0.1 port, with its own temp data dir."""
+def run_server(
+    name: str, env: dict[str, str] | None = None, tmp_dir: Path | None = None, root: Path | None = None
+) -> Iterator[Server]:
+    """A real `batchgate serve` on a free 127.0.0.1 port, with its own temp data dir;
+    `root`: run the batchgate source tree there instead of this one (A/B comparisons)."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"batchgate-bench-{name}-", dir=tmp_dir))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     log_path = OUT_DIR / f"{name}-server.log"
@@ -353,7 +356,7 @@ def run_server(name: str, env: dict[str, str] | None = None, tmp_dir: Path | Non
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+                cmd, cwd=root or ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
             )
         base = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 60
@@ -519,3 +522,161 @@ def default_result(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
+
+
+# ---- noise-robust comparisons -----------------------------------------------------
+#
+# The development machines have 2 cores shared with other work: a neighbour can slow
+# one way of a comparison several-fold for a minute and leave the next untouched. So the
+# ways of a comparison run interleaved in rounds (a, b, a, b, ...), each round's ratio is
+# taken between measurements seconds apart, the load average is recorded before every
+# measurement, a round whose reference collapsed (ran far below the reference's best) is
+# discarded and another round run in its place, and results are reported as min /
+# median over the rounds kept.
+
+
+def load1() -> float:
+    """The 1-minute load average."""
+    return round(os.getloadavg()[0], 2)
+
+
+@dataclass
+class Sample:
+    """One measurement of one way: `value` is a rate (higher is better)."""
+
+    value: float
+    load: float  # 1-minute load average just before it ran
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Round:
+    index: int
+    samples: dict[str, Sample]
+    discarded: str | None = None  # why it does not count, if it does not
+
+
+@dataclass
+class Interleaved:
+    """The rounds of a comparison; `reference` is the way the others are divided by."""
+
+    ways: list[str]
+    reference: str
+    collapse: float
+    rounds: list[Round] = field(default_factory=list)
+
+    def kept(self) -> list[Round]:
+        return [r for r in self.rounds if r.discarded is None]
+
+    def values(self, way: str) -> list[float]:
+        return [r.samples[way].value for r in self.kept()]
+
+    def ratios(self, way: str, reference: str | None = None) -> list[float]:
+        """way / reference within each kept round (measurements seconds apart)."""
+        ref = reference or self.reference
+        return [r.samples[way].value / r.samples[ref].value for r in self.kept()]
+
+    def loads(self) -> list[float]:
+        return [s.load for r in self.rounds for s in r.samples.values()]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ways": self.ways,
+            "reference": self.reference,
+            "collapse": self.collapse,
+            "rounds": [
+                {
+                    "index": r.index,
+                    "discarded": r.discarded,
+                    "samples": {w: {"value": s.value, "load": s.load, **s.extra} for w, s in r.samples.items()},
+                }
+                for r in self.rounds
+            ],
+        }
+
+
+def stats(xs: list[float]) -> dict[str, float]:
+    """min / median / max of a list (the median of an even count is the mean of the middle two)."""
+    s = sorted(xs)
+    if not s:
+        return {"min": float("nan"), "median": float("nan"), "max": float("nan")}
+    mid = len(s) // 2
+    median = s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+    return {"min": s[0], "median": median, "max": s[-1]}
+
+
+def min_median(xs: list[float], digits: int = 2, unit: str = "") -> str:
+    st = stats(xs)
+    f = f"{{:,.{digits}f}}"
+    return f"min {f.format(st['min'])}{unit}, median {f.format(st['median'])}{unit}, max {f.format(st['max'])}{unit}"
+
+
+def interleave(
+    ways: dict[str, Any],
+    rounds: int,
+    reference: str,
+    collapse: float = 0.6,
+    max_extra: int | None = None,
+    between: Any = None,
+) -> Interleaved:
+    """Run every way once per round, in the given order, for `rounds` kept rounds.
+
+    Each way is a callable returning its rate (or `(rate, extra_dict)`). A round is
+    discarded when its reference ran below `collapse` x the reference's best value over
+    all rounds (checked again as better rounds come in, so an early collapsed round is
+    caught too), and another round is run in its place, up to `max_extra` (default:
+    `rounds`) extra rounds. `between`, if given, is called after each measurement
+    (e.g. to let the machine settle).
+    """
+    if reference not in ways:
+        raise ValueError(f"reference {reference!r} is not one of the ways {list(ways)}")
+    extra = rounds if max_extra is None else max_extra
+    result = Interleaved(list(ways), reference, collapse)
+    while len(result.kept()) < rounds and len(result.rounds) < rounds + extra:
+        index = len(result.rounds) + 1
+        samples: dict[str, Sample] = {}
+        for name, way in ways.items():
+            load = load1()
+            out = way()
+            value, info = out if isinstance(out, tuple) else (out, {})
+            samples[name] = Sample(float(value), load, dict(info))
+            print(f"  round {index}: {name} {fmt(value)} (load {load})", flush=True)
+            if between is not None:
+                between()
+        result.rounds.append(Round(index, samples))
+        best = max(r.samples[reference].value for r in result.rounds)
+        for r in result.rounds:
+            ref = r.samples[reference].value
+            if r.discarded is None and ref < collapse * best:
+                r.discarded = f"reference collapsed: {fmt(ref)} < {collapse:g} x best {fmt(best)}"
+                print(f"  round {r.index} discarded ({r.discarded})", flush=True)
+    return result
+
+
+def interleaved_rows(res: Interleaved, unit: str, labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Table rows: each way's min/median/max, each ratio's min/median, every round's values."""
+    labels = labels or {}
+    kept = res.kept()
+    loads = res.loads()
+    rows = [
+        (
+            "rounds",
+            f"{len(kept)} kept of {len(res.rounds)} run, ways interleaved "
+            f"({', '.join(res.ways)} per round); load average (1 min) before each measurement "
+            f"{min(loads):.2f}-{max(loads):.2f}, median {stats(loads)['median']:.2f}",
+        )
+    ]
+    for way in res.ways:
+        rows.append((labels.get(way, way), min_median(res.values(way), 1, f" {unit}")))
+    for way in res.ways:
+        if way != res.reference:
+            rows.append((f"ratio {way} / {res.reference}", min_median(res.ratios(way), 3)))
+    for r in res.rounds:
+        parts = ", ".join(f"{w} {fmt(s.value)} (load {s.load:.1f})" for w, s in r.samples.items())
+        ratio = "; ".join(
+            f"{w}/{res.reference} {r.samples[w].value / r.samples[res.reference].value:.3f}"
+            for w in res.ways
+            if w != res.reference
+        )
+        rows.append((f"round {r.index}" + (" (discarded)" if r.discarded else ""), f"{parts}; {ratio}"))
+    return rows
