@@ -209,7 +209,7 @@ def build_services(
         settings=settings,
         store=store,
         blobs=blobs,
-        keys=KeyService(store),
+        keys=KeyService(store, set(routing.profiles)),
         files=files,
         batches=batches,
         backend=backend,
@@ -226,11 +226,12 @@ def build_services(
 
 
 @contextlib.contextmanager
-def open_keys(settings: Settings) -> Iterator[KeyService]:
-    """Key administration on the settings' store alone: no files, no backend."""
+def open_keys(settings: Settings, check_profiles: bool = False) -> Iterator[KeyService]:
+    """Key administration on the settings' store alone: no files, no backend (with
+    `check_profiles`, routing profiles are checked against the settings' routing config)."""
     store = open_store(settings)
     try:
-        yield KeyService(store)
+        yield KeyService(store, set(load_config(settings.config).profiles) if check_profiles else None)
     finally:
         store.close()
 
@@ -258,7 +259,14 @@ def job_runner(s: Settings, store: Store, blobs: BlobStore, clock: Clock | None 
             poll_interval=s.upstream_poll_interval,
             clock=clock,
         )
-    config = JobConfig(limits, s.settle_grace, passthrough, routing.native_upstream)
+    builtin = builtin_model_problem(s)
+    config = JobConfig(
+        limits,
+        s.settle_grace,
+        passthrough,
+        routing.native_upstream,
+        lambda profile, model: routing.model_problem(model, builtin, profile=profile),
+    )
     return JobRunner(store, blobs, config, clock)
 
 

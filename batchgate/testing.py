@@ -117,7 +117,7 @@ class _Batch:
 # what `update_api_key` changes (as the SQL stores' keys_sql.update_sql)
 _KEY_CHANGEABLE = (
     "name", "scopes", "allowed_models", "expires_at", "limits", "max_parallel_requests", "budget_usd",
-    "budget_period", "budget_soft_usd",
+    "budget_period", "budget_soft_usd", "routing_profile",
 )  # fmt: skip
 
 

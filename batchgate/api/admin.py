@@ -37,6 +37,7 @@ def key_object(key: ApiKey, secret: str | None = None) -> wire.ApiKeyObject:
         budget_usd=key.budget_usd,
         budget_period=key.budget_period,  # type: ignore[arg-type]  # a checked period
         budget_soft_usd=key.budget_soft_usd,
+        routing_profile=key.routing_profile,
         secret=secret,
     )
 
@@ -54,6 +55,7 @@ def create_key(
         body.project, body.name, body.scopes, body.allowed_models, body.expires_at,
         limits=[_limit(spec) for spec in body.limits], max_parallel_requests=body.max_parallel_requests,
         budget_usd=body.budget_usd, budget_period=body.budget_period, budget_soft_usd=body.budget_soft_usd,
+        routing_profile=body.routing_profile,
     )  # fmt: skip
     return key_object(key, secret)
 

@@ -44,7 +44,7 @@ class Metering:
     def _caller(self, scope: dict) -> Caller | None:
         key = scope.get("state", {}).get("api_key")
         if key is not None:
-            return Caller(key.id, key.project_id, key.allowed_models)
+            return Caller(key.id, key.project_id, key.allowed_models, key.routing_profile)
         default = getattr(scope["app"].state, "default_project_id", None) if "app" in scope else None
         return Caller(None, default) if default else None
 

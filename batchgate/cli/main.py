@@ -202,13 +202,13 @@ def _key_fields(k: Any) -> list[str]:
     return [
         k.id, k.project_name, k.name, k.prefix + "…", ",".join(k.scopes), models,
         ", ".join(describe_limit(r) for r in k.limits), str(k.max_parallel_requests or ""), budget,
-        str(k.created_at), str(k.expires_at or ""), str(k.revoked_at or ""),
+        k.routing_profile or "", str(k.created_at), str(k.expires_at or ""), str(k.revoked_at or ""),
     ]  # fmt: skip
 
 
 _KEY_FIELDS = (
-    "id", "project", "name", "prefix", "scopes", "models", "limits", "parallel", "budget", "created", "expires",
-    "revoked",
+    "id", "project", "name", "prefix", "scopes", "models", "limits", "parallel", "budget", "profile", "created",
+    "expires", "revoked",
 )  # fmt: skip
 
 
@@ -274,10 +274,13 @@ def _key_card(key: Any) -> Table:
 @click.option("--scope", "scopes", multiple=True, type=_SCOPE, help="Repeatable (default: batch, sync, read).")
 @click.option("--model", "models", multiple=True, help="A model the key may use; repeatable (default: any).")
 @click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
+@click.option("--routing-profile", help="A [profiles.NAME] of the routing config (--config) the key's requests use.")
+@config_option
 @_limit_options
 @_key_commands
 def keys_create(
     project: str, name: str, scopes: tuple[str, ...], models: tuple[str, ...], expires_at: int | None,
+    routing_profile: str | None, config: Path | None,
     limits: tuple[Any, ...], max_parallel: int | None, budget_usd: float | None, budget_period: str | None,
     budget_soft_usd: float | None, data_dir: Path | None, database_url: str | None,
 ) -> None:  # fmt: skip
@@ -285,7 +288,8 @@ def keys_create(
     from batchgate.app import open_keys
     from batchgate.core.models import DEFAULT_SCOPES
 
-    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+    settings = _settings(home=data_dir, database_url=database_url, config=config)
+    with open_keys(settings, check_profiles=routing_profile is not None) as keys:
         key, secret = _admin_call(
             lambda: keys.create(
                 project,
@@ -298,6 +302,7 @@ def keys_create(
                 budget_usd=budget_usd,
                 budget_period=budget_period or "month",
                 budget_soft_usd=budget_soft_usd,
+                routing_profile=routing_profile,
             )
         )
     console.print(f"created {key.id} for project [bold]{key.project_name}[/]; store it now, it is not shown again:")
@@ -312,11 +317,15 @@ def keys_create(
 @click.option("--any-model", is_flag=True, help="Let the key use any model.")
 @click.option("--expires-at", type=int, help="Epoch seconds after which the key stops working.")
 @click.option("--no-expiry", is_flag=True, help="The key never expires.")
+@click.option("--routing-profile", help="A [profiles.NAME] of the routing config (--config) the key uses from now on.")
+@click.option("--no-routing-profile", is_flag=True, help="The key uses the whole routing config.")
+@config_option
 @functools.partial(_limit_options, update=True)
 @_key_commands
 def keys_update(
     key_id: str, name: str | None, scopes: tuple[str, ...], models: tuple[str, ...], any_model: bool,
-    expires_at: int | None, no_expiry: bool, limits: tuple[Any, ...], max_parallel: int | None,
+    expires_at: int | None, no_expiry: bool, routing_profile: str | None, no_routing_profile: bool,
+    config: Path | None, limits: tuple[Any, ...], max_parallel: int | None,
     budget_usd: float | None, budget_period: str | None, budget_soft_usd: float | None, no_limits: bool,
     no_max_parallel: bool, no_budget: bool, data_dir: Path | None, database_url: str | None,
 ) -> None:  # fmt: skip
@@ -340,7 +349,10 @@ def keys_update(
         changes["budget_soft_usd"] = None if no_budget else budget_soft_usd
     if budget_period is not None:
         changes["budget_period"] = budget_period
-    with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
+    if routing_profile is not None or no_routing_profile:
+        changes["routing_profile"] = None if no_routing_profile else routing_profile
+    settings = _settings(home=data_dir, database_url=database_url, config=config)
+    with open_keys(settings, check_profiles=routing_profile is not None) as keys:
         key = _admin_call(lambda: keys.update(key_id, **changes))
     Console().print(_key_card(key))
 

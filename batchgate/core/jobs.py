@@ -10,6 +10,7 @@ thread (`in_thread`) or in a child process (`app.SubprocessJobs`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -81,6 +82,9 @@ class JobConfig:
     # the upstream for a batch of these models, if it is to be passed through
     passthrough: Passthrough | None = None
     native_upstream: Callable[[set[str]], str | None] = lambda models: None
+    # the problem with a model for a key with this routing profile: (profile, model) ->
+    # problem or None (None: profiles are not checked)
+    profile_model_problem: Callable[[str, str], str | None] | None = None
 
 
 class JobRunner:
@@ -125,11 +129,16 @@ class JobRunner:
             return
         with stream:
             # lines that name a prompt template are checked as rendered, in the batch's project
+            key = self.store.get_api_key(batch.key_id) if batch.key_id else None
+            profile = key.routing_profile if key is not None else None
             limits = replace(
                 self.config.limits,
                 render_prompt=PromptLines(self.store).checker(batch.project_id),
-                allowed_models=self._allowed_models(batch.key_id),
+                allowed_models=frozenset(key.allowed_models) if key and key.allowed_models is not None else None,
             )
+            if profile is not None and (check := self.config.profile_model_problem) is not None:
+                # the key's lines resolve their model through its routing profile
+                limits.check_model = functools.partial(check, profile)
             result = validate_input(
                 stream,
                 batch.endpoint,
@@ -141,14 +150,9 @@ class JobRunner:
             self.store.fail_batch(batch.id, result.errors, self._now(), job.owner)
             log.info("batch %s failed validation with %d error(s)", batch.id, len(result.errors))
         elif self.store.start_batch(
-            batch.id, result.total, self._now(), job.owner, upstream=self._native_upstream(result)
+            batch.id, result.total, self._now(), job.owner, upstream=None if profile else self._native_upstream(result)
         ):
             log.info("batch %s validated: %d request lines", batch.id, result.total)
-
-    def _allowed_models(self, key_id: str | None) -> frozenset[str] | None:
-        """The models the key that created a batch may use (None: any, or no key)."""
-        key = self.store.get_api_key(key_id) if key_id else None
-        return frozenset(key.allowed_models) if key is not None and key.allowed_models is not None else None
 
     def _native_upstream(self, result: ValidationResult) -> str | None:
         """Where a batch is passed through whole; never one with prompt lines (they are

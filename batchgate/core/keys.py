@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +23,7 @@ KEY_PREFIX = "bg-"
 _UPDATABLE = frozenset(
     {
         "name", "scopes", "allowed_models", "expires_at", "limits", "max_parallel_requests", "budget_usd",
-        "budget_period", "budget_soft_usd",
+        "budget_period", "budget_soft_usd", "routing_profile",
     }
 )  # fmt: skip
 MAX_WINDOW_S = 31 * 86400  # a month and a day: the longest rolling window
@@ -97,9 +97,23 @@ def check_budget(key: ApiKey) -> ApiKey:
     return key
 
 
+def check_profile(profile: str | None, profiles: Collection[str] | None) -> None:
+    """InvalidRequestError unless `profile` is None or one of the routing config's
+    `profiles` (None: not checked, for a caller without the config)."""
+    if profile is None or profiles is None or profile in profiles:
+        return
+    known = ", ".join(sorted(profiles)) or "none: add a [profiles.NAME] table to batchgate.toml"
+    raise InvalidRequestError(
+        f"Unknown routing profile {profile!r}; the routing config's profiles: {known}.",
+        param="routing_profile",
+        code="invalid_value",
+    )
+
+
 class KeyService:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, profiles: Collection[str] | None = None):
         self.store = store
+        self.profiles = profiles  # the routing config's [profiles.NAME] (None: not checked)
 
     def create(
         self,
@@ -114,9 +128,11 @@ class KeyService:
         budget_usd: float | None = None,
         budget_period: str = "month",
         budget_soft_usd: float | None = None,
+        routing_profile: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key for `project_name` (creating the project if new); returns (key, secret)."""
         checked = check_scopes(scopes)
+        check_profile(routing_profile, self.profiles)
         checked_limits = check_limits(limits)
         key = ApiKey(
             id="",
@@ -128,6 +144,7 @@ class KeyService:
             budget_usd=budget_usd,
             budget_period=budget_period,
             budget_soft_usd=budget_soft_usd,
+            routing_profile=routing_profile,
         )
         check_budget(key)  # before the project is made
         project = self.store.ensure_project(project_name, now())
@@ -183,8 +200,8 @@ class KeyService:
     def update(self, key_id: str, **changes: Any) -> ApiKey:
         """Change the given fields of an active key: `name`, `scopes`, `allowed_models`
         (None: any model), `expires_at` (None: never), `limits` (the whole list; empty:
-        none), `max_parallel_requests`, `budget_usd`, `budget_soft_usd` (None: none) and
-        `budget_period`."""
+        none), `max_parallel_requests`, `budget_usd`, `budget_soft_usd` (None: none),
+        `budget_period` and `routing_profile` (None: none)."""
         if unknown := set(changes) - _UPDATABLE:
             raise TypeError(f"not updatable: {', '.join(sorted(unknown))}")
         if "scopes" in changes:
@@ -193,6 +210,8 @@ class KeyService:
             changes["allowed_models"] = tuple(changes["allowed_models"])
         if "limits" in changes:
             changes["limits"] = check_limits(changes["limits"] or ())
+        if "routing_profile" in changes:
+            check_profile(changes["routing_profile"], self.profiles)
         changed = check_budget(replace(self.show(key_id), **changes))
         if not self.store.update_api_key(changed):
             raise NotFoundError(f"No active API key with id {key_id!r}.", param="key_id")

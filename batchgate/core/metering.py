@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from batchgate.core.errors import PermissionDeniedError
 from batchgate.core.ports import Backend, BackendRequest, BackendResponse, StreamDelta
@@ -46,6 +46,7 @@ class Caller:
     key_id: str | None  # None: a server run with --insecure-no-auth
     project_id: str
     allowed_models: tuple[str, ...] | None = None  # None: any
+    routing_profile: str | None = None  # the key's [profiles.NAME] (core/routing.py); None: none
 
     def check_model(self, model: object) -> None:
         """PermissionDeniedError if the key may not use `model`."""
@@ -83,12 +84,16 @@ def no_price(model: str, input_tokens: int, output_tokens: int, batch: bool) -> 
     return 0.0
 
 
-def _check_caller(request: BackendRequest) -> None:
+def _check_caller(request: BackendRequest) -> BackendRequest:
     """A synchronous request's models must be the caller key's to use (a batch's lines are
-    checked when it is validated, `core/jobs.py`)."""
+    checked when it is validated, `core/jobs.py`); the request, with the key's routing
+    profile, which the Router resolves its model through."""
     caller = current_caller.get() if request.interactive else None
     if caller is not None:
         caller.check_model(request.body.get("model"))
+        if caller.routing_profile is not None and request.profile is None:
+            return replace(request, profile=caller.routing_profile)
+    return request
 
 
 class MeteredBackend:
@@ -102,7 +107,7 @@ class MeteredBackend:
         self.price = price
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        _check_caller(request)
+        request = _check_caller(request)
         response = await self.inner.execute(request)
         usage = current_usage.get() if request.interactive else None
         if usage is not None:
@@ -113,7 +118,7 @@ class MeteredBackend:
         return response
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
-        _check_caller(request)
+        request = _check_caller(request)
         usage = current_usage.get() if request.interactive else None
         async for delta in self.inner.stream(request):
             if usage is not None and (delta.input_tokens or delta.output_tokens):

@@ -75,6 +75,7 @@ class ApiKey:
     budget_usd: float | None = None  # the hard limit per budget_period; None: no budget
     budget_period: str = "month"  # one of BUDGET_PERIODS
     budget_soft_usd: float | None = None  # reported when passed; spending goes on
+    routing_profile: str | None = None  # a [profiles.NAME] of the routing config its requests resolve through
 
 
 @dataclass(slots=True)

@@ -92,6 +92,11 @@ class BatchPacer:
         """Whether `release` has anything to do (a lease, or tokens to settle)."""
         return admission.decision.lease is not None or any(r.kind != "requests" for r in admission.key.limits)
 
+    async def routing_profile(self, batch_id: str) -> str | None:
+        """The routing profile of the key that created the batch (cached as its limits are)."""
+        key, _ = await self._key_of(batch_id)
+        return key.routing_profile if key is not None else None
+
     async def _key_of(self, batch_id: str) -> tuple[ApiKey | None, int]:
         cached = self._batches.get(batch_id)
         if cached is not None and time.monotonic() - cached[2] < KEY_TTL:

@@ -27,6 +27,17 @@ The routing config (`batchgate.toml`, path from `--config` / `BATCHGATE_CONFIG`)
 A backend named `local` (the embedded engine) always exists and needs no table. Models
 the config does not list go to the built-in backend (`local` by default) unchanged.
 
+    [profiles.cheap]                    # a routing profile: keys with `routing_profile = "cheap"`
+    models = ["qwen-7b"]                # may use only these models (left out: every model)
+    [profiles.cheap.routes.small]       # and `small`, routed this way (a route table: backend,
+    backend = "vllm"                    # model, fallbacks, price, batch_discount; what it leaves
+    model = "Qwen/Qwen2.5-1.5B-Instruct"  # out comes from [models.small] if there is one)
+
+A profile is a named subset/override of the routing config: the synchronous requests of
+a key with that profile and the lines of its batches resolve their model through it. A
+model outside the profile's `models` and `routes` is refused (404 `model_not_found`, naming the
+profile); a route's fallbacks are followed as the profile defines them.
+
 The `[billing]` section configures the export of usage to Stripe (core/billing.py).
 """
 
@@ -113,11 +124,46 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Profile:
+    """A `[profiles.NAME]` table: the models a key with this profile may use (None: any)
+    and the routes it overrides or adds."""
+
+    name: str
+    models: frozenset[str] | None = None
+    routes: Mapping[str, Route] = field(default_factory=dict)
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or model in self.models or model in self.routes
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingConfig:
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)  # by name and by alias
     source: str = "(no config)"
     billing: BillingConfig | None = None  # [billing]: the Stripe export (core/billing.py)
+    profiles: Mapping[str, Profile] = field(default_factory=dict)  # [profiles.NAME]
+
+    def for_profile(self, name: str) -> RoutingConfig | None:
+        """The routing config as a key with routing profile `name` sees it (its routes
+        overridden; no profiles of its own), or None when the config has no such profile."""
+        profile = self.profiles.get(name)
+        if profile is None:
+            return None
+        return RoutingConfig(self.upstreams, {**self.routes, **profile.routes}, f"{self.source} [profiles.{name}]")
+
+    def profile_problem(self, profile: str, model: str) -> str | None:
+        """Why a key with routing profile `profile` may not use `model`, or None."""
+        found = self.profiles.get(profile)
+        if found is None:
+            return f"The routing profile {profile!r} is not in {self.source}."
+        if not found.allows(model):
+            names = sorted({*(found.models or ()), *found.routes})
+            return (
+                f"The model {model!r} is not in the routing profile {profile!r} of this API key "
+                f"(its models: {', '.join(names) or 'none'})."
+            )
+        return None
 
     def chain(self, model: str) -> list[Route]:
         """The route for `model`, then its fallbacks' routes, in order (each once);
@@ -150,9 +196,18 @@ class RoutingConfig:
             route.backend in self.upstreams and self.upstreams[route.backend].responses == "native" for route in chain
         )
 
-    def model_problem(self, model: str, builtin_problem: Callable[[str], str | None] | None) -> str | None:
+    def model_problem(
+        self, model: str, builtin_problem: Callable[[str], str | None] | None, profile: str | None = None
+    ) -> str | None:
         """Why `model` cannot run, or None when a route or the built-in backend (checked by
-        `builtin_problem`; None: it takes any name) runs it."""
+        `builtin_problem`; None: it takes any name) runs it; with `profile`, as a key with
+        that routing profile sees the config."""
+        if profile is not None:
+            if (problem := self.profile_problem(profile, model)) is not None:
+                return problem
+            scoped = self.for_profile(profile)
+            assert scoped is not None
+            return scoped.model_problem(model, builtin_problem)
         if model in self.routes or builtin_problem is None:
             return None
         problem = builtin_problem(model)
@@ -177,7 +232,7 @@ def load_config(path: Path | None) -> RoutingConfig:
 
 def parse_config(data: dict[str, Any], source: str = "config") -> RoutingConfig:
     problems: list[str] = []
-    _unknown_keys(data, {"backends", "billing", "models"}, "the top level", problems)
+    _unknown_keys(data, {"backends", "billing", "models", "profiles"}, "the top level", problems)
     upstreams: dict[str, UpstreamConfig] = {}
     for name, table in _tables(data, "backends", problems):
         upstream = _parse_upstream(name, table, problems)
@@ -197,9 +252,54 @@ def parse_config(data: dict[str, Any], source: str = "config") -> RoutingConfig:
             if fallback not in routes:
                 problems.append(f"[models.{route.name}] fallbacks: {fallback!r} is not a model in this config")
     billing = parse_billing(data.get("billing"), problems)
+    profiles: dict[str, Profile] = {}
+    for name, table in _tables(data, "profiles", problems):
+        profile = _parse_profile(name, table, routes, set(upstreams) | {BUILTIN_BACKEND}, problems)
+        if profile is not None:
+            profiles[name] = profile
     if problems:
         raise ConfigError(source, problems)
-    return RoutingConfig(upstreams, routes, source, billing)
+    return RoutingConfig(upstreams, routes, source, billing, profiles)
+
+
+_OVERRIDE_KEYS = {"backend", "model", "fallbacks", "price", "batch_discount"}
+
+
+def _parse_profile(
+    name: str, table: dict[str, Any], routes: Mapping[str, Route], backends: set[str], problems: list[str]
+) -> Profile | None:
+    where = f"[profiles.{name}]"
+    before = len(problems)
+    _unknown_keys(table, {"models", "routes"}, where, problems)
+    models = table.get("models")
+    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
+        problems.append(f"{where} models: expected a list of model names, got {models!r}")
+        models = None
+    overrides: dict[str, Route] = {}
+    for model, override in _tables(table, "routes", problems, f"profiles.{name}.routes"):
+        base = routes.get(model)
+        merged = {**({"backend": base.backend, "model": base.model} if base else {}), **override}
+        route = _parse_route(model, merged, backends, problems, f"[profiles.{name}.routes.{model}]", _OVERRIDE_KEYS)
+        if route is None:
+            continue
+        if base is not None:
+            route = replace(
+                route,
+                fallbacks=route.fallbacks if "fallbacks" in override else base.fallbacks,
+                price=route.price if "price" in override else base.price,
+                batch_discount=route.batch_discount if "batch_discount" in override else base.batch_discount,
+                native_batch=False,
+            )
+        overrides[model] = route
+    for route in overrides.values():
+        for fallback in route.fallbacks:
+            if fallback not in routes and fallback not in overrides:
+                problems.append(
+                    f"[profiles.{name}.routes.{route.name}] fallbacks: {fallback!r} is not a model in this config"
+                )
+    if len(problems) > before:
+        return None
+    return Profile(name, frozenset(models) if models is not None else None, overrides)
 
 
 _UPSTREAM_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -245,10 +345,17 @@ def _parse_upstream(name: str, table: dict[str, Any], problems: list[str]) -> Up
     return UpstreamConfig(name=name, **{**settings, "base_url": str(base_url).rstrip("/")})
 
 
-def _parse_route(name: str, table: dict[str, Any], backends: set[str], problems: list[str]) -> Route | None:
-    where = f"[models.{name}]"
+def _parse_route(
+    name: str,
+    table: dict[str, Any],
+    backends: set[str],
+    problems: list[str],
+    where: str | None = None,
+    keys: set[str] | None = None,
+) -> Route | None:
+    where = where or f"[models.{name}]"
     before = len(problems)
-    keys = {"backend", "model", "aliases", "fallbacks", "price", "batch_discount", "batch"}
+    keys = keys or {"backend", "model", "aliases", "fallbacks", "price", "batch_discount", "batch"}
     _unknown_keys(table, keys, where, problems)
     backend = table.get("backend")
     if backend is None:
@@ -290,17 +397,20 @@ def _parse_route(name: str, table: dict[str, Any], backends: set[str], problems:
     )
 
 
-def _tables(data: dict[str, Any], key: str, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def _tables(
+    data: dict[str, Any], key: str, problems: list[str], where: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    where = where or key
     section = data.get(key, {})
     if not isinstance(section, dict):
-        problems.append(f"[{key}]: expected a table of tables")
+        problems.append(f"[{where}]: expected a table of tables")
         return []
     found = []
     for name, table in section.items():
         if isinstance(table, dict):
             found.append((name, table))
         else:
-            problems.append(f"[{key}.{name}]: expected a table, got {table!r}")
+            problems.append(f"[{where}.{name}]: expected a table, got {table!r}")
     return found
 
 
@@ -336,9 +446,25 @@ class Router:
         self.config = config
         self.backends = backends
         self.default = default
+        self._profiles: dict[str, RoutingConfig] = {}
+
+    def _config(self, request: BackendRequest) -> RoutingConfig:
+        """The config the request resolves its model through: its key's routing profile's
+        (BackendRejectedError 404 `model_not_found` for a model outside it), else the whole."""
+        if request.profile is None:
+            return self.config
+        model = str(request.body.get("model"))
+        problem = self.config.profile_problem(request.profile, model)
+        if problem is not None:
+            error = {"message": problem, "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+            raise BackendRejectedError(BackendResponse(404, {"error": error}, backend=self.name))
+        scoped = self._profiles.get(request.profile)
+        if scoped is None:
+            scoped = self._profiles[request.profile] = self.config.for_profile(request.profile) or self.config
+        return scoped
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
-        routes = self.config.chain(str(request.body.get("model")))
+        routes = self._config(request).chain(str(request.body.get("model")))
         if not routes:
             response = await _answered_by(self.default.name, self.default.execute(request))
             if not response.cost:  # the built-in backend does not price its answers
@@ -378,7 +504,7 @@ class Router:
         return route.cost(input_tokens, output_tokens, batch)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
-        routes = self.config.chain(str(request.body.get("model")))
+        routes = self._config(request).chain(str(request.body.get("model")))
         if not routes:
             async for delta in self.default.stream(request):
                 yield delta

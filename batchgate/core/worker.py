@@ -407,7 +407,8 @@ class Worker:
             return failed("rate_limited", admitted.message)
         if admitted is not None:
             self._admissions[(claim.batch_id, claim.line)] = admitted
-        request = BackendRequest(custom_id, claim.endpoint, body, share=claim.project_id)
+        profile = await self.pacer.routing_profile(claim.batch_id)  # the batch key's routing profile
+        request = BackendRequest(custom_id, claim.endpoint, body, share=claim.project_id, profile=profile)
         while True:
             try:
                 response = await self.backend.execute(request)

@@ -37,6 +37,11 @@ _BUDGET = "The most the key may spend per budget_period, in USD (the hard limit)
 _PERIOD = "The period a budget renews over: day, week, month (UTC calendar periods) or total (never)."
 _SOFT = "A soft threshold in USD: passing it is reported, spending goes on; null: none."
 
+_PROFILE = (
+    "A [profiles.NAME] of the server's routing config: the key's requests and batch lines resolve "
+    "their model through it (models outside it: 404 model_not_found); null: the whole config."
+)
+
 
 class ApiKeyObject(BaseModel):
     object: Literal["api_key"] = "api_key"
@@ -55,6 +60,7 @@ class ApiKeyObject(BaseModel):
     budget_usd: float | None = Field(description=_BUDGET)
     budget_period: BudgetPeriod = Field(description=_PERIOD)
     budget_soft_usd: float | None = Field(description=_SOFT)
+    routing_profile: str | None = Field(default=None, description=_PROFILE)
     secret: str | None = Field(default=None, description="The key itself: in the answer to its creation only.")
 
 
@@ -76,12 +82,13 @@ class ApiKeyCreate(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0, le=1e12, description=_BUDGET)
     budget_period: BudgetPeriod = Field(default="month", description=_PERIOD)
     budget_soft_usd: float | None = Field(default=None, ge=0, le=1e12, description=_SOFT)
+    routing_profile: str | None = Field(default=None, max_length=200, description=_PROFILE)
 
 
 class ApiKeyUpdate(BaseModel):
     """The fields to change; those left out keep their value (null allowed_models: any
     model; null expires_at: never; `limits` replaces the whole list, [] or null: none;
-    null max_parallel_requests, budget_usd or budget_soft_usd: none)."""
+    null max_parallel_requests, budget_usd, budget_soft_usd or routing_profile: none)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -94,6 +101,7 @@ class ApiKeyUpdate(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0, le=1e12, description=_BUDGET)
     budget_period: BudgetPeriod | None = Field(default=None, description=_PERIOD + " Null keeps it.")
     budget_soft_usd: float | None = Field(default=None, ge=0, le=1e12, description=_SOFT)
+    routing_profile: str | None = Field(default=None, max_length=200, description=_PROFILE)
 
 
 class ApiKeyDeleted(BaseModel):

@@ -14,12 +14,12 @@ from batchgate.core.models import ApiKey, RateLimit
 KEY_SELECT = (
     "SELECT k.id, k.project_id, k.name, k.prefix, k.created_at, k.revoked_at, p.name, k.scopes, "
     "k.allowed_models, k.expires_at, k.limits, k.max_parallel_requests, k.budget_usd, k.budget_period, "
-    "k.budget_soft_usd FROM api_keys k JOIN projects p ON p.id = k.project_id"
+    "k.budget_soft_usd, k.routing_profile FROM api_keys k JOIN projects p ON p.id = k.project_id"
 )
 # the fields `update_api_key` changes, in the order of `update_params`
 _UPDATED = [
     "name", "scopes", "allowed_models", "expires_at", "limits", "max_parallel_requests", "budget_usd",
-    "budget_period", "budget_soft_usd",
+    "budget_period", "budget_soft_usd", "routing_profile",
 ]  # fmt: skip
 KEY_INSERT_COLUMNS = ", ".join(["id", "project_id", "prefix", "key_hash", "created_at", *_UPDATED])
 
@@ -44,7 +44,7 @@ def update_params(key: ApiKey) -> tuple[Any, ...]:
 def _changeable(key: ApiKey) -> tuple[Any, ...]:
     return (
         key.name, ",".join(key.scopes), models_text(key), key.expires_at, limits_text(key),
-        key.max_parallel_requests, key.budget_usd, key.budget_period, key.budget_soft_usd,
+        key.max_parallel_requests, key.budget_usd, key.budget_period, key.budget_soft_usd, key.routing_profile,
     )  # fmt: skip
 
 
@@ -61,7 +61,7 @@ def limits_text(key: ApiKey) -> str | None:
 def api_key(row: tuple[Any, ...]) -> ApiKey:
     (
         key_id, project_id, name, prefix, created_at, revoked_at, project_name, scopes, models, expires_at,
-        limits, max_parallel, budget_usd, budget_period, budget_soft_usd,
+        limits, max_parallel, budget_usd, budget_period, budget_soft_usd, routing_profile,
     ) = row  # fmt: skip
     return ApiKey(
         key_id,
@@ -79,4 +79,5 @@ def api_key(row: tuple[Any, ...]) -> ApiKey:
         budget_usd=budget_usd,
         budget_period=budget_period,
         budget_soft_usd=budget_soft_usd,
+        routing_profile=routing_profile,
     )

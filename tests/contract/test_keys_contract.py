@@ -49,3 +49,16 @@ def test_projects_are_listed_by_name(store: Store) -> None:
     for name in ("zeta", "acme", "mid"):
         store.ensure_project(name, NOW)
     assert [p.name for p in store.list_projects()] == ["acme", "mid", "zeta"]
+
+
+def test_a_key_keeps_its_routing_profile(store: Store) -> None:
+    project = store.ensure_project("acme", NOW)
+    key = ApiKey("key_p", project.id, "p", "bg-pro", NOW, routing_profile="small")
+    store.add_api_key(key, "hash-p")
+    found = store.find_api_key("hash-p")
+    assert found is not None and found.routing_profile == "small"
+    assert store.update_api_key(replace(key, routing_profile=None))
+    cleared = store.get_api_key("key_p")
+    assert cleared is not None and cleared.routing_profile is None
+    assert store.update_api_key(replace(key, routing_profile="big"))
+    assert [k.routing_profile for k in store.list_api_keys() if k.id == "key_p"] == ["big"]
