@@ -1,7 +1,8 @@
 """Batch pacing on the worker (core/pacing.py), on the fakes: a batch's lines wait for the
 rate limits of the key that created it instead of failing, and only a line that cannot
 run before its batch expires ends with `rate_limited`. Time is a FakeClock: a wait of an
-hour costs the test nothing."""
+hour costs the test nothing. On the in-memory store and PostgreSQL (the limiter's SQL;
+SQLite runs the same SQL in the contract suite and the real-server tests)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,21 @@ from pathlib import Path
 
 import pytest
 from support import chat_line
-from unit.test_lifecycle import Harness
+from unit.test_lifecycle import STORES, Harness
 
 from batchgate.app import build_services
 from batchgate.core.metering import Caller, current_caller
 from batchgate.core.models import BatchStatus, RateLimit
 from batchgate.core.ports import BackendRequest, BackendResponse
 from batchgate.settings import Settings
-from batchgate.testing import FakeClock, InMemoryStore, MemoryBlobStore, ScriptedBackend
+from batchgate.testing import FakeClock, MemoryBlobStore, ScriptedBackend
 
 
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
+@pytest.fixture(params=sorted(STORES))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     settings = Settings(home=tmp_path, backend="scripted", insecure_no_auth=True, settle_grace=0.3)
     clock = FakeClock()
-    services = build_services(settings, InMemoryStore(), MemoryBlobStore(), clock=clock)
+    services = build_services(settings, STORES[request.param](), MemoryBlobStore(), clock=clock)
     yield Harness(services, clock)
     services.close()
 
