@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
@@ -26,10 +26,21 @@ EmbeddingBody = Annotated[embeddings.EmbeddingRequest, Depends(JsonBody(embeddin
 
 # a backend's refusal keeps its status: 400 with the parameter, 404 model_not_found, 429, …
 ANSWERED = error_responses(*JSON_BODY_ERRORS, 404, *BACKEND_ERRORS)
+Answer = TypeVar("Answer", chat.ChatCompletion, text.Completion)
 
 
 def _streamed(description: str, model: type[chat.ChatCompletionChunk | text.Completion]) -> dict[int | str, Any]:
     return {200: {"description": description, "content": event_stream(model)}, **ANSWERED}
+
+
+async def _answer(
+    svc: Services, url: str, body: chat.ChatCompletionRequest | text.CompletionRequest, answer: type[Answer]
+) -> Answer | StreamingResponse:
+    """The completion of `body`, as `answer`; with `stream: true`, its events."""
+    request = body.model_dump(exclude_unset=True)
+    if body.stream:
+        return await _events(svc, url, request)
+    return await svc.completions.complete(url, request, answer)
 
 
 async def _events(svc: Services, url: str, body: dict[str, Any]) -> StreamingResponse:
@@ -55,10 +66,7 @@ async def _events(svc: Services, url: str, body: dict[str, Any]) -> StreamingRes
 )
 async def chat_completions(body: ChatBody, svc: Svc) -> chat.ChatCompletion | StreamingResponse:
     """A chat completion; with `stream: true`, OpenAI's server-sent events."""
-    request = body.model_dump(exclude_unset=True)
-    if body.stream:
-        return await _events(svc, "/v1/chat/completions", request)
-    return await svc.completions.complete("/v1/chat/completions", request, chat.ChatCompletion)
+    return await _answer(svc, "/v1/chat/completions", body, chat.ChatCompletion)
 
 
 @router.post(
@@ -69,10 +77,7 @@ async def chat_completions(body: ChatBody, svc: Svc) -> chat.ChatCompletion | St
 )
 async def completions(body: TextBody, svc: Svc) -> text.Completion | StreamingResponse:
     """A text completion; with `stream: true`, OpenAI's server-sent events."""
-    request = body.model_dump(exclude_unset=True)
-    if body.stream:
-        return await _events(svc, "/v1/completions", request)
-    return await svc.completions.complete("/v1/completions", request, text.Completion)
+    return await _answer(svc, "/v1/completions", body, text.Completion)
 
 
 @router.post(

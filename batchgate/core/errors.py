@@ -135,7 +135,6 @@ class BackendError(BatchgateError):
     status = 502
     type = "server_error"
     default_code = "backend_error"
-    code: str
 
     def __init__(
         self,
@@ -192,7 +191,7 @@ class BackendRejectedError(BackendError):
             self.type = str(detail.get("type") or "invalid_request_error")
             super().__init__(message, param=param if isinstance(param, str) else None, retry_after=retry_after)
             # a 4xx without a code keeps it null, as the upstream sent it (a 429 gets OpenAI's)
-            self.code = code if isinstance(code, str) else "rate_limit_exceeded" if self.status == 429 else None  # type: ignore[assignment]
+            self.code = code if isinstance(code, str) else "rate_limit_exceeded" if self.status == 429 else None
         else:
             super().__init__(
                 f"The upstream answered HTTP {response.status_code}: {message}",

@@ -419,7 +419,7 @@ class Worker:
                     await self.clock.sleep(self._backoff(attempts, exc.retry_after))
                     attempts += 1
                     continue
-                return failed(exc.code, exc.message)
+                return failed(exc.code or BackendError.default_code, exc.message)
             except Exception as exc:
                 log.exception("batch %s line %d: backend crashed", claim.batch_id, claim.line)
                 return failed("internal_error", f"{type(exc).__name__}: {exc}")

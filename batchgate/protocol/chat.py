@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from batchgate.protocol.completions import CompletionUsage, Stop, StreamOptions
+from batchgate.protocol.completions import CompletionUsage, GenerationRequest
 from batchgate.protocol.fields import documented, unless_null
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
@@ -55,32 +55,18 @@ class ChatResponseFormat(BaseModel):
     json_schema: dict[str, Any] | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(GenerationRequest):
     """The body of POST /v1/chat/completions (`client.chat.completions.create`)."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    model: str = Field(min_length=1, description="A model name, an alias from batchgate.toml, or `default`.")
     messages: list[ChatMessageParam] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1, le=128)
-    stop: Stop = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ChatResponseFormat | None = None
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Annotated[Any, documented({"anyOf": [{"type": "string"}, {"type": "object"}, {"type": "null"}]})] = (
         None
     )
-    user: str | None = None
 
 
 # ---- the answer ----------------------------------------------------------------------

@@ -46,13 +46,13 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = Field(None, description="Send a last chunk with the usage and no choices.")
 
 
-class CompletionRequest(BaseModel):
-    """The body of POST /v1/completions (`client.completions.create`)."""
+class GenerationRequest(BaseModel):
+    """What chat and text completion requests share: the model, sampling, stopping and
+    streaming fields (each request adds its own)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1, description="A model name, an alias from batchgate.toml, or `default`.")
-    prompt: Prompt
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -61,12 +61,18 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logprobs: int | None = Field(None, ge=0, le=5)
-    echo: bool | None = None
-    suffix: str | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
+
+
+class CompletionRequest(GenerationRequest):
+    """The body of POST /v1/completions (`client.completions.create`)."""
+
+    prompt: Prompt
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool | None = None
+    suffix: str | None = None
 
 
 class PromptTokensDetails(BaseModel):
