@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
+from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow, is_active
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
@@ -128,6 +129,8 @@ class InMemoryStore:
         self._lock = threading.RLock()
         self._projects: dict[str, Project] = {}
         self._weights: dict[str, float] = {}  # by project id; 1 unless set
+        self._body_settings: dict[str, BodySettings] = {}  # by project id; off unless set
+        self._bodies: dict[int, RequestBodies] = {}  # by ledger id
         self._keys: dict[str, ApiKey] = {}
         self._files: dict[str, FileRecord] = {}
         self._batches: dict[str, _Batch] = {}
@@ -191,6 +194,25 @@ class InMemoryStore:
                 return False
             self._weights[project_id] = weight
             return True
+
+    def set_project_bodies(self, project_id: str, settings: BodySettings) -> bool:
+        with self._lock:
+            if project_id not in {p.id for p in self._projects.values()}:
+                return False
+            self._body_settings[project_id] = settings
+            return True
+
+    def project_bodies(self, project_id: str) -> BodySettings:
+        with self._lock:
+            return self._body_settings.get(project_id, BodySettings())
+
+    def add_request_bodies(self, ledger_id: int, bodies: RequestBodies) -> None:
+        with self._lock:
+            self._bodies[ledger_id] = bodies
+
+    def get_request_bodies(self, ledger_id: int) -> RequestBodies | None:
+        with self._lock:
+            return self._bodies.get(ledger_id)
 
     def project_weights(self) -> dict[str, float]:
         with self._lock:

@@ -1,5 +1,6 @@
-"""/v1/admin: create, list, show, update and revoke API keys; list and create projects.
-Only keys with the `admin` scope (`api.deps.required_scope`)."""
+"""/v1/admin: create, list, show, update and revoke API keys; list and create projects, and
+set whether a project's request logs keep bodies. Only keys with the `admin` scope
+(`api.deps.required_scope`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from batchgate.api.bodies import JsonBody
 from batchgate.api.deps import project_id, services
 from batchgate.api.openapi import JSON_BODY_ERRORS, error_responses
 from batchgate.app import Services
+from batchgate.core.bodies import BodySettings
+from batchgate.core.errors import NotFoundError
 from batchgate.core.models import ApiKey, Project, RateLimit
 from batchgate.protocol import admin as wire
 
@@ -106,3 +109,43 @@ def create_project(
 ) -> wire.ProjectObject:
     """The project of this name, created if new."""
     return project_object(svc.keys.ensure_project(body.name))
+
+
+def _project(svc: Services, project: str) -> Project:
+    """The project of this id or name (404 if none)."""
+    for p in svc.keys.projects():
+        if project in (p.id, p.name):
+            return p
+    raise NotFoundError(f"No project {project!r}.", param="project")
+
+
+def _logging(p: Project, settings: BodySettings) -> wire.ProjectLogging:
+    return wire.ProjectLogging(
+        project_id=p.id, name=p.name, store_bodies=settings.store_bodies, body_cap_bytes=settings.body_cap_bytes
+    )
+
+
+@router.get("/projects/{project}/logging", response_model=wire.ProjectLogging, responses=error_responses(404))
+def show_project_logging(project: str, _: Caller, svc: Svc) -> wire.ProjectLogging:
+    """Whether the project's request logs keep bodies (by project id or name)."""
+    p = _project(svc, project)
+    return _logging(p, svc.store.project_bodies(p.id))
+
+
+@router.post(
+    "/projects/{project}/logging", response_model=wire.ProjectLogging, responses=error_responses(*JSON_BODY_ERRORS, 404)
+)
+def set_project_logging(
+    project: str,
+    body: Annotated[wire.ProjectLoggingUpdate, Depends(JsonBody(wire.ProjectLoggingUpdate))],
+    _: Caller,
+    svc: Svc,
+) -> wire.ProjectLogging:
+    """Opt the project in to (or out of) stored bodies: its synchronous requests' request
+    and response bodies, each cut at `body_cap_bytes`, kept with their log rows (GET
+    /v1/logs/{id}); applies within 5 seconds. Bodies kept before stay."""
+    p = _project(svc, project)
+    settings = BodySettings(body.store_bodies, body.body_cap_bytes)
+    if not svc.store.set_project_bodies(p.id, settings):
+        raise NotFoundError(f"No project {project!r}.", param="project")
+    return _logging(p, settings)

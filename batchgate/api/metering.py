@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
+from batchgate.core.bodies import BodySettings, Capture, SettingsCache, captured
 from batchgate.core.ledger import SYNC, LedgerEntry
 from batchgate.core.metering import Caller, SyncUsage, current_caller, current_usage
 
@@ -40,6 +41,14 @@ class Metering:
     def __init__(self, app: Any, services: Any):
         self.app = app
         self.services = services
+        self.body_settings = SettingsCache()  # which projects keep their requests' bodies (core/bodies.py)
+
+    async def _bodies(self, project_id: str) -> BodySettings:
+        cached = self.body_settings.get(project_id)
+        if cached is not None:
+            return cached
+        settings = await run_in_threadpool(self.services.store.project_bodies, project_id)
+        return self.body_settings.put(project_id, settings)
 
     def _caller(self, scope: dict) -> Caller | None:
         key = scope.get("state", {}).get("api_key")
@@ -68,6 +77,17 @@ class Metering:
         started, clock = time.time(), time.perf_counter()
         status = 500  # an exception before the answer started: the server's error handler answers 500
         error_body = bytearray()
+        keep = await self._bodies(caller.project_id)  # the project's opt-in to stored bodies
+        request_body = Capture(keep.body_cap_bytes) if keep.store_bodies else None
+        response_body = Capture(keep.body_cap_bytes) if keep.store_bodies else None
+        if request_body is not None:
+            inner_receive = receive
+
+            async def receive() -> dict:
+                message = await inner_receive()
+                if message["type"] == "http.request":
+                    request_body.add(message.get("body", b""))
+                return message
 
         async def watch(message: dict) -> None:
             nonlocal status
@@ -75,6 +95,8 @@ class Metering:
                 status = message["status"]
             elif message["type"] == "http.response.body" and status >= 400 and len(error_body) < _ERROR_BODY_LIMIT:
                 error_body.extend(message.get("body", b"")[:_ERROR_BODY_LIMIT])
+            if response_body is not None and message["type"] == "http.response.body":
+                response_body.add(message.get("body", b""))
             await send(message)
 
         try:
@@ -90,6 +112,9 @@ class Metering:
             )  # fmt: skip
             try:
                 await run_in_threadpool(self.services.store.add_ledger_entry, entry)
+                if request_body is not None and response_body is not None:
+                    bodies = captured(request_body, response_body)
+                    await run_in_threadpool(self.services.store.add_request_bodies, entry.id, bodies)
             except Exception:  # the answer is already sent: a metering failure cannot change it
                 log.exception("could not meter %s %s", scope["method"], scope["path"])
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from batchgate.api.deps import services, visible_project
 from batchgate.api.openapi import error_responses
 from batchgate.app import Services
-from batchgate.core.errors import InvalidRequestError
+from batchgate.core.errors import InvalidRequestError, NotFoundError
 from batchgate.core.ledger import LedgerEntry, LedgerQuery
 from batchgate.core.usage import Bucket, parse_group_by, usage
 from batchgate.protocol import usage as wire
@@ -64,7 +64,7 @@ def list_logs(
     before: Annotated[str | None, Query(description="The `last_id` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> wire.LogList:
-    """One row per request, synchronous or batch line, newest first (bodies are not kept)."""
+    """One row per request, synchronous or batch line, newest first (bodies: GET /v1/logs/{id})."""
     query = _query(visible, project_id, key_id, batch_id, model, backend, endpoint, status, since, until)
     if before is not None:
         cursor = before.removeprefix(LOG_PREFIX)
@@ -75,6 +75,28 @@ def list_logs(
     page = svc.store.list_ledger(query)
     data = [_log(e) for e in page.data]
     return wire.LogList(data=data, has_more=page.has_more, last_id=data[-1].id if data else None)
+
+
+@router.get("/logs/{log_id}", response_model=wire.LogDetail, responses=error_responses(404))
+def show_log(log_id: str, visible: Visible, svc: Svc) -> wire.LogDetail:
+    """One row, with its request and response bodies when its project keeps them (opt-in,
+    POST /v1/admin/projects/{project}/logging; synchronous requests only: a batch line's
+    bodies are in the batch's input and output files)."""
+    number = log_id.removeprefix(LOG_PREFIX)
+    if not number.isdigit() or int(number) > MAX_INT:
+        raise NotFoundError(f"No log {log_id!r}.", param="log_id")
+    page = svc.store.list_ledger(LedgerQuery(visible, before=int(number) + 1, limit=1))
+    if not page.data or page.data[0].id != int(number):
+        raise NotFoundError(f"No log {log_id!r}.", param="log_id")
+    entry = page.data[0]
+    detail = wire.LogDetail(**_log(entry).model_dump())
+    bodies = svc.store.get_request_bodies(entry.id)
+    if bodies is not None:
+        detail.request_body, detail.response_body = bodies.request, bodies.response
+        detail.request_body_truncated, detail.response_body_truncated = (
+            bodies.request_truncated, bodies.response_truncated
+        )  # fmt: skip
+    return detail
 
 
 def _bucket(b: Bucket) -> wire.UsageBucket:

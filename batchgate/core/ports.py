@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Protocol, TypeVar
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
+from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
@@ -98,6 +99,24 @@ class Store(Protocol):
 
     def project_weights(self) -> dict[str, float]:
         """Every project's weight (1 unless set), by project id."""
+        ...
+
+    # stored request bodies (core/bodies.py): a project's opt-in, and the bodies by ledger row
+    def set_project_bodies(self, project_id: str, settings: BodySettings) -> bool:
+        """Set whether the project's synchronous requests keep their bodies, and the cap;
+        False if there is no such project."""
+        ...
+
+    def project_bodies(self, project_id: str) -> BodySettings:
+        """The project's setting (off, 16 KiB, unless set; the same for an unknown project)."""
+        ...
+
+    def add_request_bodies(self, ledger_id: int, bodies: RequestBodies) -> None:
+        """Keep the bodies of the request metered by ledger row `ledger_id`."""
+        ...
+
+    def get_request_bodies(self, ledger_id: int) -> RequestBodies | None:
+        """The bodies kept for ledger row `ledger_id`, or None."""
         ...
 
     def revoke_api_key(self, key_id: str, now: int) -> bool: ...
@@ -472,6 +491,7 @@ class BackendRequest:
     body: dict[str, Any]
     interactive: bool = False  # a synchronous API call: served ahead of batch lines
     share: str = ""  # a batch line's project: batch lines of different shares take turns at a backend
+    profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
     profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
 
 

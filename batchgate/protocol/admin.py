@@ -122,6 +122,21 @@ class ProjectList(BaseModel):
     data: list[ProjectObject]
 
 
+class ProjectLogging(BaseModel):
+    object: Literal["project.logging"] = "project.logging"
+    project_id: str
+    name: str
+    store_bodies: bool = Field(description="Keep the request and response bodies of synchronous requests.")
+    body_cap_bytes: int = Field(description="Each body is cut at this many bytes (and marked truncated).")
+
+
+class ProjectLoggingUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_bodies: bool
+    body_cap_bytes: int = Field(default=16 * 1024, ge=1, le=1 << 20, description="At most 1 MiB; default 16 KiB.")
+
+
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -31,6 +31,15 @@ class LogEntry(BaseModel):
     finished_at: float
 
 
+class LogDetail(LogEntry):
+    """A log row with the bodies its project chose to keep (null: not kept)."""
+
+    request_body: str | None = Field(default=None, description="The request's body as sent (UTF-8 text).")
+    response_body: str | None = Field(default=None, description="The answer's body (a stream's events as sent).")
+    request_body_truncated: bool = Field(default=False, description="Cut at the project's body_cap_bytes.")
+    response_body_truncated: bool = Field(default=False, description="Cut at the project's body_cap_bytes.")
+
+
 class LogList(BaseModel):
     object: Literal["list"] = "list"
     data: list[LogEntry]

@@ -28,6 +28,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
+from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
@@ -66,6 +67,7 @@ from batchgate.core.states import (
 from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from batchgate.store import (
     billing_sql,
+    bodies_sql,
     browse_sql,
     keys_sql,
     ledger_sql,
@@ -257,6 +259,21 @@ class PostgresStore:
 
     def project_weights(self) -> dict[str, float]:
         return {pid: float(w) for pid, w in self._all(scheduling_sql.WEIGHTS_SQL, ())}
+
+    def set_project_bodies(self, project_id: str, settings: BodySettings) -> bool:
+        with self._tx() as cur:
+            cur.execute(bodies_sql.set_settings_sql("%s"), bodies_sql.set_settings_params(project_id, settings))
+            return cur.rowcount > 0
+
+    def project_bodies(self, project_id: str) -> BodySettings:
+        return bodies_sql.settings(self._one(bodies_sql.settings_sql("%s"), (project_id,)))
+
+    def add_request_bodies(self, ledger_id: int, bodies: RequestBodies) -> None:
+        with self._tx() as cur:
+            cur.execute(bodies_sql.insert_sql("%s"), bodies_sql.insert_params(ledger_id, bodies))
+
+    def get_request_bodies(self, ledger_id: int) -> RequestBodies | None:
+        return bodies_sql.bodies(self._one(bodies_sql.select_sql("%s"), (ledger_id,)))
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._tx() as cur:

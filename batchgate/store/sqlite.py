@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
+from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
@@ -58,6 +59,7 @@ from batchgate.core.states import (
 from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from batchgate.store import (
     billing_sql,
+    bodies_sql,
     browse_sql,
     keys_sql,
     ledger_sql,
@@ -252,6 +254,21 @@ class SQLiteStore:
 
     def project_weights(self) -> dict[str, float]:
         return {pid: float(w) for pid, w in self._conn().execute(scheduling_sql.WEIGHTS_SQL)}
+
+    def set_project_bodies(self, project_id: str, settings: BodySettings) -> bool:
+        with self._write() as conn:
+            params = bodies_sql.set_settings_params(project_id, settings)
+            return conn.execute(bodies_sql.set_settings_sql("?"), params).rowcount > 0
+
+    def project_bodies(self, project_id: str) -> BodySettings:
+        return bodies_sql.settings(self._conn().execute(bodies_sql.settings_sql("?"), (project_id,)).fetchone())
+
+    def add_request_bodies(self, ledger_id: int, bodies: RequestBodies) -> None:
+        with self._write() as conn:
+            conn.execute(bodies_sql.insert_sql("?"), bodies_sql.insert_params(ledger_id, bodies))
+
+    def get_request_bodies(self, ledger_id: int) -> RequestBodies | None:
+        return bodies_sql.bodies(self._conn().execute(bodies_sql.select_sql("?"), (ledger_id,)).fetchone())
 
     def revoke_api_key(self, key_id: str, now: int) -> bool:
         with self._write() as conn:
