@@ -35,18 +35,19 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
-
 from batchgate.core.clock import Clock, SystemClock
-from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_unvalidatable
-from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.pacing import Admission, BatchPacer, Refusal
-from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
 from batchgate.core.ratelimit import Cost
 from batchgate.core.retention import Sweeper
 from batchgate.core.webhooks import WebhookDispatcher
+
+from batchgate.core.budgets import Budgets
+from batchgate.core.errors import BackendError, BackendRejectedError
+from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
+from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
@@ -69,6 +70,7 @@ class WorkerConfig:
     drain_timeout: float = 10.0
     status_check_interval: float = 0.5
     sweep_interval: float = 60.0  # seconds of the clock between sweeps of expired files
+    budget_check_interval: float = 1.0  # seconds between checks of the keys' budgets (core/budgets.py)
     response_retention: int | None = None  # seconds a stored response is kept (None: for ever)
 
 
@@ -91,9 +93,11 @@ class Worker:
         jobs: JobExecutor,
         config: WorkerConfig | None = None,
         clock: Clock | None = None,
+        budgets: Budgets | None = None,
         webhooks: WebhookDispatcher | None = None,
     ):
         self.store = store
+        self.budgets = budgets  # pauses the batches of keys that spent their budget
         self.webhooks = webhooks  # delivers the webhook outbox beside the loop
         self.blobs = blobs
         self.backend = backend
@@ -155,7 +159,7 @@ class Worker:
     async def _loop(self, stop: asyncio.Event) -> None:
         cfg = self.config
         last_beat = last_reap = last_sweep = 0.0  # on the clock
-        last_flush = last_status = 0.0  # on time.monotonic()
+        last_flush = last_status = last_budget = 0.0  # on time.monotonic()
         while not stop.is_set():
             now = self.clock.time()
             tick = self.last_tick = time.monotonic()
@@ -169,12 +173,22 @@ class Worker:
                     last_reap = now
                 if self._job_task is None or self._job_task.done():
                     self._job_task = await self._start_job(int(now))
+                    if self._job_task is not None:
+                        last_budget = float("-inf")  # a batch may have appeared: check it while it validates
                 if now - last_sweep >= cfg.sweep_interval and (self._sweep_task is None or self._sweep_task.done()):
                     self._sweep_task = asyncio.create_task(self.sweep_expired_files())
                     last_sweep = now
                 if self._inflight and tick - last_status >= cfg.status_check_interval:
                     await self._abandon_stopped_batches(int(now))
                     last_status = tick
+                if self.budgets is not None and tick - last_budget >= cfg.budget_check_interval:
+                    # before claiming: a batch of a key that spent its budget is paused
+                    # first, counting what this worker ran but has not recorded yet
+                    if self._results:
+                        await self._flush(int(now))
+                        last_flush = tick
+                    await self._db(self.budgets.enforce, now)
+                    last_budget = tick
                 claimed = await self._fill(int(now))
                 if self._results and (len(self._results) >= cfg.flush_rows or tick - last_flush >= cfg.flush_interval):
                     await self._flush(int(now))
