@@ -520,7 +520,6 @@ class BackendRequest:
     interactive: bool = False  # a synchronous API call: served ahead of batch lines
     share: str = ""  # a batch line's project: batch lines of different shares take turns at a backend
     profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
-    profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
 
 
 @dataclass(slots=True)
