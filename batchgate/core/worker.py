@@ -29,25 +29,26 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
+
+from batchgate.core.budgets import Budgets
 from batchgate.core.clock import Clock, SystemClock
+from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
 from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_unvalidatable
+from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.pacing import Admission, BatchPacer, Refusal
+from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
 from batchgate.core.ratelimit import Cost
 from batchgate.core.retention import Sweeper
 from batchgate.core.webhooks import WebhookDispatcher
-
-from batchgate.core.budgets import Budgets
-from batchgate.core.errors import BackendError, BackendRejectedError
-from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
-from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 
 log = logging.getLogger("batchgate.worker")
 PROCESS_STARTED = time.time()
@@ -111,6 +112,11 @@ class Worker:
         self._request_ids = IdSequence()
         self._inflight: dict[tuple[str, int], asyncio.Task[RequestResult]] = {}
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
+        # lines claimed ahead of a free slot: a slot that frees starts its next line at
+        # once (in _on_done) instead of after a store round trip. They are `running`
+        # under this worker in the store like the lines in flight, so a crash requeues them
+        self._ready: deque[ClaimedRequest] = deque()
+        self._jobs_due = True  # look for a batch job at the next turn (else every poll_interval)
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
         self._prompts: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -126,6 +132,7 @@ class Worker:
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll (call from the worker's loop)."""
+        self._jobs_due = True
         self._wake.set()
 
     async def _db(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -159,7 +166,7 @@ class Worker:
     async def _loop(self, stop: asyncio.Event) -> None:
         cfg = self.config
         last_beat = last_reap = last_sweep = 0.0  # on the clock
-        last_flush = last_status = last_budget = 0.0  # on time.monotonic()
+        last_flush = last_status = last_budget = last_jobs = 0.0  # on time.monotonic()
         while not stop.is_set():
             now = self.clock.time()
             tick = self.last_tick = time.monotonic()
@@ -171,14 +178,19 @@ class Worker:
                 if now - last_reap >= min(cfg.dead_after / 3, 5.0):
                     await self.reap_dead_workers(now)
                     last_reap = now
-                if self._job_task is None or self._job_task.done():
+                # not at every turn (each finished line wakes the loop): when told of a
+                # change, after a job or a flush (a batch may be done), else every poll_interval
+                if (self._job_task is None or self._job_task.done()) and (
+                    self._jobs_due or tick - last_jobs >= cfg.poll_interval
+                ):
+                    self._jobs_due, last_jobs = False, tick
                     self._job_task = await self._start_job(int(now))
                     if self._job_task is not None:
                         last_budget = float("-inf")  # a batch may have appeared: check it while it validates
                 if now - last_sweep >= cfg.sweep_interval and (self._sweep_task is None or self._sweep_task.done()):
                     self._sweep_task = asyncio.create_task(self.sweep_expired_files())
                     last_sweep = now
-                if self._inflight and tick - last_status >= cfg.status_check_interval:
+                if (self._inflight or self._ready) and tick - last_status >= cfg.status_check_interval:
                     await self._abandon_stopped_batches(int(now))
                     last_status = tick
                 if self.budgets is not None and tick - last_budget >= cfg.budget_check_interval:
@@ -197,7 +209,7 @@ class Worker:
                 log.exception("worker loop error; retrying")
                 claimed = 0
                 await asyncio.sleep(cfg.poll_interval)
-            if claimed and len(self._inflight) < cfg.concurrency:
+            if claimed and len(self._inflight) + len(self._ready) < cfg.concurrency + self._ahead:
                 await asyncio.sleep(0)
                 continue
             self._wake.clear()
@@ -213,6 +225,7 @@ class Worker:
             task.cancel()
         self._inflight.clear()
         self._claims.clear()
+        self._ready.clear()
         self._results.clear()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
         await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, now))
@@ -240,21 +253,34 @@ class Worker:
         finally:
             # a no-op when the job ended the batch (which clears the owner itself)
             await self._db(self.store.release_batch_job, job.batch.id, self.id, wake_at)
+            self._jobs_due = True  # another may be waiting
+            self._wake.set()
+
+    @property
+    def _ahead(self) -> int:
+        """How many lines are claimed ahead of a free slot (and the claim chunk)."""
+        return min(self.config.claim_batch, self.config.concurrency)
 
     async def _fill(self, now: int) -> int:
         cfg = self.config
-        free = cfg.concurrency - len(self._inflight)
+        room = cfg.concurrency + self._ahead - len(self._inflight) - len(self._ready)
         # claim in chunks: one transaction per chunk keeps the store out of the hot path
-        if free <= 0 or (self._inflight and free < min(cfg.claim_batch, cfg.concurrency) // 2):
-            return 0
-        claims = await self._db(self.store.claim_requests, self.id, min(free, cfg.claim_batch), now)
-        for claim in claims:
+        claims: list[ClaimedRequest] = []
+        if room > 0 and not ((self._inflight or self._ready) and room < self._ahead // 2):
+            claims = await self._db(self.store.claim_requests, self.id, min(room, cfg.claim_batch), now)
+            self._ready.extend(claims)
+        self._start_ready()
+        return len(claims)
+
+    def _start_ready(self) -> None:
+        """Start claimed lines while there are free slots."""
+        while self._ready and len(self._inflight) < self.config.concurrency:
+            claim = self._ready.popleft()
             key = (claim.batch_id, claim.line)
             task = asyncio.create_task(self._execute(claim))
             task.add_done_callback(functools.partial(self._on_done, key))
             self._inflight[key] = task
             self._claims[key] = claim
-        return len(claims)
 
     def _on_done(self, key: tuple[str, int], task: asyncio.Task[RequestResult]) -> None:
         self._wake.set()
@@ -263,6 +289,7 @@ class Worker:
         if self._inflight.get(key) is not task:
             return  # abandoned (cancel, expiry, rejoin): its outcome is settled elsewhere
         del self._inflight[key]
+        self._start_ready()
         claim = self._claims.pop(key)
         if task.cancelled():
             return  # drain: the row goes back to the queue
@@ -285,6 +312,7 @@ class Worker:
         except BaseException:
             self._results[:0] = results  # keep them for the next flush; the rows are still ours
             raise
+        self._jobs_due = True  # a batch whose last lines these were now waits for its output files
 
     def _release(self, admission: Admission, task: asyncio.Task[RequestResult]) -> None:
         """Give back the line's parallel lease and settle its tokens, off the loop."""
@@ -298,7 +326,7 @@ class Worker:
 
     async def _abandon_stopped_batches(self, now: int) -> None:
         """Stop work on batches that were cancelled or expired while their rows ran here."""
-        for batch_id in {key[0] for key in self._inflight}:
+        for batch_id in {key[0] for key in self._inflight} | {c.batch_id for c in self._ready}:
             batch = await self._db(self.store.get_batch, batch_id, None)
             if batch is None:
                 continue
@@ -316,9 +344,13 @@ class Worker:
                 )
             else:
                 continue
+            waiting = [c for c in self._ready if c.batch_id == batch_id]
+            if waiting:
+                self._ready = deque(c for c in self._ready if c.batch_id != batch_id)
             for key in [k for k in self._inflight if k[0] == batch_id]:
                 self._inflight.pop(key).cancel()
-                claim = self._claims.pop(key)
+                waiting.append(self._claims.pop(key))
+            for claim in waiting:
                 self._results.append(
                     RequestResult(
                         batch_id,
@@ -335,6 +367,7 @@ class Worker:
 
     async def _drain(self) -> None:
         """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
+        self._ready.clear()  # not started: reap_worker below gives them back to the queue
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.config.drain_timeout)
             for task in self._inflight.values():
