@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
+from batchgate.core import rollup
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow, is_active
@@ -139,6 +140,7 @@ class InMemoryStore:
         self._prompt_versions: dict[tuple[str, str], list[PromptVersion]] = {}
         self._responses: dict[str, StoredResponse] = {}
         self._ledger: list[LedgerEntry] = []
+        self._rollup: dict[rollup.RollupKey, rollup.Sums] = {}  # core/rollup.py, kept by _meter
         self._outbox = _Outbox()
         self._limit_levels: dict[str, dict[tuple[str, int], tuple[float, float]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # lease id -> (key id, expires_at)
@@ -631,6 +633,7 @@ class InMemoryStore:
     def _meter(self, entry: LedgerEntry) -> None:
         entry.id = len(self._ledger) + 1
         self._ledger.append(entry)
+        rollup.add(self._rollup, entry)
 
     # rate limits
     def rate_limit_step(
@@ -676,7 +679,12 @@ class InMemoryStore:
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         whole = replace(query, before=None)
         with self._lock:
-            return usage_of([e for e in self._ledger if whole.matches(e)], group_by, bucket_seconds)
+            if (plan := rollup.plan(whole, group_by, bucket_seconds)) is None:
+                return usage_of([e for e in self._ledger if whole.matches(e)], group_by, bucket_seconds)
+            parts = [rollup.usage_of_sums(self._rollup, whole, plan, group_by, bucket_seconds)]
+            for edge in plan.edges:
+                parts.append(usage_of([e for e in self._ledger if edge.matches(e)], group_by, bucket_seconds))
+            return rollup.merge(parts)
 
     # the billing outbox (core/billing.py)
     def add_billing_events(self, events: list[BillingEvent]) -> int:

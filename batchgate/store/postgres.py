@@ -74,6 +74,7 @@ from batchgate.store import (
     lifecycle_sql,
     ratelimit_sql,
     responses_sql,
+    rollup_sql,
     scheduling_sql,
     webhooks_sql,
 )
@@ -438,6 +439,7 @@ class PostgresStore:
             )  # fmt: skip
             metered = [ledger_sql.batch_params(r, pk, now) for _, _, r in rows if r.state in METERED_STATES]
             if metered:
+                rollup_sql.add_batch_lines(cur, "%s", rollup_sql.new_lines(cur, "%s", batch_id, metered))
                 cur.executemany(ledger_sql.imported_insert_sql("%s"), metered)
             cur.execute(
                 "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
@@ -920,6 +922,7 @@ class PostgresStore:
             [list(c) for c in columns],
             prepare=False,
         )
+        rollup_sql.add_batch_lines(cur, "%s", rows)
 
     # ---- rate limits (core/ratelimit.py) ----------------------------------------------
 
@@ -944,6 +947,7 @@ class PostgresStore:
         with self._tx() as cur:
             row = cur.execute(ledger_sql.insert_sql("%s") + " RETURNING pk", ledger_sql.entry_params(entry)).fetchone()
             entry.id = row[0] if row else 0
+            rollup_sql.add_entries(cur, "%s", [entry])
 
     def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
         sql, params = ledger_sql.select_sql(query, "%s")
@@ -952,8 +956,7 @@ class PostgresStore:
 
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         seconds = "CAST(floor(started_at) AS BIGINT)"  # a cast alone would round
-        sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "%s", seconds)
-        return [ledger_sql.usage_row(r, len(group_by)) for r in self._all(sql, params)]
+        return rollup_sql.usage(self._all, query, group_by, bucket_seconds, "%s", seconds)
 
     # ---- the billing outbox (core/billing.py) ---------------------------------------
 

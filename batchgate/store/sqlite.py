@@ -66,6 +66,7 @@ from batchgate.store import (
     lifecycle_sql,
     ratelimit_sql,
     responses_sql,
+    rollup_sql,
     scheduling_sql,
     webhooks_sql,
 )
@@ -423,10 +424,9 @@ class SQLiteStore:
                     for offset, length, r in rows
                 ],
             )  # fmt: skip
-            conn.executemany(
-                ledger_sql.imported_insert_sql("?"),
-                [ledger_sql.batch_params(r, pk, now) for _, _, r in rows if r.state in METERED_STATES],
-            )
+            metered = [ledger_sql.batch_params(r, pk, now) for _, _, r in rows if r.state in METERED_STATES]
+            rollup_sql.add_batch_lines(conn, "?", rollup_sql.new_lines(conn, "?", batch_id, metered))
+            conn.executemany(ledger_sql.imported_insert_sql("?"), metered)
             conn.execute(
                 "UPDATE batches SET (completed, failed, input_tokens, output_tokens, cost) = ("
                 "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), "
@@ -859,14 +859,13 @@ class SQLiteStore:
                     for rid, r in keyed
                 ],
             )  # fmt: skip
-            conn.executemany(
-                ledger_sql.batch_insert_sql("?"),
-                [
-                    ledger_sql.batch_params(r, rid >> LINE_BITS, now)
-                    for rid, r in dict(keyed).items()  # a line twice in a flush: its last result, as above
-                    if r.state in METERED_STATES
-                ],
-            )
+            metered = [
+                ledger_sql.batch_params(r, rid >> LINE_BITS, now)
+                for rid, r in dict(keyed).items()  # a line twice in a flush: its last result, as above
+                if r.state in METERED_STATES
+            ]
+            conn.executemany(ledger_sql.batch_insert_sql("?"), metered)
+            rollup_sql.add_batch_lines(conn, "?", metered)
             for _, r in keyed:
                 t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
                 t[0] += r.state == RequestState.SUCCEEDED
@@ -904,6 +903,7 @@ class SQLiteStore:
     def add_ledger_entry(self, entry: LedgerEntry) -> None:
         with self._write() as conn:
             entry.id = conn.execute(ledger_sql.insert_sql("?"), ledger_sql.entry_params(entry)).lastrowid or 0
+            rollup_sql.add_entries(conn, "?", [entry])
 
     def list_ledger(self, query: LedgerQuery) -> Page[LedgerEntry]:
         sql, params = ledger_sql.select_sql(query, "?")
@@ -911,8 +911,8 @@ class SQLiteStore:
         return Page([ledger_sql.entry(r) for r in rows[: query.limit]], len(rows) > query.limit)
 
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
-        sql, params = ledger_sql.usage_sql(query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
-        return [ledger_sql.usage_row(r, len(group_by)) for r in self._conn().execute(sql, params)]
+        run = lambda sql, params: self._conn().execute(sql, params).fetchall()  # noqa: E731
+        return rollup_sql.usage(run, query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
 
     # ---- the billing outbox (core/billing.py) ---------------------------------------
 
