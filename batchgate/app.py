@@ -26,24 +26,26 @@ from batchgate.core.batches import BatchService
 from batchgate.core.billing_export import BillingExporter
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.completions import CompletionService
-from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.metering import MeteredBackend, no_price
-from batchgate.core.models import BatchJob
 from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
-from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.prompts import PromptService
 from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.webhooks import WebhookDispatcher, WebhookService
-from batchgate.core.worker import Worker, WorkerConfig
 from batchgate.engines.webhook_sender import HttpWebhookSender
+
+from batchgate.core.budgets import Budgets
+from batchgate.core.errors import InvalidRequestError
+from batchgate.core.models import BatchJob
+from batchgate.core.ports import Backend, BlobStore, Store
+from batchgate.core.worker import Worker, WorkerConfig
 from batchgate.settings import Settings
 from batchgate.store import LocalBlobStore, SQLiteStore
 
@@ -108,6 +110,7 @@ class Services:
     agents: AgentRuns
     responses: ResponseService
     clock: Clock  # the time the batch lifecycle reads (a FakeClock in tests)
+    budgets: Budgets  # what keys spent of their budgets (the API refuses, workers pause)
     webhooks: WebhookService  # endpoints told when a batch ends (delivered by the workers)
     lifecycle: BatchLifecycle  # pause, resume and retry of batches
 
@@ -142,6 +145,7 @@ def open_blobs(settings: Settings) -> BlobStore:
 def upgrade_database(settings: Settings) -> str:
     """Migrate the settings' database to the newest schema; where it is, for the operator."""
     from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
+
     from batchgate.store.postgres import redacted
 
     if settings.database_url is None:
@@ -218,6 +222,8 @@ def build_services(
         operation_batches=OperationBatches(files, batches, operations, settings.max_lines),
         prompts=PromptService(store),
         agents=AgentRuns(files, batches, backend, model_problem, settings.max_agent_batch),
+        # PostgreSQL commits concurrent transactions out of ledger id order (core/telemetry.py)
+        budgets=Budgets(store, clock, settings.budget_cache_seconds, 60.0 if announces_work(store) else 0.0),
         responses=ResponseService(backend, store, clock, settings.response_retention or None, routing.native_responses),
         clock=clock,
         webhooks=WebhookService(store, clock),
@@ -286,6 +292,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         drain_timeout=s.drain_timeout,
         dead_after=s.dead_worker_after,
         sweep_interval=s.sweep_interval,
+        budget_check_interval=s.budget_check_interval,
         response_retention=s.response_retention or None,
         poll_interval=s.listen_poll_interval if announces_work(services.store) else s.poll_interval,
     )
@@ -304,6 +311,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         jobs,
         config,
         services.clock,
+        services.budgets,
         webhooks=webhooks,
     )
 

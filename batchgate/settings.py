@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(15.0, gt=0)
     webhook_poll_interval: float = Field(1.0, gt=0)
 
+    # budgets and /metrics: a key's spend is re-read from the ledger at most this often per
+    # process (what the process meters itself counts at once); each worker re-checks the
+    # keys' budgets this often, pausing and resuming their batches
+    budget_cache_seconds: float = Field(1.0, ge=0)
+    budget_check_interval: float = Field(1.0, ge=0)
+    # GET /metrics without a key (a scraper on a private network); otherwise an admin key
+    metrics_public: bool = False
+
     @property
     def db_path(self) -> Path:
         return self.home / "batchgate.db"

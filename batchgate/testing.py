@@ -23,27 +23,8 @@ from batchgate.core import rollup
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow, is_active
-from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
 from batchgate.core.ids import IdSequence, new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow, batch_entry, usage_of
-from batchgate.core.models import (
-    ApiKey,
-    BatchError,
-    BatchJob,
-    BatchRecord,
-    BatchStatus,
-    ClaimedRequest,
-    FileRecord,
-    FinishedRow,
-    LineIndex,
-    Project,
-    PromptRecord,
-    PromptVersion,
-    RequestResult,
-    RequestState,
-    StoredResponse,
-)
-from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
 from batchgate.core.scheduling import ClaimCandidate, plan_claims
 from batchgate.core.states import (
     ACCEPTS_LINES,
@@ -69,6 +50,28 @@ from batchgate.core.webhooks import (
 from batchgate.protocol.chat import ChatCompletion, ChatCompletionChoice, ChatCompletionMessage
 from batchgate.protocol.completions import Completion, CompletionChoice, CompletionUsage
 from batchgate.protocol.embeddings import CreateEmbeddingResponse, Embedding, EmbeddingUsage
+
+from batchgate.core.budgets import BUDGET_PAUSED_STATUSES
+from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
+from batchgate.core.models import (
+    ApiKey,
+    BatchError,
+    BatchJob,
+    BatchRecord,
+    BatchStatus,
+    ClaimedRequest,
+    FileRecord,
+    FinishedRow,
+    LineIndex,
+    Project,
+    PromptRecord,
+    PromptVersion,
+    RequestResult,
+    RequestState,
+    StoredResponse,
+)
+from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
+from batchgate.core.telemetry import BatchGauges, LedgerTotals, totals_of
 
 
 class FakeClock:
@@ -571,6 +574,7 @@ class InMemoryStore:
                 if b.record.status == RUNNABLE_STATUS and b.record.expires_at > now
                 and (b.cursor < len(b.lines) or b.requeued) and b.record.upstream is None
                 and b.record.paused_at is None
+                and b.record.budget_paused_at is None
             ]  # fmt: skip
             candidates = [
                 ClaimCandidate(
@@ -685,6 +689,47 @@ class InMemoryStore:
             for edge in plan.edges:
                 parts.append(usage_of([e for e in self._ledger if edge.matches(e)], group_by, bucket_seconds))
             return rollup.merge(parts)
+
+    def key_spend(self, key_id: str, since: float | None, after: int = 0, upto: int | None = None) -> float:
+        with self._lock:
+            return sum(
+                e.cost for e in self._ledger
+                if e.key_id == key_id and (since is None or e.started_at >= since)
+                and after < e.id and (upto is None or e.id <= upto)
+            )  # fmt: skip
+
+    def set_budget_pauses(self, key_ids: list[str], now: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        spent = set(key_ids)
+        pause: list[tuple[str, str]] = []
+        resume: list[tuple[str, str]] = []
+        with self._lock:
+            for b in self._batches.values():
+                rec = b.record
+                wanted = rec.status in BUDGET_PAUSED_STATUSES and rec.key_id in spent
+                if wanted and rec.budget_paused_at is None:
+                    rec.budget_paused_at = now
+                    pause.append((rec.id, rec.key_id or ""))
+                elif not wanted and rec.budget_paused_at is not None:
+                    rec.budget_paused_at = None
+                    resume.append((rec.id, rec.key_id or ""))
+        return pause, resume
+
+    def ledger_max_id(self) -> int:
+        with self._lock:
+            return len(self._ledger)
+
+    def ledger_totals(self, after: int, upto: int | None) -> list[LedgerTotals]:
+        with self._lock:
+            return totals_of(e for e in self._ledger if e.id > after and (upto is None or e.id <= upto))
+
+    def batch_gauges(self) -> BatchGauges:
+        with self._lock:
+            records = [b.record for b in self._batches.values()]
+            running = sum(r.state == RequestState.RUNNING for b in self._batches.values() for r in b.rows.values())
+        by_status = Counter(r.status.value for r in records)
+        pending = sum(r.total - r.completed - r.failed for r in records if r.status == RUNNABLE_STATUS)
+        paused = sum(r.budget_paused_at is not None for r in records)
+        return BatchGauges(dict(by_status), paused, pending, running)
 
     # the billing outbox (core/billing.py)
     def add_billing_events(self, events: list[BillingEvent]) -> int:

@@ -8,6 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from batchgate.api.limits import BodyGate
+from batchgate.api.ratelimit import RateLimits
+from batchgate.console.site import console_app
+from batchgate.core.ids import IdSequence
 from fastapi import FastAPI
 
 from batchgate import __version__
@@ -16,10 +20,12 @@ from batchgate.api import (
     agents,
     batch_lifecycle,
     batches,
+    budgets,
     completions,
     errors,
     files,
     health,
+    metrics,
     openapi,
     operations,
     prompts,
@@ -28,12 +34,9 @@ from batchgate.api import (
     usage,
     webhooks,
 )
-from batchgate.api.limits import BodyGate
+from batchgate.api.budgets import BudgetGate
 from batchgate.api.metering import Metering
-from batchgate.api.ratelimit import RateLimits
 from batchgate.app import Services, WorkerThread
-from batchgate.console.site import console_app
-from batchgate.core.ids import IdSequence
 
 log = logging.getLogger("batchgate.api")
 
@@ -106,8 +109,11 @@ def create_app(services: Services, worker_thread: WorkerThread | None = None) ->
     app.include_router(admin.router)
     app.include_router(scheduling.router)
     app.include_router(usage.router)
+    app.include_router(budgets.router)
+    app.include_router(metrics.router)
     app.mount("/console", console_app(services))  # the web console: its own pages and gate
     app.add_middleware(RateLimits, services=services)  # inside Metering: 429s are metered, usage settled
+    app.add_middleware(BudgetGate, services=services)  # inside Metering: its refusals are metered
     app.add_middleware(Metering, services=services)  # inside BodyGate: it sees the authenticated key
     app.add_middleware(BodyGate, services=services)  # inside RequestLog: its refusals are logged too
     app.add_middleware(RequestLog)

@@ -6,9 +6,11 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
+from batchgate.core.scheduling import batch_at_risk
+
+from batchgate.core.budgets import BUDGET_PAUSED_STATUSES, PAUSED_REASON
 from batchgate.core.models import BatchRecord, FileRecord
 from batchgate.core.ports import Page
-from batchgate.core.scheduling import batch_at_risk
 from batchgate.protocol import openai as wire
 
 
@@ -60,6 +62,7 @@ def batch_object(b: BatchRecord, now: int | None = None) -> wire.Batch:
         metadata=b.metadata,
         at_risk=batch_at_risk(b, int(time.time()) if now is None else now),
         paused_at=b.paused_at if b.paused else None,
+        paused_reason=PAUSED_REASON if b.budget_paused_at is not None and b.status in BUDGET_PAUSED_STATUSES else None,
     )
 
 

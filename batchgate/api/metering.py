@@ -14,11 +14,10 @@ import time
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
-
 from batchgate.core.bodies import BodySettings, Capture, SettingsCache, captured
 from batchgate.core.ledger import SYNC, LedgerEntry
 from batchgate.core.metering import Caller, SyncUsage, current_caller, current_usage
+from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("batchgate.metering")
 
@@ -112,6 +111,7 @@ class Metering:
             )  # fmt: skip
             try:
                 await run_in_threadpool(self.services.store.add_ledger_entry, entry)
+                self.services.budgets.spent_more(caller.key_id, entry.cost)
                 if request_body is not None and response_body is not None:
                     bodies = captured(request_body, response_body)
                     await run_in_threadpool(self.services.store.add_request_bodies, entry.id, bodies)

@@ -45,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from batchgate.api.deps import credentials, services
+from batchgate.api.openapi import error_responses
 from batchgate.app import Services, announces_work
 from batchgate.core.budgets import Budgets, has_budget
 from batchgate.core.states import BatchStatus
@@ -171,7 +172,10 @@ def _authorize(request: Request, svc: Annotated[Services, Depends(services)]) ->
     response_class=Response,
     dependencies=[Depends(_authorize)],
     summary="Prometheus metrics (admin key, or BATCHGATE_METRICS_PUBLIC=true)",
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}, "description": "Text exposition."},
+        **error_responses(401, 403, 500),
+    },
 )
 def metrics(request: Request) -> Response:
     """Every metric, read from the store now (see the module's docstring for names)."""

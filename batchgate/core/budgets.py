@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from batchgate.core.clock import Clock
@@ -88,33 +89,53 @@ def has_budget(key: ApiKey) -> bool:
 
 @dataclass(slots=True)
 class _Spend:
+    """A key's spend in one period, read incrementally by ledger id as `LedgerCounters`
+    reads the ledger's sums: rows up to `settled_upto` are summed once (`settled`), newer
+    rows on every read."""
+
     since: float | None
-    spent: float
-    read_at: float  # time.monotonic()
+    settled: float = 0.0
+    settled_upto: int = 0
+    marks: deque[tuple[float, int]] = field(default_factory=deque)  # (time.monotonic(), largest id then)
+    value: float = 0.0  # the last read, plus what this process metered since
+    read_at: float = float("-inf")  # time.monotonic()
 
 
 class Budgets:
     """Budget checks for the API (`check`) and the workers (`enforce`). Thread-safe."""
 
-    def __init__(self, store: Store, clock: Clock, cache_seconds: float = 1.0):
+    def __init__(self, store: Store, clock: Clock, cache_seconds: float = 1.0, settle_seconds: float = 0.0):
         self.store = store
         self.clock = clock
         self.cache_seconds = cache_seconds
+        self.settle_seconds = settle_seconds  # see LedgerCounters: 0 on SQLite, 60 on PostgreSQL
         self._spend: dict[str, _Spend] = {}
         self._soft_logged: set[tuple[str, float | None]] = set()
         self._lock = threading.Lock()
 
     def spent(self, key_id: str, since: float | None) -> float:
-        """What the key spent since `since` (None: ever), at most `cache_seconds` old."""
+        """What the key spent since `since` (None: ever), at most `cache_seconds` old.
+
+        The first read of a period sums the key's rows in it; later reads only the rows
+        metered since (an index range on (key_id, id)), so a key with millions of rows a
+        month costs no more to check than one with a few."""
         with self._lock:
             cached = self._spend.get(key_id)
-            if cached and cached.since == since and time.monotonic() - cached.read_at < self.cache_seconds:
-                return cached.spent
-        read_at = time.monotonic()
-        spent = self.store.key_spend(key_id, since)
-        with self._lock:
-            self._spend[key_id] = _Spend(since, spent, read_at)
-        return spent
+            if cached is None or cached.since != since:
+                cached = self._spend[key_id] = _Spend(since)
+            if time.monotonic() - cached.read_at < self.cache_seconds:
+                return cached.value
+            now = time.monotonic()
+            cached.marks.append((now, self.store.ledger_max_id()))
+            bound = None
+            while cached.marks and now - cached.marks[0][0] >= self.settle_seconds:
+                bound = cached.marks.popleft()[1]
+            if bound is not None and bound > cached.settled_upto:
+                cached.settled += self.store.key_spend(key_id, since, cached.settled_upto, bound)
+                cached.settled_upto = bound
+            cached.value = cached.settled + self.store.key_spend(key_id, since, cached.settled_upto, None)
+            cached.read_at = now
+            return cached.value
 
     def spent_more(self, key_id: str | None, cost: float) -> None:
         """Count at once what this process just metered to the key (its next sum reads it anyway)."""
@@ -122,7 +143,7 @@ class Budgets:
             return
         with self._lock:
             if (cached := self._spend.get(key_id)) is not None:
-                cached.spent += cost
+                cached.value += cost
 
     def status(self, key: ApiKey, now: float | None = None) -> BudgetStatus:
         now = self.clock.time() if now is None else now

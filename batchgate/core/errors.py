@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchgate.core.ports import BackendResponse
 from batchgate.protocol.errors import ErrorBody, ErrorDetail
+
+from batchgate.core.ports import BackendResponse
 
 
 class BatchgateError(Exception):
@@ -123,6 +124,15 @@ class RateLimitError(BatchgateError):
     def __init__(self, message: str, *, retry_after: float | None, tokens: bool = False):
         super().__init__(message, retry_after=retry_after)
         self.type = "tokens" if tokens else "requests"
+
+
+class QuotaExceededError(BatchgateError):
+    """The key has spent its budget for the period (core/budgets.py): OpenAI's 429
+    `insufficient_quota`, with Retry-After until the period renews (none for a total)."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
 
 
 class BackendError(BatchgateError):

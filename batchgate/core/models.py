@@ -10,6 +10,7 @@ from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
 from batchgate.core.states import ACTIVE_STATUSES, PAUSABLE_STATUSES, BatchStatus, JobKind, RequestState
+
 from batchgate.protocol.openai import UPSTREAM_ENDPOINT_PATTERN, UPSTREAM_ENDPOINTS_REFUSED, BatchEndpoint
 
 
@@ -138,6 +139,9 @@ class BatchRecord:
     output_expires_after: int | None = None
     key_id: str | None = None  # the API key that created it: its lines are metered to it
     paused_at: int | None = None  # paused by its owner (core/states.py): no line is claimed
+    # paused because its key spent its budget (core/budgets.py): no line is claimed until
+    # the period renews or the budget is raised; set and cleared by the workers
+    budget_paused_at: int | None = None
 
     @property
     def paused(self) -> bool:

@@ -15,6 +15,7 @@ from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary,
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
+
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -32,6 +33,7 @@ from batchgate.core.models import (
     RequestState,
     StoredResponse,
 )
+from batchgate.core.telemetry import BatchGauges, LedgerTotals
 
 if TYPE_CHECKING:  # core.webhooks imports core.errors, which imports this module
     from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -310,6 +312,32 @@ class Store(Protocol):
         `bucket_seconds` (UTC, by started_at), group (`USAGE_GROUPS` names) and kind."""
         ...
 
+    # budgets (core/budgets.py) and /metrics (core/telemetry.py)
+    def key_spend(self, key_id: str, since: float | None, after: int = 0, upto: int | None = None) -> float:
+        """The cost of the key's ledger rows that started at or after `since` (None: all),
+        of those with `after` < id <= `upto` (None: no bound)."""
+        ...
+
+    def set_budget_pauses(self, key_ids: list[str], now: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """Make the validating and running batches of these keys (the keys that spent their
+        budget), and only those, paused for a budget: set `budget_paused_at` to `now` where
+        it is unset, clear it everywhere else. The (batch id, key id) of the batches
+        (paused, resumed)."""
+        ...
+
+    def ledger_max_id(self) -> int:
+        """The largest ledger row id (0: none)."""
+        ...
+
+    def ledger_totals(self, after: int, upto: int | None) -> list[LedgerTotals]:
+        """The sums of the ledger rows with `after` < id <= `upto` (None: no bound) per
+        kind, model, backend and status (`LedgerTotals`)."""
+        ...
+
+    def batch_gauges(self) -> BatchGauges:
+        """Batches per status, budget-paused, and the lines of running batches not done."""
+        ...
+
     # rate limits (core/ratelimit.py): counters shared by every process on the store
     def rate_limit_step(
         self,
@@ -491,7 +519,6 @@ class BackendRequest:
     body: dict[str, Any]
     interactive: bool = False  # a synchronous API call: served ahead of batch lines
     share: str = ""  # a batch line's project: batch lines of different shares take turns at a backend
-    profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
     profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
 
 

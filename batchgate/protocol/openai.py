@@ -150,6 +150,12 @@ class Batch(BaseModel):
         "per second since it started), would not finish before `expires_at`; such batches are claimed first, "
         "earliest deadline first. With no line done yet: true in the last tenth of the completion window.",
     )
+    paused_reason: str | None = Field(
+        None,
+        description="Extension: why no line of the batch is running now: `budget_exhausted` while the key "
+        "that created it has spent its budget (it resumes by itself when the period renews or the budget "
+        "is raised; cancel still works).",
+    )
 
 
 class BatchList(BaseModel):

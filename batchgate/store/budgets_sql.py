@@ -10,12 +10,18 @@ from batchgate.core.budgets import BUDGET_PAUSED_STATUSES
 _STATUSES = ", ".join(sorted(f"'{s.value}'" for s in BUDGET_PAUSED_STATUSES))
 
 
-def spend_sql(key_id: str, since: float | None, p: str) -> tuple[str, list[Any]]:
-    """The key's cost since `since` (None: ever): an index-only scan of `ledger_by_key`."""
-    sql = f"SELECT coalesce(sum(cost), 0) FROM ledger WHERE key_id = {p}"
-    if since is None:
-        return sql, [key_id]
-    return sql + f" AND started_at >= {p}", [key_id, since]
+def spend_sql(key_id: str, since: float | None, after: int, upto: int | None, p: str) -> tuple[str, list[Any]]:
+    """The cost of the key's rows with after < id <= upto (None: no bound) that started at
+    or after `since` (None: ever): index-only on `ledger_by_key` (key_id, pk, started_at,
+    cost), a range of it when `after` is recent."""
+    sql, params = f"SELECT coalesce(sum(cost), 0) FROM ledger WHERE key_id = {p} AND pk > {p}", [key_id, after]
+    if upto is not None:
+        sql += f" AND pk <= {p}"
+        params.append(upto)
+    if since is not None:
+        sql += f" AND started_at >= {p}"
+        params.append(since)
+    return sql, params
 
 
 def mismatched_sql(key_ids: list[str], p: str) -> tuple[str, list[Any]]:

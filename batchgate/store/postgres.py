@@ -24,15 +24,30 @@ from urllib.parse import urlsplit
 
 import orjson
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
-
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
-from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
+from batchgate.core.scheduling import plan_claims
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.store.migrate import upgrade_postgres
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -51,34 +66,22 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
-from batchgate.core.scheduling import plan_claims
-from batchgate.core.states import (
-    ACCEPTS_LINES,
-    ACTIVE_STATUSES,
-    JOB_OF_STATUS,
-    RESULT_STATES,
-    RUNNABLE_STATUS,
-    TERMINAL_STATUSES,
-    batch_sources,
-    job_kind,
-    request_sources,
-    settle_sources,
-)
-from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.core.telemetry import BatchGauges, LedgerTotals
 from batchgate.store import (
     billing_sql,
     bodies_sql,
     browse_sql,
+    budgets_sql,
     keys_sql,
     ledger_sql,
     lifecycle_sql,
+    metrics_sql,
     ratelimit_sql,
     responses_sql,
     rollup_sql,
     scheduling_sql,
     webhooks_sql,
 )
-from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ BATCH_COLUMNS = (
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
     "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id, "
-    "paused_at"
+    "paused_at, budget_paused_at"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -154,7 +157,7 @@ def _batch(row: Sequence[Any]) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30], key_id=row[31], paused_at=row[32],
+        output_expires_after=row[30], key_id=row[31], paused_at=row[32], budget_paused_at=row[33],
     )  # fmt: skip
 
 
@@ -787,7 +790,7 @@ class PostgresStore:
         claims: list[ClaimedRequest] = []
         where = (
             "status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED}"
+            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL"
         )
         params = (RUNNABLE_STATUS.value, now)
         with self._tx() as cur:
@@ -957,6 +960,39 @@ class PostgresStore:
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         seconds = "CAST(floor(started_at) AS BIGINT)"  # a cast alone would round
         return rollup_sql.usage(self._all, query, group_by, bucket_seconds, "%s", seconds)
+
+    # ---- budgets and /metrics -------------------------------------------------------
+
+    def key_spend(self, key_id: str, since: float | None, after: int = 0, upto: int | None = None) -> float:
+        sql, params = budgets_sql.spend_sql(key_id, since, after, upto, "%s")
+        row = self._one(sql, params)
+        assert row is not None
+        return float(row[0])
+
+    def set_budget_pauses(self, key_ids: list[str], now: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        sql, params = budgets_sql.mismatched_sql(key_ids, "%s")
+        with self._tx() as cur:
+            pause, resume = budgets_sql.split(cur.execute(sql, params).fetchall())
+            if pause:
+                cur.executemany(budgets_sql.pause_sql("%s"), [(now, batch_id) for batch_id, _ in pause])
+            if resume:
+                cur.executemany(budgets_sql.resume_sql("%s"), [(batch_id,) for batch_id, _ in resume])
+        return pause, resume
+
+    def ledger_max_id(self) -> int:
+        row = self._one(metrics_sql.MAX_ID_SQL)
+        assert row is not None
+        return int(row[0])
+
+    def ledger_totals(self, after: int, upto: int | None) -> list[LedgerTotals]:
+        sql, params = metrics_sql.totals_sql(after, upto, "%s")
+        return [metrics_sql.totals_row(r) for r in self._all(sql, params)]
+
+    def batch_gauges(self) -> BatchGauges:
+        with self._tx() as cur:
+            running_row = cur.execute(metrics_sql.RUNNING_SQL).fetchone()
+            rows = cur.execute(metrics_sql.GAUGES_SQL).fetchall()
+        return metrics_sql.gauges(rows, int(running_row[0]) if running_row else 0)
 
     # ---- the billing outbox (core/billing.py) ---------------------------------------
 

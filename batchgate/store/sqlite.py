@@ -18,13 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
-from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
+from batchgate.core.scheduling import plan_claims
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.store.migrate import upgrade_sqlite
+from batchgate.store.private import private_database
+
+from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -43,35 +59,22 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
-from batchgate.core.scheduling import plan_claims
-from batchgate.core.states import (
-    ACCEPTS_LINES,
-    ACTIVE_STATUSES,
-    JOB_OF_STATUS,
-    RESULT_STATES,
-    RUNNABLE_STATUS,
-    TERMINAL_STATUSES,
-    batch_sources,
-    job_kind,
-    request_sources,
-    settle_sources,
-)
-from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from batchgate.core.telemetry import BatchGauges, LedgerTotals
 from batchgate.store import (
     billing_sql,
     bodies_sql,
     browse_sql,
+    budgets_sql,
     keys_sql,
     ledger_sql,
     lifecycle_sql,
+    metrics_sql,
     ratelimit_sql,
     responses_sql,
     rollup_sql,
     scheduling_sql,
     webhooks_sql,
 )
-from batchgate.store.migrate import upgrade_sqlite
-from batchgate.store.private import private_database
 
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
@@ -81,7 +84,7 @@ BATCH_COLUMNS = (
     "metadata, errors, output_file_id, error_file_id, in_progress_at, finalizing_at, completed_at, "
     "failed_at, expired_at, cancelling_at, cancelled_at, total, completed, failed, input_tokens, "
     "output_tokens, priority, source, cost, upstream, upstream_batch_id, operation, output_expires_after, key_id, "
-    "paused_at"
+    "paused_at, budget_paused_at"
 )
 FILE_COLUMNS = "id, project_id, purpose, filename, bytes, created_at, expires_at, key_id"
 PROMPT_COLUMNS = "project_id, slug, name, description, created_at, published_version"
@@ -128,7 +131,7 @@ def _batch(row: tuple) -> BatchRecord:
         cancelled_at=row[18], total=row[19], completed=row[20], failed=row[21], input_tokens=row[22],
         output_tokens=row[23], priority=row[24], source=row[25], cost=row[26],
         upstream=row[27], upstream_batch_id=row[28], operation=orjson.loads(row[29]) if row[29] else None,
-        output_expires_after=row[30], key_id=row[31], paused_at=row[32],
+        output_expires_after=row[30], key_id=row[31], paused_at=row[32], budget_paused_at=row[33],
     )  # fmt: skip
 
 
@@ -788,7 +791,7 @@ class SQLiteStore:
             runnable = conn.execute(
                 scheduling_sql.candidates_sql(
                     "status = ? AND expires_at > ? AND (claim_cursor < total OR requeued) "
-                    f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} "
+                    f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL "
                 ),
                 (RUNNABLE_STATUS.value, now),
             ).fetchall()
@@ -913,6 +916,35 @@ class SQLiteStore:
     def ledger_usage(self, query: LedgerQuery, group_by: tuple[str, ...], bucket_seconds: int) -> list[UsageRow]:
         run = lambda sql, params: self._conn().execute(sql, params).fetchall()  # noqa: E731
         return rollup_sql.usage(run, query, group_by, bucket_seconds, "?", "CAST(started_at AS INTEGER)")
+
+    # ---- budgets and /metrics -------------------------------------------------------
+
+    def key_spend(self, key_id: str, since: float | None, after: int = 0, upto: int | None = None) -> float:
+        sql, params = budgets_sql.spend_sql(key_id, since, after, upto, "?")
+        return float(self._conn().execute(sql, params).fetchone()[0])
+
+    def set_budget_pauses(self, key_ids: list[str], now: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        sql, params = budgets_sql.mismatched_sql(key_ids, "?")
+        # look without the write lock first: every worker asks every few seconds
+        if not self._conn().execute(sql, params).fetchone():
+            return [], []
+        with self._write() as conn:
+            pause, resume = budgets_sql.split(conn.execute(sql, params).fetchall())
+            conn.executemany(budgets_sql.pause_sql("?"), [(now, batch_id) for batch_id, _ in pause])
+            conn.executemany(budgets_sql.resume_sql("?"), [(batch_id,) for batch_id, _ in resume])
+        return pause, resume
+
+    def ledger_max_id(self) -> int:
+        return int(self._conn().execute(metrics_sql.MAX_ID_SQL).fetchone()[0])
+
+    def ledger_totals(self, after: int, upto: int | None) -> list[LedgerTotals]:
+        sql, params = metrics_sql.totals_sql(after, upto, "?")
+        return [metrics_sql.totals_row(r) for r in self._conn().execute(sql, params)]
+
+    def batch_gauges(self) -> BatchGauges:
+        conn = self._conn()
+        running = int(conn.execute(metrics_sql.RUNNING_SQL).fetchone()[0])
+        return metrics_sql.gauges(conn.execute(metrics_sql.GAUGES_SQL).fetchall(), running)
 
     # ---- the billing outbox (core/billing.py) ---------------------------------------
 

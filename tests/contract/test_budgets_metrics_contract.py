@@ -19,8 +19,10 @@ store = suite.store  # the fixture: each test runs on every store
 
 
 def test_a_keys_spend_is_the_cost_of_its_rows_since_a_time(store: Store) -> None:
-    store.add_ledger_entry(sync_entry(A, NOW - 10, key_id="key_a", cost=1.25))
-    store.add_ledger_entry(sync_entry(A, NOW, key_id="key_a", cost=2.0))
+    first = sync_entry(A, NOW - 10, key_id="key_a", cost=1.25)
+    store.add_ledger_entry(first)
+    second = sync_entry(A, NOW, key_id="key_a", cost=2.0)
+    store.add_ledger_entry(second)
     store.add_ledger_entry(sync_entry(B, NOW, key_id="key_b", cost=4.0))
     b = keyed_batch(store, 2, "key_a")
     store.claim_requests("w", 10, NOW)
@@ -30,6 +32,11 @@ def test_a_keys_spend_is_the_cost_of_its_rows_since_a_time(store: Store) -> None
     assert store.key_spend("key_a", NOW + 5) == 0
     assert store.key_spend("key_b", None) == pytest.approx(4.0)
     assert store.key_spend("key_none", None) == 0
+    # by id range (the incremental reads of core/budgets.py)
+    assert store.key_spend("key_a", None, first.id) == pytest.approx(3.0)
+    assert store.key_spend("key_a", None, first.id, second.id) == pytest.approx(2.0)
+    assert store.key_spend("key_a", NOW - 5, 0, second.id) == pytest.approx(2.0)
+    assert store.key_spend("key_a", None, store.ledger_max_id()) == 0
 
 
 def test_budget_pauses_follow_the_spent_keys_and_stop_claims(store: Store) -> None:

@@ -153,7 +153,9 @@ def test_a_paused_batch_resumes_when_the_period_rolls_over(h: Harness) -> None:
     h.clock.advance(11 * 3600)  # 23:00 the same day: still spent
     h.run_for(0.3)
     assert h.batch(batch_id).completed == first_day
-    h.clock.advance(3600)  # midnight UTC: a new day, a new budget
+    # a minute past midnight UTC: a new day, a new budget (a line is in the day it started
+    # in, and a line recorded at 00:00:00 exactly started a few ms before)
+    h.clock.advance(3600 + 60)
     h.drive(lambda: h.done(batch_id) or (h.settled(batch_id) and h.batch(batch_id).completed > first_day))
     b = h.batch(batch_id)
     tomorrow = ts("2026-11-29T00:00:00")
