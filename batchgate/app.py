@@ -24,28 +24,27 @@ from batchgate.core.agents.runs import AgentRuns
 from batchgate.core.batch_lifecycle import BatchLifecycle
 from batchgate.core.batches import BatchService
 from batchgate.core.billing_export import BillingExporter
+from batchgate.core.budgets import Budgets
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.completions import CompletionService
+from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.metering import MeteredBackend, no_price
+from batchgate.core.models import BatchJob
 from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
+from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.prompts import PromptService
 from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
 from batchgate.core.validation import ValidationLimits
 from batchgate.core.webhooks import WebhookDispatcher, WebhookService
-from batchgate.engines.webhook_sender import HttpWebhookSender
-
-from batchgate.core.budgets import Budgets
-from batchgate.core.errors import InvalidRequestError
-from batchgate.core.models import BatchJob
-from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.worker import Worker, WorkerConfig
+from batchgate.engines.webhook_sender import HttpWebhookSender
 from batchgate.settings import Settings
 from batchgate.store import LocalBlobStore, SQLiteStore
 
@@ -145,7 +144,6 @@ def open_blobs(settings: Settings) -> BlobStore:
 def upgrade_database(settings: Settings) -> str:
     """Migrate the settings' database to the newest schema; where it is, for the operator."""
     from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
-
     from batchgate.store.postgres import redacted
 
     if settings.database_url is None:

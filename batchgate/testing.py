@@ -23,36 +23,10 @@ from batchgate.core import rollup
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow, is_active
-from batchgate.core.ids import IdSequence, new_id
-from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow, batch_entry, usage_of
-from batchgate.core.scheduling import ClaimCandidate, plan_claims
-from batchgate.core.states import (
-    ACCEPTS_LINES,
-    PAUSABLE_STATUSES,
-    RESULT_STATES,
-    RUNNABLE_STATUS,
-    TERMINAL_STATUSES,
-    batch_sources,
-    job_kind,
-    request_sources,
-    settle_sources,
-)
-from batchgate.core.webhooks import (
-    EVENT_OF_STATUS,
-    DeliveryStatus,
-    DueDelivery,
-    WebhookAttempt,
-    WebhookDelivery,
-    WebhookEndpoint,
-    WebhookEvent,
-    event_body,
-)
-from batchgate.protocol.chat import ChatCompletion, ChatCompletionChoice, ChatCompletionMessage
-from batchgate.protocol.completions import Completion, CompletionChoice, CompletionUsage
-from batchgate.protocol.embeddings import CreateEmbeddingResponse, Embedding, EmbeddingUsage
-
 from batchgate.core.budgets import BUDGET_PAUSED_STATUSES
 from batchgate.core.errors import BackendError, BackendRejectedError, InvalidRequestError, JobLostError, NotFoundError
+from batchgate.core.ids import IdSequence, new_id
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow, batch_entry, usage_of
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -71,7 +45,32 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import BackendRequest, BackendResponse, LimiterWrite, Page, StreamDelta, WorkerInfo
+from batchgate.core.scheduling import ClaimCandidate, plan_claims
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    PAUSABLE_STATUSES,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
 from batchgate.core.telemetry import BatchGauges, LedgerTotals, totals_of
+from batchgate.core.webhooks import (
+    EVENT_OF_STATUS,
+    DeliveryStatus,
+    DueDelivery,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    event_body,
+)
+from batchgate.protocol.chat import ChatCompletion, ChatCompletionChoice, ChatCompletionMessage
+from batchgate.protocol.completions import Completion, CompletionChoice, CompletionUsage
+from batchgate.protocol.embeddings import CreateEmbeddingResponse, Embedding, EmbeddingUsage
 
 
 class FakeClock:

@@ -8,10 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from batchgate.api.limits import BodyGate
-from batchgate.api.ratelimit import RateLimits
-from batchgate.console.site import console_app
-from batchgate.core.ids import IdSequence
 from fastapi import FastAPI
 
 from batchgate import __version__
@@ -35,8 +31,12 @@ from batchgate.api import (
     webhooks,
 )
 from batchgate.api.budgets import BudgetGate
+from batchgate.api.limits import BodyGate
 from batchgate.api.metering import Metering
+from batchgate.api.ratelimit import RateLimits
 from batchgate.app import Services, WorkerThread
+from batchgate.console.site import console_app
+from batchgate.core.ids import IdSequence
 
 log = logging.getLogger("batchgate.api")
 

@@ -6,11 +6,10 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
-from batchgate.core.scheduling import batch_at_risk
-
 from batchgate.core.budgets import BUDGET_PAUSED_STATUSES, PAUSED_REASON
 from batchgate.core.models import BatchRecord, FileRecord
 from batchgate.core.ports import Page
+from batchgate.core.scheduling import batch_at_risk
 from batchgate.protocol import openai as wire
 
 

@@ -14,10 +14,11 @@ import time
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
+
 from batchgate.core.bodies import BodySettings, Capture, SettingsCache, captured
 from batchgate.core.ledger import SYNC, LedgerEntry
 from batchgate.core.metering import Caller, SyncUsage, current_caller, current_usage
-from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("batchgate.metering")
 

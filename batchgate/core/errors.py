@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchgate.protocol.errors import ErrorBody, ErrorDetail
-
 from batchgate.core.ports import BackendResponse
+from batchgate.protocol.errors import ErrorBody, ErrorDetail
 
 
 class BatchgateError(Exception):

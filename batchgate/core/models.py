@@ -10,7 +10,6 @@ from typing import Any, get_args
 
 # the statuses are defined with their transitions, in core/states.py
 from batchgate.core.states import ACTIVE_STATUSES, PAUSABLE_STATUSES, BatchStatus, JobKind, RequestState
-
 from batchgate.protocol.openai import UPSTREAM_ENDPOINT_PATTERN, UPSTREAM_ENDPOINTS_REFUSED, BatchEndpoint
 
 

@@ -15,7 +15,6 @@ from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary,
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.ledger import LedgerEntry, LedgerQuery, UsageRow
-
 from batchgate.core.models import (
     ApiKey,
     BatchError,

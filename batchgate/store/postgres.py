@@ -24,30 +24,15 @@ from urllib.parse import urlsplit
 
 import orjson
 import psycopg
-from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
-from batchgate.core.bodies import BodySettings, RequestBodies
-from batchgate.core.browse import BatchSearch, RequestRow
-from batchgate.core.ids import new_id
-from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
-from batchgate.core.scheduling import plan_claims
-from batchgate.core.states import (
-    ACCEPTS_LINES,
-    ACTIVE_STATUSES,
-    JOB_OF_STATUS,
-    RESULT_STATES,
-    RUNNABLE_STATUS,
-    TERMINAL_STATUSES,
-    batch_sources,
-    job_kind,
-    request_sources,
-    settle_sources,
-)
-from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from batchgate.store.migrate import upgrade_postgres
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
+from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
+from batchgate.core.bodies import BodySettings, RequestBodies
+from batchgate.core.browse import BatchSearch, RequestRow
 from batchgate.core.errors import InsufficientStorageError, JobLostError
+from batchgate.core.ids import new_id
+from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -66,7 +51,21 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.scheduling import plan_claims
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
 from batchgate.core.telemetry import BatchGauges, LedgerTotals
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from batchgate.store import (
     billing_sql,
     bodies_sql,
@@ -82,6 +81,7 @@ from batchgate.store import (
     scheduling_sql,
     webhooks_sql,
 )
+from batchgate.store.migrate import upgrade_postgres
 
 log = logging.getLogger(__name__)
 
@@ -790,7 +790,7 @@ class PostgresStore:
         claims: list[ClaimedRequest] = []
         where = (
             "status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL"
+            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL AND budget_paused_at IS NULL"
         )
         params = (RUNNABLE_STATUS.value, now)
         with self._tx() as cur:

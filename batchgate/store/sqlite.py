@@ -18,29 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from batchgate.core.billing import BillingAttempt, BillingEvent, BillingSummary, BillingTotal
 from batchgate.core.bodies import BodySettings, RequestBodies
 from batchgate.core.browse import BatchSearch, RequestRow
+from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.ids import new_id
 from batchgate.core.ledger import METERED_STATES, LedgerEntry, LedgerQuery, UsageRow
-from batchgate.core.scheduling import plan_claims
-from batchgate.core.states import (
-    ACCEPTS_LINES,
-    ACTIVE_STATUSES,
-    JOB_OF_STATUS,
-    RESULT_STATES,
-    RUNNABLE_STATUS,
-    TERMINAL_STATUSES,
-    batch_sources,
-    job_kind,
-    request_sources,
-    settle_sources,
-)
-from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
-from batchgate.store.migrate import upgrade_sqlite
-from batchgate.store.private import private_database
-
-from batchgate.core.errors import InsufficientStorageError, JobLostError
 from batchgate.core.models import (
     ApiKey,
     BatchError,
@@ -59,7 +43,21 @@ from batchgate.core.models import (
     StoredResponse,
 )
 from batchgate.core.ports import Page, WorkerInfo
+from batchgate.core.scheduling import plan_claims
+from batchgate.core.states import (
+    ACCEPTS_LINES,
+    ACTIVE_STATUSES,
+    JOB_OF_STATUS,
+    RESULT_STATES,
+    RUNNABLE_STATUS,
+    TERMINAL_STATUSES,
+    batch_sources,
+    job_kind,
+    request_sources,
+    settle_sources,
+)
 from batchgate.core.telemetry import BatchGauges, LedgerTotals
+from batchgate.core.webhooks import DueDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from batchgate.store import (
     billing_sql,
     bodies_sql,
@@ -75,6 +73,8 @@ from batchgate.store import (
     scheduling_sql,
     webhooks_sql,
 )
+from batchgate.store.migrate import upgrade_sqlite
+from batchgate.store.private import private_database
 
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
