@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from batchgate.api import create_app
 from batchgate.app import build_services
 from batchgate.settings import Settings
+from batchgate.store import rollup_sql
 
 DAY = 86_400
 MODELS = ("qwen2.5-1.5b", "smollm2-135m", "gpt-4o-mini", "llama-3-8b")
@@ -89,6 +90,9 @@ def seed(db: Path, rows: int, batches: int, big_rows: int, keys: list[str], proj
             if len(requests) >= 100_000:
                 _flush(conn, requests, ledger)
     _flush(conn, requests, ledger)
+    # rows written around the store: its hourly rollup (migration 0014) summed from them, as the migration does
+    conn.execute("DELETE FROM usage_rollup")
+    conn.execute(rollup_sql.backfill_sql("sqlite"))
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     top = conn.execute("SELECT max(pk) FROM ledger").fetchone()[0]
