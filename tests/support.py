@@ -75,7 +75,9 @@ class Server:
         cmd += self.args
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
+        # generous: a loaded CI machine can take tens of seconds to import and migrate;
+        # a server that dies says so at once (the poll below), it does not wait this out
+        deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
