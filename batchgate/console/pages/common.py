@@ -29,7 +29,11 @@ def acting_as(ctx: Ctx) -> Iterator[None]:
     """While the block runs, what the services create records the viewer's key (as an API
     request's would: `core.metering.current_caller`)."""
     key = ctx.viewer.key
-    caller = Caller(key.id, key.project_id, key.allowed_models) if key else Caller(None, ctx.viewer.project_id)
+    caller = (
+        Caller(key.id, key.project_id, key.allowed_models, key.routing_profile)
+        if key
+        else Caller(None, ctx.viewer.project_id)
+    )
     token = current_caller.set(caller)
     try:
         yield
