@@ -22,32 +22,39 @@ def upsert_sql(p: str) -> str:
     return f"INSERT INTO usage_rollup ({KEYS}, {', '.join(SUMS)}) VALUES ({', '.join([p] * 13)}){_UPDATE}"
 
 
-def batch_upsert_sql(p: str) -> str:
-    """Sums of one batch's lines, its project, key and endpoint read from the batch (by pk)."""
-    return (
-        f"INSERT INTO usage_rollup ({KEYS}, {', '.join(SUMS)}) SELECT {p}, project_id, coalesce(key_id, ''), "
-        f"{p}, {p}, {p}, endpoint, 'batch', {', '.join([p] * 5)} FROM batches WHERE pk = {p}{_UPDATE}"
-    )
-
-
 def add_entries(cur: Any, p: str, entries: Sequence[LedgerEntry]) -> None:
     """The sums of ledger rows written whole (synchronous requests)."""
     sums: dict[rollup.RollupKey, rollup.Sums] = {}
     for e in entries:
         rollup.add(sums, e)
     if sums:
-        cur.executemany(upsert_sql(p), [(*k, *s) for k, s in sorted(sums.items())])
+        cur.executemany(
+            upsert_sql(p), [(*k, *(int(v) for v in s[:3]), s[3], int(s[4])) for k, s in sorted(sums.items())]
+        )
 
 
 def add_batch_lines(cur: Any, p: str, rows: Sequence[Sequence[Any]]) -> None:
     """The sums of batch lines' ledger rows, given as `ledger_sql.batch_params` tuples
     (line, model, resolved_model, backend, input_tokens, output_tokens, cost, latency_ms,
-    status_code, error_code, started_at, finished_at, batch_pk)."""
-    sums: dict[tuple[int, str, str, str, int], rollup.Sums] = {}
+    status_code, error_code, started_at, finished_at, batch_pk). Their batches' project,
+    key and endpoint are read first (one query), so the rows are summed per whole rollup
+    row and upserted in its key order: concurrent flushes lock rollup rows in one order
+    (no deadlock on PostgreSQL), and no statement touches a row twice."""
+    if not rows:
+        return
+    pks = sorted({r[12] for r in rows})
+    found = cur.execute(
+        f"SELECT pk, project_id, coalesce(key_id, ''), endpoint FROM batches WHERE pk IN ({', '.join([p] * len(pks))})",
+        pks,
+    ).fetchall()
+    batches = {pk: (project, key, endpoint) for pk, project, key, endpoint in found}
+    sums: dict[rollup.RollupKey, rollup.Sums] = {}
     for _line, model, resolved, backend, tokens_in, tokens_out, cost, _, status, error, started, _, pk in rows:
-        s = sums.setdefault(
-            (rollup.hour_of(started), model or "", resolved or "", backend or "", pk), [0, 0, 0, 0.0, 0]
-        )
+        if (batch := batches.get(pk)) is None:
+            continue  # as the ledger's INSERT ... SELECT FROM batches: no batch, no row
+        project, key, endpoint = batch
+        k = (rollup.hour_of(started), project, key, model or "", resolved or "", backend or "", endpoint, "batch")
+        s = sums.setdefault(k, [0, 0, 0, 0.0, 0])
         s[0] += 1
         s[1] += tokens_in
         s[2] += tokens_out
@@ -55,10 +62,8 @@ def add_batch_lines(cur: Any, p: str, rows: Sequence[Sequence[Any]]) -> None:
         s[4] += rollup.is_error(status, error)
     if sums:
         cur.executemany(
-            batch_upsert_sql(p),
-            [(hour, model, resolved, backend, *(int(v) for v in s[:3]), s[3], int(s[4]), pk)
-             for (hour, model, resolved, backend, pk), s in sorted(sums.items())],  # one lock order
-        )  # fmt: skip
+            upsert_sql(p), [(*k, *(int(v) for v in s[:3]), s[3], int(s[4])) for k, s in sorted(sums.items())]
+        )
 
 
 def new_lines(cur: Any, p: str, batch_id: str, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
