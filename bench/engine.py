@@ -145,7 +145,7 @@ class Gateway:
         ]
         env = {
             "BATCHGATE_BACKEND": "local",
-            "BATCHGATE_ENGINE_SLOTS": len(questions),
+            "BATCHGATE_ENGINE_SLOTS": getattr(args, "slots", None) or len(questions),
             "BATCHGATE_ENGINE_CTX_PER_SLOT": args.ctx_per_seq,
             "BATCHGATE_ENGINE_THREADS": args.threads,
             "BATCHGATE_CONCURRENCY": len(questions),
@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx-per-seq", type=int, default=256)
+    parser.add_argument("--slots", type=int, default=None, help="(a)'s engine slots (default: one per request)")
     parser.add_argument("--rounds", type=int, default=3, help="kept rounds of (a), (c) interleaved (default 3)")
     parser.add_argument("--collapse", type=float, default=0.6, help="discard a round below this x the best (c)")
     parser.add_argument("--sequential", action="store_true", help="also run (b) in every round (slow)")

@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx-per-seq", type=int, default=256)
+    parser.add_argument("--slots", type=int, default=None, help="batchgate's engine slots (default: one per request)")
     parser.add_argument("--kv-type", choices=sorted(KV_TYPES), default="q8_0", help="KV cache type, every way")
     parser.add_argument("--parallel", default="8,64", help="llama-server --parallel values, one way each")
     parser.add_argument("--rounds", type=int, default=3, help="kept rounds (default 3)")
