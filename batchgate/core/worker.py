@@ -41,6 +41,7 @@ from batchgate.core.budgets import Budgets
 from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.errors import BackendError, BackendRejectedError
 from batchgate.core.ids import IdSequence
+from batchgate.core.input_lines import read_claimed_lines
 from batchgate.core.jobs import JobExecutor, ValidationFailures, describe, fail_unvalidatable
 from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, RequestResult, RequestState
 from batchgate.core.pacing import Admission, BatchPacer, Refusal
@@ -116,6 +117,7 @@ class Worker:
         # once (in _on_done) instead of after a store round trip. They are `running`
         # under this worker in the store like the lines in flight, so a crash requeues them
         self._ready: deque[ClaimedRequest] = deque()
+        self._lines: dict[tuple[str, int], bytes] = {}  # input lines of the ready ones, read with their chunk
         self._jobs_due = True  # look for a batch job at the next turn (else every poll_interval)
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
@@ -226,6 +228,7 @@ class Worker:
         self._inflight.clear()
         self._claims.clear()
         self._ready.clear()
+        self._lines.clear()
         self._results.clear()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
         await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, now))
@@ -268,6 +271,9 @@ class Worker:
         claims: list[ClaimedRequest] = []
         if room > 0 and not ((self._inflight or self._ready) and room < self._ahead // 2):
             claims = await self._db(self.store.claim_requests, self.id, min(room, cfg.claim_batch), now)
+            # the chunk's input lines in a few reads (off the loop: on S3 a read is a GET)
+            if claims:
+                self._lines.update(await self._db(read_claimed_lines, self.blobs, claims))
             self._ready.extend(claims)
         self._start_ready()
         return len(claims)
@@ -277,7 +283,7 @@ class Worker:
         while self._ready and len(self._inflight) < self.config.concurrency:
             claim = self._ready.popleft()
             key = (claim.batch_id, claim.line)
-            task = asyncio.create_task(self._execute(claim))
+            task = asyncio.create_task(self._execute(claim, self._lines.pop(key, None)))
             task.add_done_callback(functools.partial(self._on_done, key))
             self._inflight[key] = task
             self._claims[key] = claim
@@ -347,6 +353,8 @@ class Worker:
             waiting = [c for c in self._ready if c.batch_id == batch_id]
             if waiting:
                 self._ready = deque(c for c in self._ready if c.batch_id != batch_id)
+                for c in waiting:
+                    self._lines.pop((batch_id, c.line), None)
             for key in [k for k in self._inflight if k[0] == batch_id]:
                 self._inflight.pop(key).cancel()
                 waiting.append(self._claims.pop(key))
@@ -368,6 +376,7 @@ class Worker:
     async def _drain(self) -> None:
         """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
         self._ready.clear()  # not started: reap_worker below gives them back to the queue
+        self._lines.clear()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.config.drain_timeout)
             for task in self._inflight.values():
@@ -417,7 +426,8 @@ class Worker:
 
     # ---- one request ------------------------------------------------------------------
 
-    async def _execute(self, claim: ClaimedRequest) -> RequestResult:
+    async def _execute(self, claim: ClaimedRequest, raw_line: bytes | None = None) -> RequestResult:
+        """Run one claimed line (`raw_line`: its input bytes, when read with its chunk)."""
         cfg = self.config
         request_id = self._request_ids.next()
         started = time.perf_counter()
@@ -438,7 +448,9 @@ class Worker:
                 f"The request was attempted {attempts - 1} times without a result.",
             )
         try:
-            line = orjson.loads(self.blobs.read_range(claim.input_file_id, claim.offset, claim.length))
+            if raw_line is None:
+                raw_line = self.blobs.read_range(claim.input_file_id, claim.offset, claim.length)
+            line = orjson.loads(raw_line)
             custom_id, body = line["custom_id"], line["body"]
         except Exception as exc:
             log.exception("batch %s line %d: cannot read input", claim.batch_id, claim.line)

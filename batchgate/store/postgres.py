@@ -790,7 +790,7 @@ class PostgresStore:
         claims: list[ClaimedRequest] = []
         where = (
             "status = %s AND expires_at > %s AND (claim_cursor < total OR requeued <> 0) "
-            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL AND budget_paused_at IS NULL"
+            f"AND upstream IS NULL AND {lifecycle_sql.NOT_PAUSED} AND budget_paused_at IS NULL"
         )
         params = (RUNNABLE_STATUS.value, now)
         with self._tx() as cur:
