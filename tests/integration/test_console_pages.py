@@ -83,3 +83,22 @@ def test_without_auth_the_console_needs_no_sign_in(start_server: Callable[..., S
         server.url + f"/console/prompts?csrf={token}", data={"slug": "x", "user": "hi"}, cookies=page.cookies
     )
     assert made.status_code == 303
+
+
+def test_keys_shows_each_keys_limits_and_budget_as_they_stand(server: Server) -> None:
+    admin = server.create_key("acme", *ALL_SCOPES)
+    user = server.create_key(
+        "acme", "--name", "capped", "--limit", "requests=5/1m", "--budget-usd", "10", "--budget-period", "week"
+    )
+    chat = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    for _ in range(2):
+        answer = httpx.post(
+            server.url + "/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {user}"}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+    client, _ = signed_in(server, admin)
+    page = client.get("/console/keys").text
+    row = page[page.index("capped") :]
+    row = row[: row.index("</tr>")]
+    assert "requests: 5 / " in row and "3 left now" in row, row  # 2 of 5 taken; the window drains 1 per 12 s
+    assert "per week" in row and 'aria-label="Budget used this week"' in row and "used" in row, row

@@ -15,9 +15,11 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from batchgate.console.render import Context
+from batchgate.core.budgets import BudgetStatus, has_budget
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.ledger import LedgerQuery
-from batchgate.core.models import SCOPES
+from batchgate.core.models import SCOPES, ApiKey
+from batchgate.core.ratelimit import Limiter, LimitState, is_limited
 from batchgate.core.routing import UpstreamConfig, load_config
 from batchgate.core.usage import usage
 
@@ -46,6 +48,32 @@ def _key_usage(ctx: Any) -> dict[str | None, dict[str, dict[str, float]]]:
     return spent
 
 
+def _key_standing(ctx: Any, keys: list[ApiKey]) -> dict[str, tuple[BudgetStatus | None, list[LimitState]]]:
+    """Each live key's budget in its current period (any period) and its limits as they
+    stand now, from the same services the API enforces them with."""
+    now = ctx.services.clock.time()
+    limiter = Limiter(ctx.services.store)
+    standing: dict[str, tuple[BudgetStatus | None, list[LimitState]]] = {}
+    for k in keys:
+        if k.revoked_at is None and (has_budget(k) or is_limited(k)):
+            budget = ctx.services.budgets.status(k, now) if has_budget(k) else None
+            standing[k.id] = (budget, limiter.states(k, now) if k.limits else [])
+    return standing
+
+
+def _keys_page(ctx: Context, created: tuple[ApiKey, str] | None) -> Response:
+    keys = ctx.services.keys.list()
+    return ctx.page(
+        "keys.html",
+        keys=keys,
+        projects=ctx.services.keys.projects(),
+        scopes=SCOPES,
+        spent=_key_usage(ctx),
+        standing=_key_standing(ctx, keys),
+        created=created,
+    )
+
+
 def _zero() -> dict[str, float]:
     return {"requests": 0, "tokens": 0, "cost": 0.0}
 
@@ -53,14 +81,7 @@ def _zero() -> dict[str, float]:
 @router.get("/keys")
 def keys(ctx: Context, request: Request) -> Response:
     ctx.require_admin()
-    return ctx.page(
-        "keys.html",
-        keys=ctx.services.keys.list(),
-        projects=ctx.services.keys.projects(),
-        scopes=SCOPES,
-        spent=_key_usage(ctx),
-        created=None,
-    )
+    return _keys_page(ctx, None)
 
 
 def _models(text: str) -> list[str] | None:
@@ -94,14 +115,7 @@ async def create_key(ctx: Context, request: Request) -> Response:
     )
     if changes := _limits(text):
         key = ctx.services.keys.update(key.id, **changes)
-    return ctx.page(
-        "keys.html",
-        keys=ctx.services.keys.list(),
-        projects=ctx.services.keys.projects(),
-        scopes=SCOPES,
-        spent=_key_usage(ctx),
-        created=(key, secret),
-    )
+    return _keys_page(ctx, (key, secret))
 
 
 # the form's limit fields: (kind, window in seconds) of each
