@@ -1011,9 +1011,6 @@ class MemoryBlobStore:
     def delete(self, blob_id: str) -> None:
         self.blobs.pop(blob_id, None)
 
-    def path(self, blob_id: str) -> str | None:
-        return None
-
 
 class ScriptedBackend:
     """A deterministic backend for tests and benchmarks.

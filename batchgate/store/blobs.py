@@ -103,9 +103,6 @@ class LocalBlobStore:
         self._forget(blob_id)
         self._path(blob_id).unlink(missing_ok=True)
 
-    def path(self, blob_id: str) -> str | None:
-        return str(self._path(blob_id))
-
     def _forget(self, blob_id: str) -> None:
         with self._lock:
             fd = self._fds.pop(blob_id, None)

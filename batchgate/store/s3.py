@@ -177,6 +177,3 @@ class S3BlobStore:
 
     def delete(self, blob_id: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(blob_id))
-
-    def path(self, blob_id: str) -> str | None:
-        return None  # no local file: served by streaming `open`

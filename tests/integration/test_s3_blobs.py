@@ -102,7 +102,6 @@ def test_a_large_file_goes_up_in_parts_and_comes_back_streamed_and_seekable(s3: 
         assert f.read(14) == expected[PART - 7 : PART + 7]
         assert f.seek(0, os.SEEK_END) == total
     assert blobs.read_range("file-big", 3 * PART - 5, 10) == expected[3 * PART - 5 : 3 * PART + 5]
-    assert blobs.path("file-big") is None
 
 
 def test_memory_stays_flat_whatever_the_size(s3: object) -> None:
