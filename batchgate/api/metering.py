@@ -77,6 +77,7 @@ class Metering:
         started, clock = time.time(), time.perf_counter()
         status = 500  # an exception before the answer started: the server's error handler answers 500
         error_body = bytearray()
+        pending = 0.0  # the cost counted against the key's budget as the answer was sent
         keep = await self._bodies(caller.project_id)  # the project's opt-in to stored bodies
         request_body = Capture(keep.body_cap_bytes) if keep.store_bodies else None
         response_body = Capture(keep.body_cap_bytes) if keep.store_bodies else None
@@ -90,7 +91,11 @@ class Metering:
                 return message
 
         async def watch(message: dict) -> None:
-            nonlocal status
+            nonlocal status, pending
+            if message["type"] == "http.response.body" and not message.get("more_body") and not pending:
+                # before the client can read the answer and ask again: its next budget check sees this cost
+                pending = usage.cost
+                self.services.budgets.spending(caller.key_id, pending)
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body" and status >= 400 and len(error_body) < _ERROR_BODY_LIMIT:
@@ -110,9 +115,13 @@ class Metering:
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=usage.cost,
                 latency_ms=int(latency * 1000), status_code=status, error_code=_error_code(bytes(error_body)),
             )  # fmt: skip
+            written = 0.0  # stays 0 if the row could not be written
             try:
-                await run_in_threadpool(self.services.store.add_ledger_entry, entry)
-                self.services.budgets.spent_more(caller.key_id, entry.cost)
+                try:
+                    await run_in_threadpool(self.services.store.add_ledger_entry, entry)
+                    written = entry.cost
+                finally:
+                    self.services.budgets.spent_more(caller.key_id, written, pending)
                 if request_body is not None and response_body is not None:
                     bodies = captured(request_body, response_body)
                     await run_in_threadpool(self.services.store.add_request_bodies, entry.id, bodies)

@@ -4,7 +4,9 @@ Monday, month) or in total, read from the ledger.
 A key's spend is the sum of its ledger rows' cost (the batch discount applied) that
 started in the period: one indexed sum (`ledger_by_key`, an index-only scan), cached
 for `cache_seconds` per key and process, and raised at once by what this process itself
-meters (`spent_more`), so a burst through one process cannot outrun its own cache.
+answers (`spending`, as the answer is sent and before its ledger row is written; then
+`spent_more`), so a client that reads an answer and asks again is checked against it,
+and a burst through one process cannot outrun its own cache.
 
 - A synchronous request of a key whose spend has reached `budget_usd` is refused with
   429 `insufficient_quota` (`check`), Retry-After until the period renews.
@@ -110,6 +112,7 @@ class Budgets:
         self.cache_seconds = cache_seconds
         self.settle_seconds = settle_seconds  # see LedgerCounters: 0 on SQLite, 60 on PostgreSQL
         self._spend: dict[str, _Spend] = {}
+        self._pending: dict[str, float] = {}  # answered by this process, its ledger row not yet written
         self._soft_logged: set[tuple[str, float | None]] = set()
         self._lock = threading.Lock()
 
@@ -120,29 +123,50 @@ class Budgets:
         metered since (an index range on (key_id, id)), so a key with millions of rows a
         month costs no more to check than one with a few."""
         with self._lock:
-            cached = self._spend.get(key_id)
-            if cached is None or cached.since != since:
-                cached = self._spend[key_id] = _Spend(since)
-            if time.monotonic() - cached.read_at < self.cache_seconds:
-                return cached.value
-            now = time.monotonic()
-            cached.marks.append((now, self.store.ledger_max_id()))
-            bound = None
-            while cached.marks and now - cached.marks[0][0] >= self.settle_seconds:
-                bound = cached.marks.popleft()[1]
-            if bound is not None and bound > cached.settled_upto:
-                cached.settled += self.store.key_spend(key_id, since, cached.settled_upto, bound)
-                cached.settled_upto = bound
-            cached.value = cached.settled + self.store.key_spend(key_id, since, cached.settled_upto, None)
-            cached.read_at = now
-            return cached.value
+            return self._read(key_id, since) + self._pending.get(key_id, 0.0)
 
-    def spent_more(self, key_id: str | None, cost: float) -> None:
-        """Count at once what this process just metered to the key (its next sum reads it anyway)."""
+    def _read(self, key_id: str, since: float | None) -> float:
+        cached = self._spend.get(key_id)
+        if cached is None or cached.since != since:
+            cached = self._spend[key_id] = _Spend(since)
+        now = time.monotonic()
+        if now - cached.read_at < self.cache_seconds:
+            return cached.value
+        cached.marks.append((now, self.store.ledger_max_id()))
+        bound = None
+        while cached.marks and now - cached.marks[0][0] >= self.settle_seconds:
+            bound = cached.marks.popleft()[1]
+        if bound is not None and bound > cached.settled_upto:
+            cached.settled += self.store.key_spend(key_id, since, cached.settled_upto, bound)
+            cached.settled_upto = bound
+        cached.value = cached.settled + self.store.key_spend(key_id, since, cached.settled_upto, None)
+        cached.read_at = now
+        return cached.value
+
+    def spending(self, key_id: str | None, cost: float) -> None:
+        """Count at once an answer this process is sending, whose ledger row is not written yet."""
         if key_id is None or not cost:
             return
         with self._lock:
-            if (cached := self._spend.get(key_id)) is not None:
+            self._pending[key_id] = self._pending.get(key_id, 0.0) + cost
+
+    def spent_more(
+        self, key_id: str | None, cost: float, pending: float = 0.0, written_at: float | None = None
+    ) -> None:
+        """What this process metered to the key is written (at `time.monotonic()` `written_at`):
+        `pending` (what `spending` counted for it) is no longer pending, and `cost` is added
+        to the cached sum unless a read that began after the write has summed it already."""
+        if key_id is None or not (cost or pending):
+            return
+        written_at = time.monotonic() if written_at is None else written_at
+        with self._lock:
+            if pending:
+                left = self._pending.get(key_id, 0.0) - pending
+                if left > 1e-12:
+                    self._pending[key_id] = left
+                else:
+                    self._pending.pop(key_id, None)
+            if (cached := self._spend.get(key_id)) is not None and cached.read_at < written_at:
                 cached.value += cost
 
     def status(self, key: ApiKey, now: float | None = None) -> BudgetStatus:

@@ -514,7 +514,9 @@ class BackendRequest:
     url: str
     body: dict[str, Any]
     interactive: bool = False  # a synchronous API call: served ahead of batch lines
-    share: str = ""  # a batch line's project: batch lines of different shares take turns at a backend
+    # a batch line's project and batch: lines of different projects, then of a project's
+    # different batches, take turns at a backend
+    share: tuple[str, str] = ("", "")
     profile: str | None = None  # the routing profile of the key behind it (core/routing.py); None: none
 
 

@@ -232,6 +232,9 @@ class Worker:
         self._results.clear()
         self.id = f"wrk_{self.host}_{self.pid}_{secrets.token_hex(4)}"
         await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, now))
+        # what the old id claimed after it was reaped is nobody's: back in the queue now,
+        # not at the next reap
+        await self._db(self.store.requeue_orphans)
 
     async def _start_job(self, now: int) -> asyncio.Task[None] | None:
         job = await self._db(self.store.claim_batch_job, self.id, now)
@@ -255,7 +258,8 @@ class Worker:
                     log.exception("batch %s: could not fail the batch; will retry", job.batch.id)
         finally:
             # a no-op when the job ended the batch (which clears the owner itself)
-            await self._db(self.store.release_batch_job, job.batch.id, self.id, wake_at)
+            # by the id that claimed it: a worker that rejoined since has another
+            await self._db(self.store.release_batch_job, job.batch.id, job.owner, wake_at)
             self._jobs_due = True  # another may be waiting
             self._wake.set()
 
@@ -467,7 +471,9 @@ class Worker:
         if admitted is not None:
             self._admissions[(claim.batch_id, claim.line)] = admitted
         profile = await self.pacer.routing_profile(claim.batch_id)  # the batch key's routing profile
-        request = BackendRequest(custom_id, claim.endpoint, body, share=claim.project_id, profile=profile)
+        request = BackendRequest(
+            custom_id, claim.endpoint, body, share=(claim.project_id, claim.batch_id), profile=profile
+        )
         while True:
             try:
                 response = await self.backend.execute(request)

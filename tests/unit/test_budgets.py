@@ -233,3 +233,17 @@ def test_a_cached_spend_counts_what_this_process_metered_at_once(h: Harness) -> 
     budgets.spent_more(key.id, 2.0)  # as api/metering.py does once the row is written
     with pytest.raises(QuotaExceededError):
         budgets.check(key)
+
+
+def test_an_answer_being_sent_counts_before_its_ledger_row_is_written(h: Harness) -> None:
+    store = h.svc.store
+    assert isinstance(store, InMemoryStore)
+    key = h.key("alpha", budget_usd=2.0, budget_period="total")
+    budgets = Budgets(store, h.clock, cache_seconds=0)  # every check reads the ledger
+    budgets.check(key)
+    budgets.spending(key.id, 2.0)  # as api/metering.py does as the answer is sent
+    with pytest.raises(QuotaExceededError):
+        budgets.check(key)  # the client read the answer and asked again before the row was written
+    _sync(store, key, 2.0, h.clock.time())
+    budgets.spent_more(key.id, 2.0, pending=2.0)
+    assert budgets.status(key).spent_usd == 2.0, "counted once: the row, no longer the pending answer"

@@ -56,7 +56,8 @@ async def _order_of(gate: PriorityGate, arrivals: list[tuple[str, bool, str]]) -
     first = await gate.acquire(interactive=False)
 
     async def one(name: str, interactive: bool, share: str) -> None:
-        permit = await gate.acquire(interactive, share)
+        project, _, batch = share.partition("/")
+        permit = await gate.acquire(interactive, (project, batch))
         order.append(name)
         await asyncio.sleep(0)
         permit.release()
@@ -80,11 +81,19 @@ def test_batch_lines_of_different_projects_take_turns() -> None:
     assert asyncio.run(_order_of(PriorityGate(1), arrivals)) == ["a0", "b0", "a1", "b1", "a2", "a3"]
 
 
+def test_batches_of_one_project_take_turns_within_its_share() -> None:
+    # project A's big batch x queued first, then its 2-line batch y, then project B
+    arrivals = [(f"x{i}", False, "A/x") for i in range(4)] + [("y0", False, "A/y"), ("y1", False, "A/y")]
+    arrivals.append(("b0", False, "B/z"))
+    order = asyncio.run(_order_of(PriorityGate(1), arrivals))
+    assert order == ["x0", "b0", "y0", "x1", "y1", "x2", "x3"]
+
+
 def test_a_cancelled_waiter_leaves_the_queue_and_the_slot_passes_on() -> None:
     async def run() -> int:
         gate = PriorityGate(1)
         held = await gate.acquire(False)
-        waiter = asyncio.create_task(gate.acquire(False, "A"))
+        waiter = asyncio.create_task(gate.acquire(False, ("A", "a")))
         await asyncio.sleep(0)
         waiter.cancel()
         await asyncio.sleep(0)
@@ -181,7 +190,7 @@ def test_the_snapshot_reports_the_current_limit_and_queues() -> None:
         held = await gate.acquire(False)
 
         async def through(interactive: bool) -> None:
-            (await gate.acquire(interactive, "A")).release()
+            (await gate.acquire(interactive, ("A", "a"))).release()
 
         waiters = [asyncio.create_task(through(i % 2 == 0)) for i in range(3)]
         await asyncio.sleep(0)
@@ -203,7 +212,7 @@ def test_a_gate_never_grants_more_than_its_limit(limit: int) -> None:
 
         async def one(i: int) -> None:
             nonlocal peak
-            permit = await gate.acquire(i % 3 == 0, str(i % 2))
+            permit = await gate.acquire(i % 3 == 0, (str(i % 2), str(i % 5)))
             peak = max(peak, gate.snapshot("u").in_flight)
             await asyncio.sleep(0.001)
             permit.release()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from batchgate.core.scheduling import UpstreamConcurrency
 
 _Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]  # resolved with the holders then
+Share = tuple[str, str]  # a batch line's project and batch
 
 DECREASE = 0.7  # the limit kept after an overload (CUBIC's factor: gentler than halving, and as safe)
 MAX_PAUSE = 60.0  # seconds: the most a Retry-After pauses batch admissions
@@ -39,8 +40,10 @@ class PriorityGate:
 
     Priority: waiting interactive requests get the next free slot before any waiting batch
     line, first come first served; batch work fills what is left, taking turns between
-    shares (the worker passes a line's project), so the lines one project has in flight
-    do not queue another's behind them.
+    shares (the worker passes a line's project and batch): between projects, then between
+    a project's batches, so the lines one project or batch has in flight do not queue
+    another's behind them (a 3-line batch is not behind the hundreds of lines a worker
+    holds for a big one).
 
     Adaptive limit (AIMD): the number of slots starts at the configured maximum and drops
     to `DECREASE` of itself on an overload answer (429, 503, a timeout), at most once per
@@ -62,7 +65,7 @@ class PriorityGate:
         self._in_use = 0
         self._lock = threading.Lock()
         self._interactive: deque[_Waiter] = deque()
-        self._batch: dict[str, deque[_Waiter]] = {}  # by share, in turn order
+        self._batch: dict[str, dict[str, deque[_Waiter]]] = {}  # by project, then batch, in turn order
         self._batch_waiting = 0
 
     @property
@@ -81,7 +84,7 @@ class PriorityGate:
                 batch_paused_for=round(max(0.0, self._paused_until - self._clock()), 3),
             )
 
-    async def acquire(self, interactive: bool, share: str = "") -> Permit:
+    async def acquire(self, interactive: bool, share: Share = ("", "")) -> Permit:
         with self._lock:
             free = self._in_use < self.limit and not self._interactive
             if free and (interactive or (not self._batch_waiting and not self._paused())):
@@ -92,7 +95,7 @@ class PriorityGate:
             if interactive:
                 self._interactive.append(waiter)
             else:
-                self._batch.setdefault(share, deque()).append(waiter)
+                self._batch.setdefault(share[0], {}).setdefault(share[1], deque()).append(waiter)
                 self._batch_waiting += 1
                 self._wake_at_resume()
         try:
@@ -144,29 +147,36 @@ class PriorityGate:
     def _paused(self) -> bool:
         return self._clock() < self._paused_until
 
-    def _forget(self, waiter: _Waiter, interactive: bool, share: str) -> bool:
+    def _forget(self, waiter: _Waiter, interactive: bool, share: Share) -> bool:
         """Take a waiter out of its queue; False if it is not there (it was granted)."""
         if interactive:
             if waiter not in self._interactive:
                 return False
             self._interactive.remove(waiter)
             return True
-        queue = self._batch.get(share)
+        batches = self._batch.get(share[0], {})
+        queue = batches.get(share[1])
         if queue is None or waiter not in queue:
             return False
         queue.remove(waiter)
         self._batch_waiting -= 1
         if not queue:
-            del self._batch[share]
+            del batches[share[1]]
+            if not batches:
+                del self._batch[share[0]]
         return True
 
     def _next_batch(self) -> _Waiter:
-        """The first waiter of the share whose turn it is; that share goes to the back."""
-        share = next(iter(self._batch))
-        queue = self._batch.pop(share)
+        """The first waiter of the project, and of its batch, whose turn it is; both go to the back."""
+        project = next(iter(self._batch))
+        batches = self._batch.pop(project)
+        batch = next(iter(batches))
+        queue = batches.pop(batch)
         waiter = queue.popleft()
         if queue:
-            self._batch[share] = queue
+            batches[batch] = queue
+        if batches:
+            self._batch[project] = batches
         self._batch_waiting -= 1
         return waiter
 
@@ -200,7 +210,7 @@ class PriorityGate:
         """With batch lines waiting out a pause, have a loop look again when it ends."""
         if self._resume_pending or not self._batch_waiting or not self._paused():
             return
-        loop = next(iter(self._batch.values()))[0][0]
+        loop = next(iter(next(iter(self._batch.values())).values()))[0][0]
         delay = self._paused_until - self._clock()
         try:
             loop.call_soon_threadsafe(loop.call_later, delay, self._resume)
