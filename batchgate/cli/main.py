@@ -361,12 +361,17 @@ def keys_update(
 @click.argument("key_id")
 @_key_commands
 def keys_show(key_id: str, data_dir: Path | None, database_url: str | None) -> None:
-    """One key (never its secret)."""
+    """One key (never its secret), with what it spent in its budget's period."""
     from batchgate.app import open_keys
+    from batchgate.core.budgets import Budgets, describe_spend, has_budget
+    from batchgate.core.clock import SystemClock
 
     with open_keys(_settings(home=data_dir, database_url=database_url)) as keys:
         key = _admin_call(lambda: keys.show(key_id))
-    Console().print(_key_card(key))
+        card = _key_card(key)
+        if has_budget(key):
+            card.add_row("spent", describe_spend(Budgets(keys.store, SystemClock()).status(key)))
+    Console().print(card)
 
 
 @keys.command("list")

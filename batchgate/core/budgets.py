@@ -224,6 +224,19 @@ class Budgets:
         )  # fmt: skip
 
 
+def describe_spend(status: BudgetStatus) -> str:
+    """What a key spent against its budget, in words (e.g. for `batchgate keys show`)."""
+    when = {"day": "today (UTC)", "week": "this week", "month": "this month"}.get(status.period, "in total")
+    words = f"${status.spent_usd:.6g} {when}"
+    if status.exhausted:
+        words += f"; budget exhausted, renews {_renewal(status)}"
+    elif status.remaining_usd is not None:
+        words += f"; ${status.remaining_usd:.6g} left"
+    if status.soft_reached:
+        words += f"; soft threshold ${status.soft_usd:g} passed"
+    return words
+
+
 def _describe(status: BudgetStatus) -> str:
     return {"day": "daily", "week": "weekly", "month": "monthly"}.get(status.period, "total")
 

@@ -73,7 +73,7 @@ def test_the_keys_commands_set_every_limit_and_budget_field(server: Server) -> N
     )  # fmt: skip
     shown = cli(server, "show", key_id)
     assert shown.returncode == 0, shown.stderr
-    for text in ("requests=600/1m", "input_tokens=5000/1h", "$12.5/day", "soft $10"):
+    for text in ("requests=600/1m", "input_tokens=5000/1h", "$12.5/day", "soft $10", "$0 today (UTC); $12.5 left"):
         assert text in shown.stdout, (text, shown.stdout)
     updated = cli(server, "update", key_id, "--limit", "total_tokens=90/30s", "--no-max-parallel", "--no-budget")
     assert updated.returncode == 0, updated.stderr

@@ -18,7 +18,7 @@ from support import chat_line, jsonl, parse_jsonl
 
 from batchgate.api.convert import batch_object
 from batchgate.app import Services, build_services, build_worker
-from batchgate.core.budgets import Budgets, period_bounds
+from batchgate.core.budgets import Budgets, BudgetStatus, describe_spend, period_bounds
 from batchgate.core.errors import QuotaExceededError
 from batchgate.core.ledger import SYNC, LedgerEntry
 from batchgate.core.metering import Caller, current_caller
@@ -247,3 +247,11 @@ def test_an_answer_being_sent_counts_before_its_ledger_row_is_written(h: Harness
     _sync(store, key, 2.0, h.clock.time())
     budgets.spent_more(key.id, 2.0, pending=2.0)
     assert budgets.status(key).spent_usd == 2.0, "counted once: the row, no longer the pending answer"
+
+
+def test_a_spend_is_described_against_its_budget() -> None:
+    day = BudgetStatus("k", "day", 10.0, 5.0, 12.0, 0.0, 86_400.0)
+    assert describe_spend(day) == (
+        "$12 today (UTC); budget exhausted, renews at 1970-01-02T00:00:00Z; soft threshold $5 passed"
+    )
+    assert describe_spend(BudgetStatus("k", "total", 10.0, None, 4.0, None, None)) == "$4 in total; $6 left"
