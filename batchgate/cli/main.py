@@ -613,8 +613,9 @@ def _add_client_commands() -> None:
     from batchgate.cli.agents import agent
     from batchgate.cli.client import COMMANDS
     from batchgate.cli.lifecycle import webhooks
+    from batchgate.cli.scheduling import scheduling
 
-    for command in [*COMMANDS, agent, webhooks]:
+    for command in [*COMMANDS, agent, webhooks, scheduling]:
         main.add_command(command)
 
 

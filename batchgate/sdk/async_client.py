@@ -21,6 +21,7 @@ from batchgate.sdk.agents import AsyncAgent, AsyncSwarm
 from batchgate.sdk.client import PathLike, http_options
 from batchgate.sdk.config import load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
+from batchgate.sdk.scheduling import AsyncScheduling
 from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
 from batchgate.sdk.webhooks import AsyncWebhooks
 
@@ -259,6 +260,7 @@ class AsyncClient:
         self.agent = AsyncAgent(driver, max_retries)  # the Swarms-compatible agent API
         self.swarm = AsyncSwarm(driver, max_retries)
         self.webhooks = AsyncWebhooks(driver, max_retries)
+        self.scheduling = AsyncScheduling(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

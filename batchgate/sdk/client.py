@@ -16,6 +16,7 @@ from batchgate.sdk._ops import Ops
 from batchgate.sdk.agents import Agent, Swarm
 from batchgate.sdk.config import Settings, load_profile, resolve
 from batchgate.sdk.jobs import Source, run_job
+from batchgate.sdk.scheduling import Scheduling
 from batchgate.sdk.types import Batch, CompletionResult, OutputPage, Row
 from batchgate.sdk.webhooks import Webhooks
 
@@ -310,6 +311,7 @@ class Client:
         self.agent = Agent(driver, max_retries)  # the Swarms-compatible agent API
         self.swarm = Swarm(driver, max_retries)
         self.webhooks = Webhooks(driver, max_retries)
+        self.scheduling = Scheduling(driver, max_retries)
 
     @classmethod
     def from_profile(cls, name: str, **kwargs: Any) -> Self:

@@ -6,6 +6,9 @@ project weights and the live limits through GET /v1/admin/scheduling."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -144,3 +147,19 @@ def test_project_weights_are_set_and_shown_by_admins(start_server: Callable[...,
         assert c.get("/v1/admin/scheduling").json()["upstreams"] == []  # no upstream configured
     denied = httpx.get(server.url + "/v1/admin/scheduling", headers={"Authorization": f"Bearer {user}"})
     assert denied.status_code == 403
+
+    # the same through the CLI
+    def cli(key: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "BATCHGATE_BASE_URL": server.url, "BATCHGATE_API_KEY": key}
+        return subprocess.run([sys.executable, "-m", "batchgate", "scheduling", *args], env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    set_weight = cli(admin, "weight", "team", "2.5", "--json")
+    assert set_weight.returncode == 0, set_weight.stderr
+    assert {p["name"]: p["weight"] for p in json.loads(set_weight.stdout)["projects"]} == {"ops": 1.0, "team": 2.5}
+    shown = cli(admin, "show")
+    assert shown.returncode == 0 and "team" in shown.stdout and "2.5" in shown.stdout, shown.stderr
+    unknown = cli(admin, "weight", "nobody", "2")
+    assert unknown.returncode == 2 and "No project 'nobody'" in unknown.stderr
+    assert cli(admin, "weight", "team", "0").returncode == 2, "click refuses a weight out of (0, 1000]"
+    assert cli(user, "show").returncode != 0
