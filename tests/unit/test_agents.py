@@ -4,6 +4,7 @@ prompt generated once per batch, tool calls, and how a batch compiles into lines
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,27 @@ def test_agent_batch_pages_filter_in_the_store_so_none_is_empty_while_batches_ex
             break
     assert pages == [ids[::-1][:2], [ids[0]]]
     assert svc.agents.list_batches("p", "swarm", None, 2) == ([], False, None)
+
+
+def test_every_turn_of_an_agent_or_swarm_line_keeps_the_lines_share_and_profile() -> None:
+    """A batch line's project/batch share (its turn at an upstream) and its key's routing
+    profile go with each model call the line makes, not just the first."""
+    seen: list[BackendRequest] = []
+
+    class Keeping(ScriptedBackend):
+        async def execute(self, request: BackendRequest) -> BackendResponse:
+            seen.append(request)
+            return await super().execute(request)
+
+    backend = AgentBackend(Keeping())
+    agent = {"agent_name": "A", "model_name": "m", "max_loops": 2}
+    line = BackendRequest("c1", "/v1/chat/completions", {}, share=("proj", "batch_1"), profile="cheap")
+    spec = {"agents": [agent, {**agent, "agent_name": "B"}], "swarm_type": "SequentialWorkflow", "task": "t"}
+    agent_line = {"model": "m", "messages": [{"role": "user", "content": "t"}], "batchgate_agent": {"max_loops": 2}}
+    asyncio.run(backend.execute(replace(line, body=agent_line)))
+    asyncio.run(backend.execute(replace(line, body={"model": "m", "batchgate_swarm": spec})))
+    assert len(seen) == 2 + 2 * 2, "two turns of the agent, two of each swarm agent"
+    assert {(r.share, r.profile, r.interactive, r.url) for r in seen} == {
+        (("proj", "batch_1"), "cheap", False, "/v1/chat/completions")
+    }
+    assert all("batchgate_agent" not in r.body and "batchgate_swarm" not in r.body for r in seen)

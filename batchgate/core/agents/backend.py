@@ -11,7 +11,7 @@ whole line (its result is still recorded exactly once).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchgate.core.agents.compile import AGENT_KEY, CHAT, SWARM_KEY
@@ -41,19 +41,19 @@ class AgentRun:
         return str(self.turns[-1].get("content") or "") if self.turns else ""
 
 
-async def run_agent(
-    backend: Backend, custom_id: str, body: dict[str, Any], max_loops: int, interactive: bool
-) -> AgentRun:
-    """`max_loops` turns of one agent. A turn that asks for tool calls ends the run:
-    the gateway does not execute tools, the caller does."""
+async def run_agent(backend: Backend, request: BackendRequest, max_loops: int) -> AgentRun:
+    """`max_loops` turns of one agent, the chat body `request.body`; each turn is sent as
+    `request` (its id, priority, share and routing profile). A turn that asks for tool
+    calls ends the run: the gateway does not execute tools, the caller does."""
     run = AgentRun()
-    conversation = list(body["messages"])
+    conversation = list(request.body["messages"])
     for turn in range(max_loops):
         if turn:
             conversation += [run.turns[-1], {"role": "user", "content": CONTINUE}]
-        request = BackendRequest(custom_id, CHAT, {**body, "messages": conversation}, interactive)
         try:
-            response = await backend.execute(request)
+            response = await backend.execute(
+                replace(request, url=CHAT, body={**request.body, "messages": conversation})
+            )
         except BackendRejectedError as exc:  # the backend's error answer: this turn's response
             response = exc.response
         run.input_tokens += response.input_tokens
@@ -84,13 +84,11 @@ class AgentBackend:
         if SWARM_KEY in body:
             from batchgate.core.agents.swarms import run_swarm
 
-            return await run_swarm(self.inner, request.custom_id, body[SWARM_KEY], request.interactive)
+            return await run_swarm(self.inner, request, body[SWARM_KEY])
         if AGENT_KEY not in body:
             return await self.inner.execute(request)
         plain = {k: v for k, v in body.items() if k != AGENT_KEY}
-        run = await run_agent(
-            self.inner, request.custom_id, plain, int(body[AGENT_KEY]["max_loops"]), request.interactive
-        )
+        run = await run_agent(self.inner, replace(request, body=plain), int(body[AGENT_KEY]["max_loops"]))
         return agent_response(run)
 
     def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:

@@ -107,7 +107,9 @@ class AgentRuns:
         prompts = await self.system_prompts([completion.agent_config])
         body = agent_body(completion, prompts.get(_prompt_key(completion.agent_config)))
         loops = body.pop("batchgate_agent", {}).get("max_loops", 1)
-        run = await run_agent(self.backend, job_id, body, loops, interactive=True)  # BackendError: a 5xx
+        run = await run_agent(
+            self.backend, BackendRequest(job_id, CHAT, body, interactive=True), loops
+        )  # 5xx: BackendError
         spec = completion.agent_config
         if run.failure is not None:
             return _agent_result(
@@ -120,7 +122,8 @@ class AgentRuns:
         started = time.time()
         swarm = await self._with_prompts(swarm)
         try:
-            response = await run_swarm(self.backend, job_id, swarm_body(swarm)["batchgate_swarm"], interactive=True)
+            request = BackendRequest(job_id, CHAT, {}, interactive=True)
+            response = await run_swarm(self.backend, request, swarm_body(swarm)["batchgate_swarm"])
         except BackendRejectedError as exc:  # an agent's error answer: the swarm failed, with it
             response = exc.response
         return _swarm_result(

@@ -14,12 +14,13 @@ import asyncio
 import re
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from batchgate.core.agents.backend import AgentRun, run_agent
 from batchgate.core.agents.compile import agent_body
 from batchgate.core.errors import BackendRejectedError
-from batchgate.core.ports import Backend, BackendResponse
+from batchgate.core.ports import Backend, BackendRequest, BackendResponse
 from batchgate.protocol.agents import AgentCompletion, AgentSpec
 
 AGGREGATOR_PROMPT = (
@@ -28,10 +29,12 @@ AGGREGATOR_PROMPT = (
 )
 
 
-async def run_swarm(backend: Backend, custom_id: str, spec: dict[str, Any], interactive: bool) -> BackendResponse:
+async def run_swarm(backend: Backend, request: BackendRequest, spec: dict[str, Any]) -> BackendResponse:
+    """The swarm `spec`; each agent's turns are sent as `request` (its id, priority, share
+    and routing profile), with the agent's chat body."""
     started = time.perf_counter()
     agents = [AgentSpec.model_validate(a) for a in spec["agents"]]
-    swarm = _Swarm(backend, custom_id, interactive, spec.get("rules"))
+    swarm = _Swarm(backend, request, spec.get("rules"))
     task, kind = spec["task"], spec["swarm_type"]
     try:
         if kind == "SequentialWorkflow":
@@ -67,10 +70,9 @@ class _AgentFailed(Exception):
 
 
 class _Swarm:
-    def __init__(self, backend: Backend, custom_id: str, interactive: bool, rules: str | None):
+    def __init__(self, backend: Backend, request: BackendRequest, rules: str | None):
         self.backend = backend
-        self.custom_id = custom_id
-        self.interactive = interactive
+        self.request = request
         self.rules = rules
         self.per_agent: dict[str, dict[str, Any]] = {}
         self.input_tokens = self.output_tokens = 0
@@ -80,7 +82,7 @@ class _Swarm:
         system = "\n\n".join(p for p in (agent.system_prompt, f"Rules: {self.rules}" if self.rules else None) if p)
         body = agent_body(AgentCompletion(agent_config=agent, task=task), system or None)
         body.pop("batchgate_agent", None)
-        run = await run_agent(self.backend, self.custom_id, body, agent.max_loops, self.interactive)
+        run = await run_agent(self.backend, replace(self.request, body=body), agent.max_loops)
         self._count(agent.agent_name, run)
         if run.failure is not None:
             raise _AgentFailed(run.failure)
