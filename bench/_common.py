@@ -351,38 +351,65 @@ def run_server(
         "--log-level",
         "warning",
     ]
-    proc: subprocess.Popen[bytes] | None = None
     sampler: RssSampler | None = None
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd, cwd=root or ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-        base = f"http://{HOST}:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after 60 s; see {log_path}")
-            time.sleep(0.1)
-        sampler = RssSampler(proc.pid)
-        sampler.start()
-        yield Server(base, proc.pid, data_dir, log_path, extra, sampler)
+        with spawned(
+            "server", cmd, log_path, f"http://{HOST}:{port}/ready", 60, cwd=root or ROOT, env=full_env
+        ) as proc:
+            sampler = RssSampler(proc.pid)
+            sampler.start()
+            yield Server(f"http://{HOST}:{port}", proc.pid, data_dir, log_path, extra, sampler)
     finally:
         if sampler is not None:
             sampler.stop()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def spawned(
+    what: str,
+    cmd: list[str],
+    log_path: Path,
+    ready_url: str,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    poll: float = 0.1,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`cmd` as a child that dies with us, its output in `log_path`, once `ready_url`
+    answers 200 (a RuntimeError naming the log if it exits or is not ready in `timeout`
+    seconds); terminated, then killed, when the block ends."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}; see {log_path}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} not ready after {timeout:g} s; see {log_path}")
+            time.sleep(poll)
+        yield proc
+    finally:
+        if proc is not None:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, and kill if it is still there after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @contextmanager

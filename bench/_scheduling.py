@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,32 +79,10 @@ def gateway(
     port = bc._free_port()
     cmd = [sys.executable, "-m", "batchgate", "serve", "--host", bc.HOST, "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), "--log-level", "warning", *([] if projects else ["--insecure-no-auth"])]
-    proc: subprocess.Popen[bytes] | None = None
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=bc._die_with_parent
-            )
-        base = f"http://{bc.HOST}:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after 60 s; see {log_path}")
-            time.sleep(0.1)
-        yield Gateway(base, proc.pid, data_dir, keys)
+        with bc.spawned("server", cmd, log_path, f"http://{bc.HOST}:{port}/ready", 60, cwd=ROOT, env=full_env) as proc:
+            yield Gateway(f"http://{bc.HOST}:{port}", proc.pid, data_dir, keys)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -233,33 +233,8 @@ def run_litellm(exe: Path, mock: MockUpstream, workers: int, work: Path) -> Iter
     env |= {"LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = [str(exe), "--config", str(config), "--host", bc.HOST, "--port", str(port), "--num_workers", str(workers)]
     base = f"http://{bc.HOST}:{port}"
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=bc._die_with_parent
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"litellm exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(base + "/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"litellm not ready after 180 s; see {log_path}")
-            time.sleep(0.5)
+    with bc.spawned("litellm", cmd, log_path, base + "/health/liveliness", 180, cwd=work, env=env, poll=0.5) as proc:
         yield base + "/v1", proc.pid
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as bc
@@ -78,32 +76,8 @@ def llama_server(binary: str, model: Path, parallel: int, args: Any) -> Iterator
         "off" if args.kv_type == "f16" else "on",
         "--no-webui",
     ]
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=bc._die_with_parent)
-        base = f"http://{bc.HOST}:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {proc.returncode}; see {log_path}")
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama-server not ready after 120 s; see {log_path}")
-            time.sleep(0.2)
-        yield base + "/v1"
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    with bc.spawned("llama-server", cmd, log_path, f"http://{bc.HOST}:{port}/health", 120, poll=0.2):
+        yield f"http://{bc.HOST}:{port}/v1"
 
 
 async def _post_all(url: str, bodies: list[dict[str, Any]]) -> tuple[float, float, int]:
