@@ -38,6 +38,7 @@ from batchgate.core.operation_runs import OperationRuns
 from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.prompts import PromptService
+from batchgate.core.ratelimit import PromptTokens
 from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
@@ -112,6 +113,7 @@ class Services:
     budgets: Budgets  # what keys spent of their budgets (the API refuses, workers pause)
     webhooks: WebhookService  # endpoints told when a batch ends (delivered by the workers)
     lifecycle: BatchLifecycle  # pause, resume and retry of batches
+    prompt_tokens: PromptTokens | None = None  # counts a prompt's tokens where the model's tokenizer is at hand
 
     def close(self) -> None:
         self.store.close()
@@ -226,6 +228,7 @@ def build_services(
         clock=clock,
         webhooks=WebhookService(store, clock),
         lifecycle=BatchLifecycle(batches, files),
+        prompt_tokens=models.prompt_tokens if isinstance(models, Router) else None,
     )
 
 
@@ -311,6 +314,7 @@ def build_worker(services: Services, backend: Backend | None = None, jobs_in_sub
         services.clock,
         services.budgets,
         webhooks=webhooks,
+        prompt_tokens=services.prompt_tokens,
     )
 
 

@@ -37,6 +37,7 @@ class RateLimits:
     def __init__(self, app: Any, services: Any):
         self.app = app
         self.limiter = Limiter(services.store)
+        self.prompt_tokens = services.prompt_tokens  # a local model's tokenizer, where there is one
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         key: ApiKey | None = scope.get("state", {}).get("api_key") if scope["type"] == "http" else None
@@ -44,14 +45,19 @@ class RateLimits:
             await self.app(scope, receive, send)
             return
         assert key is not None
-        cost = Cost()
+        payload: Any = None  # no token limits: the body is not read here
         if any(limit.kind != "requests" for limit in key.limits):
             body = await _body(receive)
             if body is None:
                 return  # the client went away
-            cost = estimate_cost(_json(body))
+            payload = _json(body)
             receive = _replay(body, receive)
-        decision = await run_in_threadpool(self.limiter.acquire, key, cost, time.time())
+
+        def admit() -> tuple[Cost, Decision]:  # off the loop: counting tokens runs the tokenizer
+            cost = estimate_cost(payload, scope["path"], self.prompt_tokens)
+            return cost, self.limiter.acquire(key, cost, time.time())
+
+        cost, decision = await run_in_threadpool(admit)
         headers = ratelimit_headers(decision)
         if not decision.allowed:
             record_rejection(decision.refused_by.kind if decision.refused_by is not None else "parallel")

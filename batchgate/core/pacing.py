@@ -24,7 +24,7 @@ from typing import Any
 from batchgate.core.clock import Clock
 from batchgate.core.models import ApiKey
 from batchgate.core.ports import Store
-from batchgate.core.ratelimit import Cost, Decision, Limiter, estimate_cost, is_limited
+from batchgate.core.ratelimit import Cost, Decision, Limiter, PromptTokens, estimate_cost, is_limited
 
 # runs a store call off the event loop (the worker's store thread)
 StoreCall = Callable[..., Awaitable[Any]]
@@ -52,22 +52,23 @@ class Refusal:
 
 
 class BatchPacer:
-    def __init__(self, store: Store, clock: Clock, db: StoreCall):
+    def __init__(self, store: Store, clock: Clock, db: StoreCall, prompt_tokens: PromptTokens | None = None):
         self.store = store
         self.clock = clock
         self.db = db
+        self.prompt_tokens = prompt_tokens  # a local model's tokenizer, where there is one
         self.limiter = Limiter(store)
         self._batches: dict[str, tuple[ApiKey | None, int, float]] = {}  # batch -> (key, expires_at, read at)
         self._queues: dict[str, asyncio.Lock] = {}  # key id -> its lines' queue
         self._noted: dict[str, float] = {}  # batch -> monotonic time of its last pacing note
 
-    async def admit(self, batch_id: str, body: Any) -> Admission | Refusal | None:
+    async def admit(self, batch_id: str, body: Any, url: str = "") -> Admission | Refusal | None:
         """Wait until the line may run under its batch key's limits: its Admission (None
         for a key without limits), or a Refusal when it cannot run before the batch expires."""
         key, expires_at = await self._key_of(batch_id)
         if key is None or not is_limited(key):
             return None
-        cost = estimate_cost(body)
+        cost = estimate_cost(body, url, self.prompt_tokens)
         queue = self._queues.setdefault(key.id, asyncio.Lock())
         async with queue:
             while True:

@@ -19,15 +19,18 @@ it ends; a lease left by a crashed process stops counting when it expires (`LEAS
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.core.models import LIMIT_KINDS, ApiKey, RateLimit
 from batchgate.core.ports import LimiterWrite, Store
+
+log = logging.getLogger("batchgate.ratelimit")
 
 LEASE_S = 900.0  # a parallel-request lease outlives any request; a crashed holder's stops counting after it
 _SLACK = 1e-9  # float rounding of the drain must not refuse a request exactly at the boundary
@@ -100,15 +103,28 @@ _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 _NOT_TEXT = frozenset({"model", "tools", "response_format", "metadata", "user", "stream_options"})
 
 
-def estimate_cost(body: Any) -> Cost:
-    """A request body's cost before it runs: its prompt tokens estimated from the length
-    of its text (about 4 characters a token) and its output as its `max_tokens` (0 when
-    it names none: the real count is settled afterwards)."""
+# (url, body) -> the prompt's tokens by its model's tokenizer; None where that cannot be told
+PromptTokens = Callable[[str, dict[str, Any]], int | None]
+
+
+def estimate_cost(body: Any, url: str = "", prompt_tokens: PromptTokens | None = None) -> Cost:
+    """A request body's cost before it runs: its prompt tokens counted by `prompt_tokens`
+    (the model's tokenizer, for a local model) or else estimated from the length of its
+    text (about 4 characters a token), and its output as its `max_tokens` (0 when it
+    names none). Either way the real count is settled afterwards."""
     if not isinstance(body, dict):
         return Cost()
-    chars = sum(_text_length(v) for k, v in body.items() if k not in _NOT_TEXT and not k.startswith("max_"))
     output = next((v for f in _OUTPUT_FIELDS if isinstance(v := body.get(f), int) and v > 0), 0)
-    return Cost(1, math.ceil(chars / 4), output)
+    counted = None
+    if prompt_tokens is not None:
+        try:
+            counted = prompt_tokens(url, body)
+        except Exception:  # an estimate: a counter's failure must not fail the request
+            log.exception("could not count the prompt tokens of a %s request; estimating", url)
+    if counted is None:
+        chars = sum(_text_length(v) for k, v in body.items() if k not in _NOT_TEXT and not k.startswith("max_"))
+        counted = math.ceil(chars / 4)
+    return Cost(1, counted, output)
 
 
 def _text_length(value: Any) -> int:

@@ -463,6 +463,15 @@ class Router:
             scoped = self._profiles[request.profile] = self.config.for_profile(request.profile) or self.config
         return scoped
 
+    def prompt_tokens(self, url: str, body: dict[str, Any]) -> int | None:
+        """The prompt's tokens counted by the backend of the model's first route, where it
+        can count them (a local model already loaded); None elsewhere."""
+        model = str(body.get("model"))
+        routes = self.config.chain(model)
+        backend = self.backends[routes[0].backend] if routes else self.default
+        count = getattr(backend, "prompt_tokens", None)
+        return None if count is None else count(url, {**body, "model": routes[0].model} if routes else body)
+
     async def execute(self, request: BackendRequest) -> BackendResponse:
         routes = self._config(request).chain(str(request.body.get("model")))
         if not routes:
@@ -512,6 +521,8 @@ class Router:
         route = routes[0]  # a stream cannot fall back once text has been sent
         routed = replace(request, body={**request.body, "model": route.model})
         async for delta in self.backends[route.backend].stream(routed):
+            if delta.input_tokens or delta.output_tokens:
+                delta.cost = route.cost(delta.input_tokens, delta.output_tokens, batch=not request.interactive)
             yield delta
 
     def models(self) -> list[str]:

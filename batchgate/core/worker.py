@@ -47,7 +47,7 @@ from batchgate.core.models import BatchJob, BatchStatus, ClaimedRequest, Request
 from batchgate.core.pacing import Admission, BatchPacer, Refusal
 from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, WorkerInfo
 from batchgate.core.prompts import PromptError, PromptLines
-from batchgate.core.ratelimit import Cost
+from batchgate.core.ratelimit import Cost, PromptTokens
 from batchgate.core.retention import Sweeper
 from batchgate.core.webhooks import WebhookDispatcher
 
@@ -97,6 +97,7 @@ class Worker:
         clock: Clock | None = None,
         budgets: Budgets | None = None,
         webhooks: WebhookDispatcher | None = None,
+        prompt_tokens: PromptTokens | None = None,
     ):
         self.store = store
         self.budgets = budgets  # pauses the batches of keys that spent their budget
@@ -128,7 +129,7 @@ class Worker:
         self.sweeper = Sweeper(store, blobs, self.clock, response_retention=self.config.response_retention)
         self._sweep_task: asyncio.Task[int] | None = None
         # batch lines wait for their key's rate limits (core/pacing.py)
-        self.pacer = BatchPacer(store, self.clock, self._db)
+        self.pacer = BatchPacer(store, self.clock, self._db, prompt_tokens)
         self._admissions: dict[tuple[str, int], Admission] = {}
         self._releases: set[asyncio.Task[None]] = set()
 
@@ -465,7 +466,7 @@ class Worker:
                 body = await self._db(self._render_prompt, claim.batch_id, body)
             except PromptError as exc:
                 return failed(exc.code, exc.message)
-        admitted = await self.pacer.admit(claim.batch_id, body)  # waits for the key's rate limits
+        admitted = await self.pacer.admit(claim.batch_id, body, claim.endpoint)  # waits for the key's rate limits
         if isinstance(admitted, Refusal):
             return failed("rate_limited", admitted.message)
         if admitted is not None:

@@ -13,6 +13,8 @@ import pytest
 from support import Server, answer, chat_line, jsonl, parse_jsonl, wait_for
 
 from batchgate.core.ports import BackendRequest
+from batchgate.core.ratelimit import estimate_cost
+from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig
 from batchgate.engines.local.backend import LocalBackend
 from batchgate.engines.local.catalog import ModelCatalog
 from batchgate.engines.local.engine import LlamaEngine, PromptTooLongError, SamplingParams
@@ -141,6 +143,33 @@ def test_backend_responses_and_errors(tmp_path: Path) -> None:
             ]
         finally:
             await backend.aclose()
+
+    asyncio.run(run())
+
+
+def test_rate_limits_count_a_loaded_models_prompt_with_its_tokenizer(tmp_path: Path) -> None:
+    """What a key's token limits charge at admission (core/ratelimit.estimate_cost): the
+    prompt's tokens by the local model's own tokenizer and chat template once it is
+    loaded, exactly what its usage reports; before that, the 4-characters estimate."""
+    backend = LocalBackend(ModelCatalog(tmp_path), default_model=MODEL, slots=2, ctx_per_slot=256)
+    router = Router(RoutingConfig(), {BUILTIN_BACKEND: backend}, backend)
+    body = chat_line("a", "Count the tokens of this question, please.", model=MODEL, max_tokens=2)["body"]
+    url = "/v1/chat/completions"
+
+    async def run() -> None:
+        assert router.prompt_tokens(url, body) is None, "not loaded: counting is no reason to load a model"
+        estimated = estimate_cost(body, url, router.prompt_tokens).input_tokens
+        try:
+            answer = await backend.execute(BackendRequest("a", url, body))
+            assert answer.status_code == 200
+            counted = estimate_cost(body, url, router.prompt_tokens)
+            assert counted.input_tokens == answer.input_tokens != estimated
+            assert counted.output_tokens == 2
+            assert router.prompt_tokens("/v1/embeddings", {"model": MODEL, "input": "x"}) is None
+            assert router.prompt_tokens(url, {"model": MODEL, "messages": "no list"}) is None, "refused later"
+        finally:
+            await backend.aclose()
+        assert router.prompt_tokens(url, body) is None, "closed"
 
     asyncio.run(run())
 

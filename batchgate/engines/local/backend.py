@@ -56,6 +56,7 @@ class LocalBackend:
         self.default_model = default_model
         self.slots, self.ctx_per_slot, self.threads, self.kv_type = slots, ctx_per_slot, threads, kv_type
         self._engines: dict[Path, LlamaEngine] = {}
+        self._loaded: dict[str, LlamaEngine] = {}  # by the model name requests use
         self._embeddings: EmbeddingEngine | None = None
         self._loading = threading.Lock()
         self._ids = IdSequence("cmpl-")
@@ -169,13 +170,20 @@ class LocalBackend:
         if tools is not None:
             params = replace(params, grammar=tools.grammar)
         engine = await asyncio.to_thread(self._engine, str(body["model"]))
-        if request.url == "/v1/chat/completions":
-            text = engine.chat_prompt(*prompt_messages(_messages(body), tools, engine.renders_tools))
-        elif isinstance(prompt := body.get("prompt"), str):
-            text = prompt
-        else:
-            raise _BadRequest("'prompt' must be a string.", "prompt")
-        return engine, engine.tokenize(text), params, tools
+        return engine, engine.tokenize(_prompt_text(engine, request.url, body, tools)), params, tools
+
+    def prompt_tokens(self, url: str, body: dict[str, Any]) -> int | None:
+        """The request's prompt tokens by its model's own tokenizer and chat template, what
+        rate limits charge at admission; None when that model is not loaded yet (counting
+        is no reason to load one) or the engine would refuse the request anyway."""
+        engine = self._loaded.get(str(body.get("model")))
+        if engine is None or url not in ("/v1/chat/completions", "/v1/completions"):
+            return None
+        try:
+            tools = tool_use(body) if url == "/v1/chat/completions" else None
+            return len(engine.tokenize(_prompt_text(engine, url, body, tools)))
+        except BatchgateError:  # refused later, or shut down meanwhile
+            return None
 
     def _engine(self, model: str) -> LlamaEngine:
         with self._loading:  # the first lines of a batch arrive together: load (and verify) once
@@ -185,6 +193,7 @@ class LocalBackend:
                 engine = self._engines[path] = LlamaEngine(
                     path, self.slots, self.ctx_per_slot, self.threads, kv_type=self.kv_type
                 )
+            self._loaded[model] = engine
             return engine
 
     def _response(
@@ -254,6 +263,7 @@ class LocalBackend:
         return [*names, EMBEDDING_MODEL] if embeddings_installed() else names
 
     async def aclose(self) -> None:
+        self._loaded.clear()  # nothing counts prompt tokens on an engine being closed
         for engine in self._engines.values():
             await asyncio.to_thread(engine.close)
         self._engines.clear()
@@ -298,6 +308,15 @@ class _BadRequest(InvalidRequestError):
 
     def __init__(self, message: str, param: str):
         super().__init__(message, param=param, code="invalid_value")
+
+
+def _prompt_text(engine: LlamaEngine, url: str, body: dict[str, Any], tools: ToolUse | None) -> str:
+    """The text the engine tokenizes: the chat template over the messages (and tools), or the prompt."""
+    if url == "/v1/chat/completions":
+        return engine.chat_prompt(*prompt_messages(_messages(body), tools, engine.renders_tools))
+    if isinstance(prompt := body.get("prompt"), str):
+        return prompt
+    raise _BadRequest("'prompt' must be a string.", "prompt")
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -208,6 +208,8 @@ class LlamaEngine:
         return self._chat(messages=messages, tools=tools).prompt  # type: ignore[arg-type]
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        if self._closed:  # its vocabulary is freed (close() frees it after its thread ends)
+            raise BackendError("The local engine is shut down.")
         data = text.encode()
         buffer = (L.llama_token * (len(data) + 16))()
         n = L.llama_tokenize(self._vocab, data, len(data), buffer, len(buffer), add_special, True)
