@@ -150,15 +150,14 @@ class Budgets:
         with self._lock:
             self._pending[key_id] = self._pending.get(key_id, 0.0) + cost
 
-    def spent_more(
-        self, key_id: str | None, cost: float, pending: float = 0.0, written_at: float | None = None
-    ) -> None:
-        """What this process metered to the key is written (at `time.monotonic()` `written_at`):
+    def spent_more(self, key_id: str | None, cost: float, pending: float = 0.0) -> None:
+        """What this process metered to the key, `cost`, is written to the ledger (just now):
         `pending` (what `spending` counted for it) is no longer pending, and `cost` is added
-        to the cached sum unless a read that began after the write has summed it already."""
+        to the cached sum unless a read that began since has summed it already (a read
+        that began as the write ended may count it twice until the next read: never less)."""
         if key_id is None or not (cost or pending):
             return
-        written_at = time.monotonic() if written_at is None else written_at
+        written_at = time.monotonic()
         with self._lock:
             if pending:
                 left = self._pending.get(key_id, 0.0) - pending
