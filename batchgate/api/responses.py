@@ -30,7 +30,8 @@ Body = Annotated[wire.ResponseCreateRequest, Depends(JsonBody(wire.ResponseCreat
     responses={
         200: {
             "description": "With `stream: true`: OpenAI's response events (`event: <type>` + `data: {...}`), "
-            "from `response.created` to `response.completed` (or `response.incomplete`).",
+            "from `response.created` to `response.completed` (or `response.incomplete`); for a model "
+            'served natively (`responses = "native"`), its upstream\'s own events, as it wrote them.',
             "content": event_stream(wire.StreamEvent),
         },
         **error_responses(*JSON_BODY_ERRORS, 404, *BACKEND_ERRORS),

@@ -536,12 +536,19 @@ class BackendResponse:
 
 @dataclass(slots=True)
 class StreamDelta:
-    """A piece of a streamed completion; the last one has the finish reason and usage."""
+    """A piece of a streamed completion; the last one has the finish reason and usage.
+
+    A stream of an upstream's own `/v1/responses` (a model served natively) is its events:
+    each delta holds one, `event` (`type` and the rest of its data, as the upstream wrote
+    it), and `text` the text it adds; the last one, `response.completed` (or
+    `response.incomplete`, `response.failed`), has the usage."""
 
     text: str
     finish_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    event: dict[str, Any] | None = None
+    cost: float = 0.0  # USD of the usage, when the route has a price (the router prices it)
 
 
 class Backend(Protocol):

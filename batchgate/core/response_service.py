@@ -7,10 +7,10 @@ project's stored conversations, their input items, their expiry and the event st
 A stored response expires `retention` seconds after it was created (OpenAI keeps them 30
 days): from then on it is not found, as if deleted, and the sweeper deletes its row.
 
-For a model served natively (`native`), a request that does not stream goes to the
-upstream as it came; `previous_response_id` must then name a response this project
-stored from a native answer too (the upstream holds that one). Otherwise, and for every
-streamed request, the request is translated to chat completions.
+For a model served natively (`native`), a request goes to the upstream as it came, and
+a streamed one's events come back as the upstream wrote them; `previous_response_id`
+must then name a response this project stored from a native answer too (the upstream
+holds that one). Otherwise the request is translated to chat completions.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class ResponseService:
     async def create(self, project: str, body: dict[str, Any]) -> wire.Response | dict[str, Any]:
         """The response: a `wire.Response`, or as a native upstream wrote it (a dict)."""
         previous = await self._previous(project, body)
-        if self.native(str(body.get("model"))) and (previous is None or previous.native):
+        if self._native(body, previous):
             return await self._forward(project, body, previous)
         t = await self._translate(body, previous)
         try:
@@ -92,11 +92,46 @@ class ResponseService:
         await self._keep(project, t, response)
         return response
 
+    def _native(self, body: dict[str, Any], previous: StoredResponse | None) -> bool:
+        """Whether the upstream answers the request itself: the model is served natively,
+        and what it continues, if anything, was answered natively too."""
+        return self.native(str(body.get("model"))) and (previous is None or previous.native)
+
     async def _forward(self, project: str, body: dict[str, Any], previous: StoredResponse | None) -> dict[str, Any]:
         """The request answered by its upstream's own /v1/responses."""
         answer = await self.backend.execute(BackendRequest(self._ids.next(), RESPONSES, body, interactive=True))
         response = dict(answer.body)
-        if body.get("store") is True and isinstance(response.get("id"), str):
+        await self._keep_native(project, body, previous, response)
+        return response
+
+    async def _forward_stream(
+        self, project: str, body: dict[str, Any], previous: StoredResponse | None
+    ) -> AsyncIterator[Event]:
+        """The request streamed by its upstream's own /v1/responses: its events as it wrote
+        them (the last one's response with the route's cost), its final response kept with
+        `store: true`. A refusal is raised before the first event; a stream that breaks off
+        after it ends with an `error` event."""
+        request = BackendRequest(self._ids.next(), RESPONSES, body, interactive=True)
+        sent, number = False, -1  # whether an event was sent; the last one's sequence_number
+        try:
+            async for delta in self.backend.stream(request):
+                event = delta.event
+                if event is None:
+                    continue
+                if event.get("type") in ("response.completed", "response.incomplete"):
+                    await self._keep_native(project, body, previous, event.get("response"))
+                sequence = event.get("sequence_number")
+                sent, number = True, sequence if isinstance(sequence, int) else number + 1
+                yield event
+        except BatchgateError as exc:
+            if not sent:
+                raise
+            yield {"type": "error", "sequence_number": number + 1, "code": exc.code, "message": exc.message, "param": exc.param}  # fmt: skip
+
+    async def _keep_native(
+        self, project: str, body: dict[str, Any], previous: StoredResponse | None, response: Any
+    ) -> None:
+        if body.get("store") is True and isinstance(response, dict) and isinstance(response.get("id"), str):
             history = previous.messages if previous else []
             record = StoredResponse(
                 response["id"],
@@ -108,7 +143,6 @@ class ResponseService:
                 native=True,
             )
             await asyncio.to_thread(self.store.add_response, record)
-        return response
 
     async def _keep(self, project: str, t: Translated, response: wire.Response) -> None:
         if t.request.store:
@@ -153,8 +187,15 @@ class ResponseService:
 
         Text streams as the engine writes it. With tools in play the answer is only known
         to be a call, and a valid one, once complete (the local engine does not stream
-        calls), so it is generated whole, then sent as the same events."""
-        t = await self._translate(body, await self._previous(project, body))
+        calls), so it is generated whole, then sent as the same events.
+
+        A model served natively streams its upstream's own events (`_forward_stream`)."""
+        previous = await self._previous(project, body)
+        if self._native(body, previous):
+            async for event in self._forward_stream(project, body, previous):
+                yield event
+            return
+        t = await self._translate(body, previous)
         created_at, response_id = int(self.clock.time()), new_id("resp_")
         start = base_response(t, response_id, created_at, bool(t.request.store))
         tools_in_play = bool(t.request.tools) and t.request.tool_choice != "none"

@@ -23,7 +23,9 @@ engine's own refusals are renamed to the Responses parameter (`response_format` 
 Models whose upstreams serve `/v1/responses` themselves (`responses = "native"` in
 batchgate.toml, `RoutingConfig.native_responses`) skip the translation: the request goes
 to the upstream as it came, the model renamed, and its answer comes back as the upstream
-wrote it, with the tokens metered and the route's `cost` added.
+wrote it, with the tokens metered and the route's `cost` added. Streamed too (`stream:
+true`): the upstream's own events go out as it wrote them (`StreamDelta.event`), the
+tokens metered from its last one (`response.completed`), whose response gets the `cost`.
 """
 
 from __future__ import annotations
@@ -471,6 +473,20 @@ def native_answer(answer: BackendResponse) -> BackendResponse:
     return answer
 
 
+def native_event(delta: StreamDelta) -> StreamDelta:
+    """An upstream's own stream event; the last one's response (it has the usage) with the
+    route's cost when priced."""
+    response = delta.event.get("response") if delta.event is not None else None
+    if delta.cost and delta.event is not None and isinstance(response, dict):
+        return replace(delta, event={**delta.event, "response": {**response, "cost": delta.cost}})
+    return delta
+
+
+async def _native_events(deltas: AsyncIterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
+    async for delta in deltas:
+        yield native_event(delta)
+
+
 class ResponsesBackend:
     """A Backend that runs `/v1/responses` lines as chat completions on `inner` (batch
     lines: the synchronous endpoint goes through `ResponseService`, which also stores),
@@ -517,7 +533,9 @@ class ResponsesBackend:
         return native_answer(await self.inner.execute(request))
 
     def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
-        return self.inner.stream(request)
+        # a `/v1/responses` stream is a native upstream's own (ResponseService sends no other)
+        deltas = self.inner.stream(request)
+        return _native_events(deltas) if request.url == RESPONSES else deltas
 
     def models(self) -> list[str]:
         return self.inner.models()

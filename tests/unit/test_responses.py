@@ -210,3 +210,100 @@ def test_a_stream_that_breaks_off_ends_with_error_and_failed_events() -> None:
     failed = got[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_unreachable"
     assert [e["sequence_number"] for e in got] == list(range(len(got)))
+
+
+class NativeUpstream(ScriptedBackend):
+    """An upstream's own /v1/responses stream: three events, the last with the usage (as
+    the openai-compat backend reads one), priced as the router prices it; `fail_after`
+    events, it loses the upstream instead; with `refuse`, it refuses the request."""
+
+    def __init__(self, fail_after: int | None = None, refuse: bool = False):
+        super().__init__()
+        self.fail_after, self.refuse = fail_after, refuse
+        self.got: list[BackendRequest] = []
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        self.got.append(request)
+        if self.refuse:
+            error = {"message": "no such reasoning effort", "type": "invalid_request_error", "param": "reasoning.effort"}  # fmt: skip
+            raise BackendRejectedError(BackendResponse(400, {"error": error}))
+        response = {"id": "resp_up", "object": "response", "created_at": 5, "status": "in_progress", "output": []}
+        done = {**response, "status": "completed", "output": [{"type": "message", "content": [{"type": "output_text", "text": "hi"}]}], "usage": {"input_tokens": 3, "output_tokens": 1}}  # fmt: skip
+        text = {"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi", "own": 1}
+        completed = {"type": "response.completed", "sequence_number": 2, "response": done}
+        deltas = [
+            StreamDelta("", event={"type": "response.created", "sequence_number": 0, "response": response}),
+            StreamDelta("hi", event=text),
+            StreamDelta("", "completed", 3, 1, event=completed, cost=0.5),
+        ]
+        for i, delta in enumerate(deltas):
+            if i == self.fail_after:
+                raise UpstreamUnreachableError("The upstream closed the connection.")
+            yield delta
+
+
+def _native_stream(backend: NativeUpstream, body: dict[str, Any]) -> tuple[ResponseService, list[dict[str, Any]]]:
+    service = ResponseService(ResponsesBackend(backend, lambda model: True), InMemoryStore(), native=lambda m: True)
+
+    async def events() -> list[dict[str, Any]]:
+        return [e async for e in service.stream("p", body)]
+
+    return service, asyncio.run(events())
+
+
+def test_a_native_stream_is_the_upstreams_own_events_priced_and_stored() -> None:
+    upstream = NativeUpstream()
+    body = {"model": "m", "input": "x", "stream": True, "store": True, "reasoning": {"effort": "high"}}
+    service, got = _native_stream(upstream, body)
+    (request,) = upstream.got
+    assert request.url == RESPONSES and request.body == body and request.interactive  # as it came
+    assert [e["type"] for e in got] == ["response.created", "response.output_text.delta", "response.completed"]
+    assert got[1] == {"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi", "own": 1}
+    assert got[0]["response"].get("cost") is None and got[2]["response"]["cost"] == 0.5
+    stored = service.store.get_response("resp_up", "p")
+    assert stored is not None and stored.native and stored.response == got[2]["response"]
+    assert stored.messages == [{"role": "user", "content": "x"}, {"role": "assistant", "content": "hi"}]
+
+
+def test_a_native_stream_refused_raises_and_one_that_breaks_off_ends_with_an_error_event() -> None:
+    with pytest.raises(BackendRejectedError) as refused:
+        _native_stream(NativeUpstream(refuse=True), {"model": "m", "input": "x", "stream": True})
+    assert refused.value.param == "reasoning.effort", "a native refusal names the Responses parameter as it is"
+    with pytest.raises(UpstreamUnreachableError):  # before its first event: an HTTP error
+        _native_stream(NativeUpstream(fail_after=0), {"model": "m", "input": "x", "stream": True})
+    service, got = _native_stream(NativeUpstream(fail_after=2), {"model": "m", "input": "x", "stream": True, "store": True})  # fmt: skip
+    assert [e["type"] for e in got] == ["response.created", "response.output_text.delta", "error"]
+    assert got[-1]["code"] == "upstream_unreachable" and got[-1]["sequence_number"] == 2
+    assert service.store.get_response("resp_up", "p") is None, "kept only when it completes"
+
+
+class Chunks:
+    """What `_sse_events` reads from an aiohttp response: its body in chunks."""
+
+    def __init__(self, *chunks: bytes):
+        self.chunks = chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+def test_an_upstreams_server_sent_events_are_read_in_chunks_of_any_size() -> None:
+    from batchgate.engines.openai_compat.backend import _sse_events
+
+    long = "x" * 300_000  # over aiohttp's line limit: a final response can be
+    body = (
+        b'event: response.created\r\ndata: {"type": "response.created", "sequence_number": 0}\r\n\r\n'
+        b'event: response.output_text.delta\ndata: {"sequence_number": 1, "delta": "' + long.encode() + b'"}\n\n'
+        b": a comment\n\ndata: [DONE]\n\n"
+        b'data: {"type": "response.completed", "sequence_number": 2}'  # the last, without its blank line
+    )
+
+    async def read(chunk: int) -> list[dict[str, Any]]:
+        pieces = [body[at : at + chunk] for at in range(0, len(body), chunk)]
+        return [event async for event in _sse_events(Chunks(*pieces))]  # type: ignore[arg-type]
+
+    for size in (1_000_000, 7, 65_536):
+        got = asyncio.run(read(size))
+        assert [e["type"] for e in got] == ["response.created", "response.output_text.delta", "response.completed"]
+        assert got[1]["delta"] == long and [e["sequence_number"] for e in got] == [0, 1, 2]

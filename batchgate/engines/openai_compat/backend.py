@@ -53,6 +53,9 @@ log = logging.getLogger("batchgate.upstream")
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 OVERLOAD_STATUSES = frozenset({429, 503})  # the upstream has more than it can take: fewer slots
 BACKOFF_MAX = 30.0  # seconds; also the most a Retry-After is honoured
+RESPONSES = "/v1/responses"
+# the events that end an upstream's /v1/responses stream (the last holds the usage)
+ENDING_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 DEFAULT_MAX_TOKENS = 256  # assumed output of a request without max_tokens, for the token cap
 
 
@@ -86,6 +89,10 @@ class UpstreamBackend:
         )
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        if request.url == RESPONSES:
+            async for delta in self._stream_events(request):
+                yield delta
+            return
         body = {**request.body, "stream": True, "stream_options": {"include_usage": True}}
         finish_reason, usage, chunks = None, None, 0
         response, permit = await self._post(replace(request, body=body), stream=True)
@@ -111,6 +118,38 @@ class UpstreamBackend:
             usage = {"completion_tokens": chunks}  # servers stream a token per chunk
         tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         yield StreamDelta("", finish_reason or "stop", tokens_in, tokens_out)
+
+    async def _stream_events(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
+        """The upstream's own /v1/responses stream (a model served natively): a delta per
+        event as it wrote it, the text of `response.output_text.delta` events as the
+        delta's text, and the usage of the final response on the last event. A stream that
+        breaks off, or ends before that last event, raises UpstreamTimeoutError or
+        UpstreamUnreachableError."""
+        response, permit = await self._post(replace(request, body={**request.body, "stream": True}), stream=True)
+        ended = False
+        try:
+            async with response:
+                async for event in _sse_events(response.content):
+                    kind = event["type"]
+                    if kind not in ENDING_EVENTS:
+                        text = event.get("delta") if kind == "response.output_text.delta" else None
+                        yield StreamDelta(text if isinstance(text, str) else "", event=event)
+                        continue
+                    ended = True
+                    answer = event.get("response")
+                    usage = (answer.get("usage") if isinstance(answer, dict) else None) or {}
+                    status = answer.get("status") if isinstance(answer, dict) else None
+                    tokens_in, tokens_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+                    yield StreamDelta("", str(status or kind), tokens_in, tokens_out, event=event)
+                    break
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            failure = _describe(exc)
+            error: type[BackendError] = UpstreamTimeoutError if "timed out" in failure else UpstreamUnreachableError
+            raise error(f"Upstream {self.name!r}: the stream broke off: {failure}.") from None
+        finally:
+            permit.release()
+        if not ended:
+            raise UpstreamUnreachableError(f"Upstream {self.name!r}: the stream ended before the response did.")
 
     def models(self) -> list[str]:
         return []  # the router lists the names the config maps to this upstream
@@ -219,6 +258,47 @@ class UpstreamBackend:
             return min(retry_after, BACKOFF_MAX)
         delay = min(BACKOFF_MAX, self._backoff_base * 2 ** (attempts - 1))
         return delay * random.uniform(0.5, 1.0)  # jitter: retries of many lines spread apart
+
+
+async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The JSON data of each server-sent event, its `type` the `event:` name where the data
+    has none; events whose data is not a JSON object (`[DONE]`) are left out. Read in
+    chunks, not lines: a final response's event can be longer than aiohttp's line limit."""
+    pending, event = bytearray(), _Event()
+    async for chunk in content.iter_any():
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, rest = bytes(pending).split(b"\n")
+        pending = bytearray(rest)
+        for line in lines:
+            if (data := event.line(line)) is not None:
+                yield data
+    for line in (bytes(pending), b""):  # the last line, and the end of the last event
+        if (data := event.line(line)) is not None:
+            yield data
+
+
+class _Event:
+    """A server-sent event as its lines arrive."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.data: list[bytes] = []
+
+    def line(self, line: bytes) -> dict[str, Any] | None:
+        """The event's data once a blank line ends it."""
+        line = line.rstrip(b"\r")
+        if line.startswith(b"data:"):
+            self.data.append(line[5:].removeprefix(b" "))
+        elif line.startswith(b"event:"):
+            self.name = line[6:].strip().decode(errors="replace")
+        elif not line:  # the end of the event
+            event = _json_body(b"\n".join(self.data)) if self.data else None
+            name, self.name, self.data = self.name, None, []
+            if event is not None and isinstance(event.setdefault("type", name), str):
+                return event
+        return None
 
 
 def _retry_after(headers: Any) -> float | None:
