@@ -31,7 +31,7 @@ from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
 from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
 from batchgate.core.keys import KeyService
-from batchgate.core.metering import MeteredBackend, no_price
+from batchgate.core.metering import MeteredBackend
 from batchgate.core.models import BatchJob
 from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
@@ -197,7 +197,7 @@ def build_services(
     # /v1/responses lines run as chat completions (ResponsesBackend), which may be agent lines
     # MeteredBackend: every model call of a synchronous request counts in its ledger row
     models = backend or make_backend(settings, routing)
-    metered = MeteredBackend(models, models.price if isinstance(models, Router) else no_price)
+    metered = MeteredBackend(models)  # the router prices each answer
     backend = ResponsesBackend(AgentBackend(metered), routing.native_responses)
     retention = {"batch": settings.retention_batch} if settings.retention_batch else {}
     files = FileService(store, blobs, settings.max_file_bytes, retention)

@@ -10,7 +10,7 @@ request's ledger row carries the sum. Batch lines are metered by the store inste
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from batchgate.core.errors import PermissionDeniedError
@@ -75,14 +75,6 @@ def caller_key_id() -> str | None:
 # which the store meters)
 current_usage: contextvars.ContextVar[SyncUsage | None] = contextvars.ContextVar("batchgate_usage", default=None)
 
-# USD for (model, input tokens, output tokens, batch?): the router's prices
-Pricer = Callable[[str, int, int, bool], float]
-
-
-def no_price(model: str, input_tokens: int, output_tokens: int, batch: bool) -> float:
-    """The price of a backend without prices (a scripted one)."""
-    return 0.0
-
 
 def _check_caller(request: BackendRequest) -> BackendRequest:
     """A synchronous request's models must be the caller key's to use (a batch's lines are
@@ -101,10 +93,9 @@ class MeteredBackend:
     allowed models and adds its usage to the current request's `SyncUsage`. Batch lines
     pass through untouched (the store meters them)."""
 
-    def __init__(self, inner: Backend, price: Pricer):
+    def __init__(self, inner: Backend):
         self.inner = inner
         self.name = inner.name
-        self.price = price
 
     async def execute(self, request: BackendRequest) -> BackendResponse:
         request = _check_caller(request)
@@ -122,9 +113,10 @@ class MeteredBackend:
         usage = current_usage.get() if request.interactive else None
         async for delta in self.inner.stream(request):
             if usage is not None and (delta.input_tokens or delta.output_tokens):
-                model = str(request.body.get("model"))
-                cost = self.price(model, delta.input_tokens, delta.output_tokens, False)
-                usage.add(model, None, None, delta.input_tokens, delta.output_tokens, cost)
+                usage.add(
+                    request.body.get("model"), delta.model, delta.backend,
+                    delta.input_tokens, delta.output_tokens, delta.cost,
+                )  # fmt: skip
             yield delta
 
     def models(self) -> list[str]:

@@ -548,7 +548,11 @@ class StreamDelta:
     input_tokens: int = 0
     output_tokens: int = 0
     event: dict[str, Any] | None = None
-    cost: float = 0.0  # USD of the usage, when the route has a price (the router prices it)
+    # the last one's, set by the router: USD of the usage (when priced), and the model and
+    # backend that answered (what the request log shows as resolved_model and backend)
+    cost: float = 0.0
+    model: str | None = None
+    backend: str | None = None
 
 
 class Backend(Protocol):

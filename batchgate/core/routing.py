@@ -513,16 +513,22 @@ class Router:
         return route.cost(input_tokens, output_tokens, batch)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[StreamDelta]:
-        routes = self._config(request).chain(str(request.body.get("model")))
+        model = str(request.body.get("model"))
+        routes = self._config(request).chain(model)
+        batch = not request.interactive
         if not routes:
             async for delta in self.default.stream(request):
+                if delta.input_tokens or delta.output_tokens:
+                    delta.cost = self.price(model, delta.input_tokens, delta.output_tokens, batch)
+                    delta.model, delta.backend = delta.model or model, self.default.name
                 yield delta
             return
         route = routes[0]  # a stream cannot fall back once text has been sent
         routed = replace(request, body={**request.body, "model": route.model})
         async for delta in self.backends[route.backend].stream(routed):
             if delta.input_tokens or delta.output_tokens:
-                delta.cost = route.cost(delta.input_tokens, delta.output_tokens, batch=not request.interactive)
+                delta.cost = route.cost(delta.input_tokens, delta.output_tokens, batch)
+                delta.model, delta.backend = route.model, route.backend
             yield delta
 
     def models(self) -> list[str]:

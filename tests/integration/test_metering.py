@@ -63,6 +63,8 @@ def test_each_synchronous_request_is_one_ledger_row(server: Server) -> None:
     assert first.cost == pytest.approx(price(first.input_tokens, first.output_tokens)) and first.cost > 0
     assert (first.model, first.backend, first.batch_id) == (MODEL, "scripted", None)
     assert stream.output_tokens > 0 and stream.cost == pytest.approx(price(stream.input_tokens, stream.output_tokens))
+    assert (stream.model, stream.resolved_model, stream.backend) == (MODEL, first.resolved_model, "scripted")
+    assert first.resolved_model is not None
     assert first.key_id == stream.key_id == bad.key_id != embed.key_id
     assert first.project_id != embed.project_id
     assert bad.error_code is not None and bad.input_tokens == 0 and bad.cost == 0

@@ -249,7 +249,7 @@ def test_a_streamed_response_is_the_upstreams_own_events_metered_and_stored(
     logs = httpx.get(server.url + "/v1/logs", params={"endpoint": "/v1/responses"}, timeout=10).json()["data"]
     answered = [row for row in logs if row["status_code"] == 200]
     assert len(answered) == 3 and {(r["input_tokens"], r["output_tokens"]) for r in answered} == {(100, 40)}
-    assert {r["model"] for r in answered} == {"reasoner"}
+    assert {(r["model"], r["resolved_model"], r["backend"]) for r in answered} == {("reasoner", UPSTREAM_MODEL, "up")}
     assert sum(r["cost"] for r in answered) == pytest.approx(3 * cost)
 
 
