@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine
 
-from batchgate.store.migrate import upgrade_postgres
+from batchgate.store.migrate import MIGRATIONS, sqlalchemy_url, upgrade_postgres
 
 ADMIN_URL = os.environ.get("BATCHGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 _PREFIX = f"bgtest_{os.getpid()}_"
@@ -64,6 +67,27 @@ def new_database() -> str:
     name = f"{_PREFIX}{secrets.token_hex(4)}"
     _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
     return _url(name)
+
+
+def empty_database() -> str:
+    """The URL of a new database with no schema (for migration tests; dropped when the run ends)."""
+    _template()  # skips, or fails in CI, when there is no PostgreSQL
+    name = f"{_PREFIX}e{secrets.token_hex(4)}"
+    _admin(f"CREATE DATABASE {name}")
+    return _url(name)
+
+
+def migrate(url: str, target: str, down: bool = False) -> None:
+    """Run the migrations of the database at `url` (SQLite or PostgreSQL) up, or down, to `target`."""
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, target)
+    finally:
+        engine.dispose()
 
 
 def _drop_stale() -> None:

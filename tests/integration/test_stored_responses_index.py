@@ -4,47 +4,36 @@ index is gone; the sweep deletes the expired responses with it."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from pgdb import _PREFIX, _admin, _template, _url
+from pgdb import empty_database, migrate
 from sqlalchemy import create_engine, inspect
 
 from batchgate.core.models import StoredResponse
 from batchgate.core.ports import Store
 from batchgate.store import SQLiteStore
-from batchgate.store.migrate import MIGRATIONS, sqlalchemy_url
+from batchgate.store.migrate import sqlalchemy_url
 from batchgate.store.postgres import PostgresStore
 
 
 def _migrate(url: str, target: str, down: bool = False) -> set[str]:
     """Migrate to `target`; the names of the responses table's indexes then."""
+    migrate(url, target, down)
     engine = create_engine(sqlalchemy_url(url))
     try:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, target)
         return {str(index["name"]) for index in inspect(engine).get_indexes("responses")}
     finally:
         engine.dispose()
 
 
 def _sqlite(tmp: Path) -> tuple[str, Callable[[], Store]]:
-    path = tmp / "r.db"
-    return f"sqlite:///{path}", lambda: SQLiteStore(path)
+    return f"sqlite:///{tmp / 'r.db'}", lambda: SQLiteStore(tmp / "r.db")
 
 
 def _postgres(tmp: Path) -> tuple[str, Callable[[], Store]]:
-    _template()  # skips when there is no PostgreSQL
-    name = f"{_PREFIX}r{secrets.token_hex(4)}"
-    _admin(f"CREATE DATABASE {name}")
-    url = _url(name)
+    url = empty_database()
     return url, lambda: PostgresStore(url, pool_size=2, migrate=False)
 
 

@@ -3,20 +3,17 @@ on SQLite and PostgreSQL: after it, usage read through the rollup equals the led
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from pgdb import _PREFIX, _admin, _template, _url
+from pgdb import empty_database, migrate
 from sqlalchemy import create_engine, text
 
 from batchgate.core.ledger import LedgerQuery, UsageRow, usage_of
 from batchgate.core.ports import Store
 from batchgate.store import SQLiteStore
-from batchgate.store.migrate import MIGRATIONS, sqlalchemy_url
+from batchgate.store.migrate import sqlalchemy_url
 from batchgate.store.postgres import PostgresStore
 
 NOW = 1_800_000_000
@@ -44,18 +41,6 @@ def _norm(rows: list[UsageRow]) -> list[tuple[object, ...]]:
     )
 
 
-def _upgrade(url: str, target: str) -> None:
-    engine = create_engine(sqlalchemy_url(url))
-    try:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            command.upgrade(config, target)
-    finally:
-        engine.dispose()
-
-
 def _seed(url: str) -> None:
     engine = create_engine(sqlalchemy_url(url))
     try:
@@ -77,24 +62,20 @@ def _seed(url: str) -> None:
 
 
 def _sqlite(tmp: Path) -> tuple[str, Callable[[], Store]]:
-    path = tmp / "m.db"
-    return f"sqlite:///{path}", lambda: SQLiteStore(path)
+    return f"sqlite:///{tmp / 'm.db'}", lambda: SQLiteStore(tmp / "m.db")
 
 
 def _postgres(tmp: Path) -> tuple[str, Callable[[], Store]]:
-    _template()  # skips when there is no PostgreSQL
-    name = f"{_PREFIX}m{secrets.token_hex(4)}"
-    _admin(f"CREATE DATABASE {name}")
-    url = _url(name)
+    url = empty_database()
     return url, lambda: PostgresStore(url, pool_size=2, migrate=False)
 
 
 @pytest.mark.parametrize("make", [_sqlite, _postgres], ids=["sqlite", "postgres"])
 def test_migration_backfills_the_rollup_from_the_ledger(make: Callable, tmp_path: Path) -> None:
     url, open_store = make(tmp_path)
-    _upgrade(url, "0013")
+    migrate(url, "0013")
     _seed(url)
-    _upgrade(url, "head")
+    migrate(url, "head")
     store = open_store()
     try:
         rows = store.list_ledger(LedgerQuery(limit=100)).data
