@@ -324,10 +324,15 @@ class Server:
 
 @contextmanager
 def run_server(
-    name: str, env: dict[str, str] | None = None, tmp_dir: Path | None = None, root: Path | None = None
+    name: str,
+    env: dict[str, str] | None = None,
+    tmp_dir: Path | None = None,
+    root: Path | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """A real `batchgate serve` on a free 127.0.0.1 port, with its own temp data dir;
-    `root`: run the batchgate source tree there instead of this one (A/B comparisons)."""
+    `root`: run the batchgate source tree there instead of this one (A/B comparisons);
+    `serve_args`: more options (`--no-worker`)."""
     data_dir = Path(tempfile.mkdtemp(prefix=f"batchgate-bench-{name}-", dir=tmp_dir))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     log_path = OUT_DIR / f"{name}-server.log"
@@ -350,6 +355,7 @@ def run_server(
         "--insecure-no-auth",
         "--log-level",
         "warning",
+        *serve_args,
     ]
     sampler: RssSampler | None = None
     try:
@@ -363,6 +369,38 @@ def run_server(
         if sampler is not None:
             sampler.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def worker_process(server: Server, k: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A `batchgate worker` on the server's data dir and environment (its store and
+    backend), for a server run with `--no-worker`; its output in out/."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHGATE_")}
+    env |= {"BATCHGATE_BACKEND": "scripted"} | server.env
+    cmd = [sys.executable, "-m", "batchgate", "worker", "--data-dir", str(server.data_dir), "--log-level", "warning"]
+    with open(server.log_path.with_name(f"{server.log_path.stem}-worker{k}.log"), "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+@contextmanager
+def fresh_database(admin_url: str, name: str) -> Iterator[dict[str, str]]:
+    """A new PostgreSQL database `name` on the server of `admin_url`, dropped after: the
+    environment that points a server at it."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield {"BATCHGATE_DATABASE_URL": admin_url.rsplit("/", 1)[0] + "/" + name}
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @contextmanager

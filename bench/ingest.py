@@ -101,25 +101,10 @@ def moto_s3() -> Iterator[dict[str, str]]:
         proc.wait(10)
 
 
-@contextlib.contextmanager
-def fresh_database(admin_url: str, k: int) -> Iterator[dict[str, str]]:
-    """A new PostgreSQL database for one run (dropped after): BATCHGATE_DATABASE_URL."""
-    import psycopg
-
-    name = f"bg_bench_ingest_{os.getpid()}_{k}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield {"BATCHGATE_DATABASE_URL": admin_url.rsplit("/", 1)[0] + "/" + name}
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def one_run(args, path: Path, k: int, env: dict[str, str]) -> Run:  # type: ignore[no-untyped-def]
     with contextlib.ExitStack() as stack:
         if args.store != "sqlite":
-            env = env | stack.enter_context(fresh_database(args.pg, k))
+            env = env | stack.enter_context(bc.fresh_database(args.pg, f"bg_bench_ingest_{os.getpid()}_{k}"))
         return measured_run(args, path, k, env)
 
 

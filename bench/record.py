@@ -17,6 +17,7 @@ comparison across machines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -60,6 +61,12 @@ def main() -> None:
     parser = bc.base_parser(__doc__.splitlines()[0], 100_000)
     parser.add_argument("--concurrency", type=int, default=256, help="BATCHGATE_CONCURRENCY (default 256)")
     parser.add_argument("--line-bytes", type=int, default=200, help="approximate bytes per input line")
+    parser.add_argument(
+        "--pg", default=None, help="a PostgreSQL admin URL: the store in a fresh database there (default: SQLite)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="separate `batchgate worker` processes (default 0: the in-process one)"
+    )
     args = parser.parse_args()
     n = args.lines
     work = Path(tempfile.mkdtemp(prefix="batchgate-bench-input-", dir=args.tmp_dir))
@@ -69,8 +76,15 @@ def main() -> None:
         print(f"generated {n:,} lines, {bc.mb(size)}")
         ref_before = reference(n, args.line_bytes, args.tmp_dir)
         print(f"reference (SQLite executemany insert): {ref_before:.2f} s")
-        env = {"BATCHGATE_CONCURRENCY": args.concurrency}
-        with bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir) as server, bc.client(server) as c:
+        env = {"BATCHGATE_CONCURRENCY": str(args.concurrency)}
+        with contextlib.ExitStack() as stack:
+            if args.pg:
+                env |= stack.enter_context(bc.fresh_database(args.pg, f"bg_bench_record_{os.getpid()}"))
+            serve_args = ("--no-worker",) if args.workers else ()
+            server = stack.enter_context(bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir, serve_args=serve_args))
+            for k in range(args.workers):
+                stack.enter_context(bc.worker_process(server, k))
+            c = stack.enter_context(bc.client(server))
             file_obj = bc.upload(c, path)
             batch = bc.create_batch(c, file_obj["id"])
             batch, seen = bc.wait_status(c, batch["id"], "in_progress", args.timeout, args.poll)
@@ -97,8 +111,10 @@ def main() -> None:
     run_s, fin_s, total_s = t_fin - t_ip, t_done - t_fin, t_done - t_ip
     rate = n / total_s
     ratio = rate / ref_rate
+    workers = f"{args.workers} separate `batchgate worker` processes" if args.workers else "the server's in-process one"
     table = [
         ("lines", f"{n:,} ({bc.mb(size)} input)"),
+        ("store, workers", f"{'PostgreSQL' if args.pg else 'SQLite'}, {workers}"),
         ("BATCHGATE_CONCURRENCY", str(args.concurrency)),
         ("reference SQLite insert", f"{ref:.2f} s = {ref_rate:,.0f} rows/s (runs: {ref_before:.2f}, {ref_after:.2f})"),
         ("in_progress -> finalizing", f"{run_s:.2f} s ({n / run_s:,.0f} lines/s)"),
@@ -106,7 +122,7 @@ def main() -> None:
         ("in_progress -> completed", f"{total_s:.2f} s = {rate:,.0f} lines/s"),
         ("ratio lines/s / reference rows/s", f"{ratio:.3f} (reference is {1 / ratio:.1f}x faster)"),
         ("GET /v1/batches/{id} during the run", bc.latency_summary(seen["_poll_latencies"])),
-        (f"server CPU during the run (cores busy, of {os.cpu_count()})", f"{cpu:.2f}"),
+        (f"server CPU during the run (cores busy, of {os.cpu_count()}; workers apart not counted)", f"{cpu:.2f}"),
         ("server peak RSS during the run", bc.mb(rss_peak)),
     ]
     result = bc.default_result(args) | {
