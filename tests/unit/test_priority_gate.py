@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from batchgate.engines.openai_compat.limits import DECREASE, PriorityGate
+from batchgate.engines.openai_compat.limits import DECREASE, INTERACTIVE_RESERVE_S, PriorityGate
 
 
 class Clock:
@@ -238,3 +238,36 @@ def test_a_limit_that_is_not_used_does_not_grow() -> None:
         assert gate.limit == 28
 
     asyncio.run(run())
+
+
+def test_while_interactive_requests_keep_coming_batch_lines_leave_a_slot_free() -> None:
+    clock = Clock()
+    gate = PriorityGate(3, clock=clock)
+
+    async def run() -> None:
+        batch = [await gate.acquire(False) for _ in range(3)]  # no interactive traffic yet: every slot
+        for p in batch:
+            p.release()
+        (await gate.acquire(True)).release()  # an interactive request: from now on one slot is kept
+        held = [await gate.acquire(False) for _ in range(2)]
+        third = asyncio.create_task(gate.acquire(False))
+        await asyncio.sleep(0.01)
+        assert not third.done() and gate.snapshot("u").in_flight == 2, "the reserved slot stays free"
+        interactive = await asyncio.wait_for(gate.acquire(True), 0.5)  # finds it at once
+        assert gate.snapshot("u").in_flight == 3
+        interactive.release()
+        held.pop().release()  # a batch slot frees: the waiting line takes it, the reserve stays
+        assert (await asyncio.wait_for(third, 0.5)).in_flight == 2
+        clock.now += INTERACTIVE_RESERVE_S  # no interactive request for a while: batch may fill the limit
+        assert (await asyncio.wait_for(gate.acquire(False), 0.5)).in_flight == 3
+
+    asyncio.run(run())
+
+
+def test_a_gate_of_one_slot_keeps_no_reserve() -> None:
+    async def run() -> int:
+        gate = PriorityGate(1)
+        (await gate.acquire(True)).release()
+        return (await asyncio.wait_for(gate.acquire(False), 0.5)).in_flight
+
+    assert asyncio.run(run()) == 1

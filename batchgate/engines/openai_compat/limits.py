@@ -18,6 +18,10 @@ Share = tuple[str, str]  # a batch line's project and batch
 
 DECREASE = 0.7  # the limit kept after an overload (CUBIC's factor: gentler than halving, and as safe)
 MAX_PAUSE = 60.0  # seconds: the most a Retry-After pauses batch admissions
+# after an interactive request, batch lines leave one slot free for this long: the next
+# interactive request finds it at once instead of waiting for a batch line to end (an
+# upstream whose slots all hold batch lines would add a whole request's time to it)
+INTERACTIVE_RESERVE_S = 10.0
 
 
 @dataclass(slots=True)
@@ -39,7 +43,9 @@ class PriorityGate:
     """Slots to one upstream, across event loops, with two refinements of a semaphore:
 
     Priority: waiting interactive requests get the next free slot before any waiting batch
-    line, first come first served; batch work fills what is left, taking turns between
+    line, first come first served, and while interactive requests keep coming (one in the
+    last INTERACTIVE_RESERVE_S) batch lines leave one slot of the limit free for the next;
+    batch work fills what is left, taking turns between
     shares (the worker passes a line's project and batch): between projects, then between
     a project's batches, so the lines one project or batch has in flight do not queue
     another's behind them (a 3-line batch is not behind the hundreds of lines a worker
@@ -63,6 +69,7 @@ class PriorityGate:
         self._paused_until = -math.inf  # batch admissions wait until then
         self._resume_pending = False
         self._in_use = 0
+        self._last_interactive = -math.inf
         self._lock = threading.Lock()
         self._interactive: deque[_Waiter] = deque()
         self._batch: dict[str, dict[str, deque[_Waiter]]] = {}  # by project, then batch, in turn order
@@ -86,8 +93,13 @@ class PriorityGate:
 
     async def acquire(self, interactive: bool, share: Share = ("", "")) -> Permit:
         with self._lock:
-            free = self._in_use < self.limit and not self._interactive
-            if free and (interactive or (not self._batch_waiting and not self._paused())):
+            if interactive:
+                self._last_interactive = self._clock()
+                free = self._in_use < self.limit and not self._interactive
+            else:
+                free = self._in_use < self._batch_limit() and not (self._interactive or self._batch_waiting)
+                free = free and not self._paused()
+            if free:
                 self._in_use += 1
                 return Permit(self, self._clock(), self._in_use)
             loop = asyncio.get_running_loop()
@@ -147,6 +159,12 @@ class PriorityGate:
     def _paused(self) -> bool:
         return self._clock() < self._paused_until
 
+    def _batch_limit(self) -> int:
+        """The slots batch lines may hold: one fewer than the limit while interactive
+        requests keep coming (none fewer at a limit of 1: batch work would stop)."""
+        recent = self._clock() - self._last_interactive < INTERACTIVE_RESERVE_S
+        return self.limit - 1 if recent and self.limit > 1 else self.limit
+
     def _forget(self, waiter: _Waiter, interactive: bool, share: Share) -> bool:
         """Take a waiter out of its queue; False if it is not there (it was granted)."""
         if interactive:
@@ -185,7 +203,7 @@ class PriorityGate:
         while self._in_use < self.limit:
             if self._interactive:
                 waiter = self._interactive.popleft()
-            elif self._batch_waiting and not self._paused():
+            elif self._batch_waiting and not self._paused() and self._in_use < self._batch_limit():
                 waiter = self._next_batch()
             else:
                 break
