@@ -56,6 +56,21 @@ def test_batched_generation_equals_one_at_a_time(engine: LlamaEngine) -> None:
     assert all(together_text)
 
 
+def test_a_priority_request_starts_while_every_slot_holds_a_batch_sequence(engine: LlamaEngine) -> None:
+    """The engine keeps one slot beyond its `slots` for priority (synchronous) requests:
+    one submitted while batch sequences fill every slot and more wait starts at once,
+    instead of after a batch sequence ends, and the waiting batch sequences do not take it."""
+    long = SamplingParams(max_tokens=300, temperature=0, grammar='root ::= "ab"{300}')  # no early end
+    batch = [engine.submit(prompt(engine, "Write a long story."), long) for _ in range(engine.slots + 2)]
+    wait_for(lambda: sum(f.running() for f in batch) == engine.slots, 30, 0.005)  # every slot taken, 2 wait
+    quick = engine.submit(prompt(engine, "Say hi."), SamplingParams(max_tokens=4, temperature=0), priority=True)
+    assert quick.result(60).text
+    assert not any(f.done() for f in batch), "the priority request ended before any batch sequence"
+    assert sum(f.running() for f in batch) == engine.slots, "the waiting batch sequences did not take its slot"
+    for f in batch:
+        f.result(300)
+
+
 def test_max_tokens_stop_and_usage(engine: LlamaEngine) -> None:
     tokens = prompt(engine, "Count from one to twenty in words, separated by commas.")
     capped = engine.submit(tokens, SamplingParams(max_tokens=5, temperature=0)).result(60)

@@ -4,7 +4,10 @@ Many sequences are decoded together: every step builds one `llama_batch` holding
 next token of each decoding sequence plus a chunk of prompt tokens of sequences still
 being prefilled, so prompt processing and decoding interleave and a short request is
 never stuck behind a long one. A sequence that finishes frees its slot at once and a
-waiting one takes it on the next step.
+waiting one takes it on the next step. Besides its `slots`, the context holds one more
+slot that only priority (synchronous) requests take: with every slot on batch
+sequences, a synchronous request starts on the next step instead of waiting for a batch
+sequence to end (seconds, with long generations).
 
 Each slot has its own KV stream (`kv_unified = false`): attention then never mixes
 sequences' cache layouts, and greedy output is the same token for token whatever else
@@ -98,6 +101,7 @@ class _Sequence:
     generated: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
     on_text: Callable[[str], None] | None = None  # called with the text so far, per token
+    priority: bool = False  # a synchronous request: may take the reserved slot
 
 
 # llama.cpp logs every tensor it loads to stderr; keep only our own logging. The ctypes
@@ -172,13 +176,14 @@ class LlamaEngine:
             raise BackendError(f"llama.cpp could not load {model_path}")
         self._vocab = L.llama_model_get_vocab(self._model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        # one more sequence than `slots`: the slot kept for priority requests (`_admit`)
         self._ctx = L.llama_init_from_model(
-            self._model, context_params(slots, ctx_per_slot, batch_tokens, threads, kv_type)
+            self._model, context_params(slots + 1, ctx_per_slot, batch_tokens, threads, kv_type)
         )
         if not self._ctx:
             raise BackendError(f"llama.cpp could not create a context for {model_path}")
         self._memory = L.llama_get_memory(self._ctx)
-        self._batch = L.llama_batch_init(batch_tokens, 0, slots)
+        self._batch = L.llama_batch_init(batch_tokens, 0, slots + 1)
         template = L.llama_model_chat_template(self._model, None)
         self._chat = Jinja2ChatFormatter(
             template=(template or b"").decode(),
@@ -245,7 +250,8 @@ class LlamaEngine:
         if params.grammar is not None:  # refuse a bad grammar now, not when the slot opens
             L.llama_sampler_free(self._grammar_sampler(params.grammar))
         future: concurrent.futures.Future[Generation] = concurrent.futures.Future()
-        sequence = _Sequence(prompt, params, future, max(0, min(params.max_tokens, room)), on_text=on_text)
+        tokens = max(0, min(params.max_tokens, room))
+        sequence = _Sequence(prompt, params, future, tokens, on_text=on_text, priority=priority)
         with self._wake:
             if priority:
                 self._waiting.appendleft(sequence)
@@ -284,8 +290,11 @@ class LlamaEngine:
                 sequence.future.set_exception(BackendError("The local engine was closed.", transient=True))
 
     def _admit(self) -> None:
-        free = [slot for slot in range(self.slots) if slot not in self._active]
+        # in order: slot `self.slots`, the last, is the one kept for priority sequences
+        free = [slot for slot in range(self.slots + 1) if slot not in self._active]
         while free and self._waiting:
+            if free[0] == self.slots and not self._waiting[0].priority:
+                break  # only the reserved slot is free (priority sequences wait first in line)
             sequence = self._waiting.popleft()
             if not sequence.future.set_running_or_notify_cancel():
                 continue
@@ -327,7 +336,9 @@ class LlamaEngine:
                 sequence.logits_at = n
                 add(sequence.pending, len(sequence.prompt) + sequence.generated - 1, sequence.slot, True)
                 sequence.pending = None
-        for sequence in self._active.values():  # prefilling ones share what room is left
+        # prefilling ones share what room is left, priority ones first (a long batch prompt
+        # would otherwise hold a synchronous request's prompt back for steps)
+        for sequence in sorted(self._active.values(), key=lambda s: not s.priority):
             while sequence.fed < len(sequence.prompt) and n < self.batch_tokens:
                 last = sequence.fed == len(sequence.prompt) - 1
                 if last:
