@@ -331,14 +331,19 @@ class LlamaEngine:
             batch.seq_id[n][0], batch.logits[n] = slot, logits
             n += 1
 
-        for sequence in self._active.values():  # decoding sequences: one token each
+        # while a priority (synchronous) prompt is being prefilled, a step carries only
+        # priority sequences: its first token comes as fast as on an idle engine, and the
+        # batch sequences wait that one step (their pending token is fed on the next)
+        urgent = any(s.priority and s.fed < len(s.prompt) for s in self._active.values())
+        stepping = [s for s in self._active.values() if s.priority or not urgent]
+        for sequence in stepping:  # decoding sequences: one token each
             if sequence.pending is not None:
                 sequence.logits_at = n
                 add(sequence.pending, len(sequence.prompt) + sequence.generated - 1, sequence.slot, True)
                 sequence.pending = None
         # prefilling ones share what room is left, priority ones first (a long batch prompt
         # would otherwise hold a synchronous request's prompt back for steps)
-        for sequence in sorted(self._active.values(), key=lambda s: not s.priority):
+        for sequence in sorted(stepping, key=lambda s: not s.priority):
             while sequence.fed < len(sequence.prompt) and n < self.batch_tokens:
                 last = sequence.fed == len(sequence.prompt) - 1
                 if last:
