@@ -150,5 +150,42 @@ def mmm(xs: list[float], digits: int = 2, unit: str = "") -> str:
     return f"min {lo:.{digits}f}{unit}, median {med:.{digits}f}{unit}, max {hi:.{digits}f}{unit}"
 
 
+def latency_round(idle: list[float], loaded: list[float], load_idle: float, load_loaded: float) -> dict[str, float]:
+    """One round of an idle-vs-loaded latency comparison (seconds in): p50 and p99 of each
+    in ms, their loaded/idle ratios, and the load average before each phase."""
+    row = {
+        "idle_p50_ms": percentile(idle, 0.5) * 1000,
+        "idle_p99_ms": percentile(idle, 0.99) * 1000,
+        "loaded_p50_ms": percentile(loaded, 0.5) * 1000,
+        "loaded_p99_ms": percentile(loaded, 0.99) * 1000,
+        "load_idle": load_idle,
+        "load_loaded": load_loaded,
+    }
+    row["p50_ratio"] = row["loaded_p50_ms"] / row["idle_p50_ms"]
+    row["p99_ratio"] = row["loaded_p99_ms"] / row["idle_p99_ms"]
+    return row
+
+
+def latency_table(rounds: list[dict[str, float]], what: str, digits: int) -> list[tuple[str, str]]:
+    """The report rows of `latency_round`s: idle and loaded p50 / p99 of `what` (min,
+    median, max over rounds), and the two ratios."""
+
+    def ms(name: str) -> str:
+        return mmm([r[name] for r in rounds], digits, " ms")
+
+    return [
+        (f"idle {what}p50 / p99", f"{ms('idle_p50_ms')} / {ms('idle_p99_ms')}"),
+        (f"loaded {what}p50 / p99", f"{ms('loaded_p50_ms')} / {ms('loaded_p99_ms')}"),
+        ("p50 ratio loaded/idle", mmm([r["p50_ratio"] for r in rounds])),
+        ("p99 ratio loaded/idle", mmm([r["p99_ratio"] for r in rounds])),
+    ]
+
+
+def load_range(rounds: list[dict[str, float]]) -> str:
+    """The lowest and highest load average read before a phase of `latency_round`s."""
+    loads = [r[k] for r in rounds for k in ("load_idle", "load_loaded")]
+    return f"{min(loads)}–{max(loads)}"
+
+
 def load1() -> float:
     return round(os.getloadavg()[0], 2)

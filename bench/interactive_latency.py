@@ -66,18 +66,9 @@ def main() -> None:
                 upstream_rate = served / (time.perf_counter() - t0)
                 running = c.get(f"/v1/batches/{batch['id']}").json()
                 sch.cancel_and_wait(c, batch["id"])
-                row = {
-                    "idle_p50_ms": sch.percentile(idle, 0.5) * 1000,
-                    "idle_p99_ms": sch.percentile(idle, 0.99) * 1000,
-                    "loaded_p50_ms": sch.percentile(loaded, 0.5) * 1000,
-                    "loaded_p99_ms": sch.percentile(loaded, 0.99) * 1000,
-                    "batch_lines_per_s_during": upstream_rate,
-                    "batch_done_before_cancel": running["request_counts"]["completed"],
-                    "load_idle": load_idle,
-                    "load_loaded": load_loaded,
-                }
-                row["p99_ratio"] = row["loaded_p99_ms"] / row["idle_p99_ms"]
-                row["p50_ratio"] = row["loaded_p50_ms"] / row["idle_p50_ms"]
+                row = sch.latency_round(idle, loaded, load_idle, load_loaded)
+                row["batch_lines_per_s_during"] = upstream_rate
+                row["batch_done_before_cancel"] = running["request_counts"]["completed"]
                 rounds.append(row)
                 print(
                     f"  round {i}: idle p50 {row['idle_p50_ms']:.1f} p99 {row['idle_p99_ms']:.1f} ms (load {load_idle})"
@@ -86,11 +77,8 @@ def main() -> None:
                     flush=True,
                 )
 
-    def col(name: str) -> list[float]:
-        return [r[name] for r in rounds]
-
     targets = Targets()
-    median_ratio = sch.min_median_max(col("p99_ratio"))[1]
+    median_ratio = sch.min_median_max([r["p99_ratio"] for r in rounds])[1]
     targets.check(
         "interactive p99 under batch load / idle p99 (median of rounds) <= 1.5", median_ratio, median_ratio <= 1.5
     )
@@ -98,15 +86,9 @@ def main() -> None:
         ("upstream", f"mock, {args.concurrency} at a time, {args.latency_ms:g} ms each ({capacity:.0f} lines/s)"),
         ("batch", f"{args.lines:,} lines, cancelled after each loaded phase"),
         ("sync requests", f"{args.requests} sequential per phase, {args.rounds} rounds (idle, loaded interleaved)"),
-        ("idle p50 / p99", f"{sch.mmm(col('idle_p50_ms'), 1, ' ms')} / {sch.mmm(col('idle_p99_ms'), 1, ' ms')}"),
-        ("loaded p50 / p99", f"{sch.mmm(col('loaded_p50_ms'), 1, ' ms')} / {sch.mmm(col('loaded_p99_ms'), 1, ' ms')}"),
-        ("p50 ratio loaded/idle", sch.mmm(col("p50_ratio"))),
-        ("p99 ratio loaded/idle", sch.mmm(col("p99_ratio"))),
-        ("batch lines/s during loaded phase", sch.mmm(col("batch_lines_per_s_during"), 0)),
-        (
-            "load average before each phase",
-            f"{min(col('load_idle') + col('load_loaded'))}–{max(col('load_idle') + col('load_loaded'))}",
-        ),
+        *sch.latency_table(rounds, "", 1),
+        ("batch lines/s during loaded phase", sch.mmm([r["batch_lines_per_s_during"] for r in rounds], 0)),
+        ("load average before each phase", sch.load_range(rounds)),
     ]
     result = default_result(args) | {"rounds": rounds}
     report("interactive_latency", args, table, result, targets)

@@ -91,17 +91,8 @@ def main() -> None:
             loaded = first_token_times(c, args.model, args.requests, args.max_tokens)
             running = c.get(f"/v1/batches/{batch['id']}").json()
             sch.cancel_and_wait(c, batch["id"])
-            row = {
-                "idle_p50_ms": sch.percentile(idle, 0.5) * 1000,
-                "idle_p99_ms": sch.percentile(idle, 0.99) * 1000,
-                "loaded_p50_ms": sch.percentile(loaded, 0.5) * 1000,
-                "loaded_p99_ms": sch.percentile(loaded, 0.99) * 1000,
-                "batch_done_before_cancel": running["request_counts"]["completed"],
-                "load_idle": load_idle,
-                "load_loaded": load_loaded,
-            }
-            row["p50_ratio"] = row["loaded_p50_ms"] / row["idle_p50_ms"]
-            row["p99_ratio"] = row["loaded_p99_ms"] / row["idle_p99_ms"]
+            row = sch.latency_round(idle, loaded, load_idle, load_loaded)
+            row["batch_done_before_cancel"] = running["request_counts"]["completed"]
             rounds.append(row)
             print(
                 f"  round {i}: idle TTFT p50 {row['idle_p50_ms']:.0f} p99 {row['idle_p99_ms']:.0f} ms (load {load_idle})"
@@ -110,11 +101,8 @@ def main() -> None:
                 flush=True,
             )
 
-    def col(name: str) -> list[float]:
-        return [r[name] for r in rounds]
-
     targets = Targets()
-    median_ratio = sch.min_median_max(col("p50_ratio"))[1]
+    median_ratio = sch.min_median_max([r["p50_ratio"] for r in rounds])[1]
     targets.check(
         "local engine: time to first token under batch load / idle (median of rounds) <= 1.5",
         median_ratio,
@@ -124,17 +112,8 @@ def main() -> None:
         ("engine", f"local, {args.model}, 8 slots"),
         ("batch", f"{args.lines} lines of {args.batch_max_tokens} tokens, cancelled after each loaded phase"),
         ("sync requests", f"{args.requests} sequential streamed, max_tokens {args.max_tokens}, {args.rounds} rounds"),
-        ("idle TTFT p50 / p99", f"{sch.mmm(col('idle_p50_ms'), 0, ' ms')} / {sch.mmm(col('idle_p99_ms'), 0, ' ms')}"),
-        (
-            "loaded TTFT p50 / p99",
-            f"{sch.mmm(col('loaded_p50_ms'), 0, ' ms')} / {sch.mmm(col('loaded_p99_ms'), 0, ' ms')}",
-        ),
-        ("p50 ratio loaded/idle", sch.mmm(col("p50_ratio"))),
-        ("p99 ratio loaded/idle", sch.mmm(col("p99_ratio"))),
-        (
-            "load average before each phase",
-            f"{min(col('load_idle') + col('load_loaded'))}–{max(col('load_idle') + col('load_loaded'))}",
-        ),
+        *sch.latency_table(rounds, "TTFT ", 0),
+        ("load average before each phase", sch.load_range(rounds)),
     ]
     result = default_result(args) | {"rounds": rounds}
     report("local_ttft", args, table, result, targets)
