@@ -128,6 +128,8 @@ _KEY_CHANGEABLE = (
 class InMemoryStore:
     """The Store protocol in memory. Thread-safe; every method is one atomic step."""
 
+    concurrent_writes = False
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._projects: dict[str, Project] = {}
@@ -1086,10 +1088,28 @@ def _words(value: Any) -> int:
 _completion_ids = IdSequence("cmpl-")
 
 
+# the answers' JSON shapes, made once by the protocol models (every field, as a real
+# backend's body): an echo copies them and fills in its values, because building and
+# dumping the models for every line costs more than the rest of a batch line's path
+_CHAT_SHAPE = ChatCompletion(
+    id="",
+    created=0,
+    model="",
+    choices=[ChatCompletionChoice(index=0, message=ChatCompletionMessage(content=""), finish_reason="stop")],
+    usage=CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+).model_dump()
+_COMPLETION_SHAPE = Completion(
+    id="",
+    created=0,
+    model="",
+    choices=[CompletionChoice(index=0, text="", finish_reason="stop")],
+    usage=CompletionUsage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+).model_dump()
+
+
 def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
     """The echo in the endpoint's response model, as a real backend's JSON body."""
     model = str(body["model"])
-    created = int(time.time())
     if url == "/v1/embeddings":
         inputs = body.get("input", "")
         inputs = inputs if isinstance(inputs, list) else [inputs]
@@ -1099,24 +1119,26 @@ def _echo(url: str, body: dict[str, Any]) -> BackendResponse:
             data=data, model=model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
         )
         return BackendResponse(200, embeddings.model_dump(), tokens, 0, model)
-    response: Completion | ChatCompletion
     if url == "/v1/completions":
         prompt = body.get("prompt", "")
         if not isinstance(prompt, (str, list)):  # refused as a real backend refuses it, not a crash
             raise InvalidRequestError("'prompt' must be a string or an array.", param="prompt", code="invalid_type")
         text = "echo: " + (prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
         tokens_in, tokens_out = _words(prompt), _words(text)
-        choice = CompletionChoice(index=0, text=text, finish_reason="stop")
-        response = Completion(id=_completion_ids.next(), created=created, model=model, choices=[choice])
+        shape = _COMPLETION_SHAPE
+        choice = {**shape["choices"][0], "text": text}
     else:
         messages = body.get("messages") or [{}]
         last = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
         text = "echo: " + (last if isinstance(last, str) else str(last))
         tokens_in, tokens_out = _words(messages), _words(text)
-        message = ChatCompletionMessage(content=text)
-        chat_choice = ChatCompletionChoice(index=0, message=message, finish_reason="stop")
-        response = ChatCompletion(id=_completion_ids.next(), created=created, model=model, choices=[chat_choice])
-    response.usage = CompletionUsage(
-        prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out
-    )
-    return BackendResponse(200, response.model_dump(), tokens_in, tokens_out, model)
+        shape = _CHAT_SHAPE
+        choice = {**shape["choices"][0]}
+        choice["message"] = {**choice["message"], "content": text}
+    usage = {**shape["usage"], "prompt_tokens": tokens_in, "completion_tokens": tokens_out}
+    usage["total_tokens"] = tokens_in + tokens_out
+    answer = {
+        **shape, "id": _completion_ids.next(), "created": int(time.time()), "model": model, "choices": [choice],
+        "usage": usage,
+    }  # fmt: skip
+    return BackendResponse(200, answer, tokens_in, tokens_out, model)

@@ -75,6 +75,11 @@ class Store(Protocol):
     Calls block: async code reaches a store through a thread (see `core/worker.py`).
     """
 
+    # whether two threads' writes proceed at once (PostgreSQL's row locks) rather than
+    # one after the other (SQLite's database lock): the worker then claims on a thread
+    # of its own while its results are being written
+    concurrent_writes: bool
+
     def close(self) -> None: ...
     def ping(self) -> None: ...
 

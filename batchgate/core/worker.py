@@ -120,10 +120,18 @@ class Worker:
         self._ready: deque[ClaimedRequest] = deque()
         self._lines: dict[tuple[str, int], bytes] = {}  # input lines of the ready ones, read with their chunk
         self._jobs_due = True  # look for a batch job at the next turn (else every poll_interval)
+        self._claiming: asyncio.Future[Any] | None = None  # the claim in flight (_fill)
+        self._queue_empty = False  # the last claim found no line
+        self._budgets_checked_at = 0.0  # time.monotonic() of the last check of the keys' budgets
+        self._stopping = False  # draining: claim no more
+        self._flushing: asyncio.Task[None] | None = None  # the flush in flight (_flush_soon)
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
         self._prompts: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self._store_thread: ThreadPoolExecutor | None = None
+        # claims on a thread of their own, where the store writes concurrently: a claim
+        # need not wait for a flush of results (on SQLite it would wait for its lock anyway)
+        self._claim_thread: ThreadPoolExecutor | None = None
         self._job_task: asyncio.Task[None] | None = None  # the batch job this worker runs
         self._validation_failures = ValidationFailures()
         self.sweeper = Sweeper(store, blobs, self.clock, response_retention=self.config.response_retention)
@@ -141,16 +149,25 @@ class Worker:
     async def _db(self, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run a store call on the worker's store thread: one thread, so the calls keep
         their order and the thread keeps its one connection."""
-        assert self._store_thread is not None, "store calls happen while the worker runs"
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._store_thread, functools.partial(call, *args, **kwargs))
+        return await self._submit(self._store_thread, call, *args, **kwargs)
+
+    @staticmethod
+    def _submit(
+        thread: ThreadPoolExecutor | None, call: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[R]:
+        """Queue a store call on one of the worker's store threads now; its future."""
+        assert thread is not None, "store calls happen while the worker runs"
+        return asyncio.get_running_loop().run_in_executor(thread, functools.partial(call, *args, **kwargs))
 
     # ---- the loop -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         self._wake = asyncio.Event()  # bound to this run's loop
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="batchgate-worker-store")
-        self._job_task = None
+        if self.store.concurrent_writes:
+            self._claim_thread = ThreadPoolExecutor(1, thread_name_prefix="batchgate-worker-claims")
+        self._job_task = self._claiming = self._flushing = None
+        self._stopping = False
         webhooks_task: asyncio.Task[None] | None = None
         try:
             await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, self.clock.time()))
@@ -163,13 +180,16 @@ class Worker:
                 webhooks_task.cancel()  # an attempt cut short is due again when its claim lapses
                 await asyncio.gather(webhooks_task, return_exceptions=True)
             await self._drain()
-            self._store_thread.shutdown(wait=False)
-            self._store_thread = None
+            for thread in (self._store_thread, self._claim_thread):
+                if thread is not None:
+                    thread.shutdown(wait=False)
+            self._store_thread = self._claim_thread = None
 
     async def _loop(self, stop: asyncio.Event) -> None:
         cfg = self.config
         last_beat = last_reap = last_sweep = 0.0  # on the clock
-        last_flush = last_status = last_budget = last_jobs = 0.0  # on time.monotonic()
+        last_flush = last_status = last_jobs = 0.0  # on time.monotonic()
+        self._budgets_checked_at = float("-inf")
         while not stop.is_set():
             now = self.clock.time()
             tick = self.last_tick = time.monotonic()
@@ -189,41 +209,45 @@ class Worker:
                     self._jobs_due, last_jobs = False, tick
                     self._job_task = await self._start_job(int(now))
                     if self._job_task is not None:
-                        last_budget = float("-inf")  # a batch may have appeared: check it while it validates
+                        self._budgets_checked_at = float(
+                            "-inf"
+                        )  # a batch may have appeared: check it while it validates
                 if now - last_sweep >= cfg.sweep_interval and (self._sweep_task is None or self._sweep_task.done()):
                     self._sweep_task = asyncio.create_task(self.sweep_expired_files())
                     last_sweep = now
                 if (self._inflight or self._ready) and tick - last_status >= cfg.status_check_interval:
                     await self._abandon_stopped_batches(int(now))
                     last_status = tick
-                if self.budgets is not None and tick - last_budget >= cfg.budget_check_interval:
+                if self.budgets is not None and not self._budgets_checked(tick):
                     # before claiming: a batch of a key that spent its budget is paused
                     # first, counting what this worker ran but has not recorded yet
-                    if self._results:
-                        await self._flush(int(now))
-                        last_flush = tick
-                    await self._db(self.budgets.enforce, now)
-                    last_budget = tick
-                claimed = await self._fill(int(now))
-                if self._results and (len(self._results) >= cfg.flush_rows or tick - last_flush >= cfg.flush_interval):
                     await self._flush(int(now))
+                    last_flush = tick
+                    await self._db(self.budgets.enforce, now)
+                    self._budgets_checked_at = tick
+                self._fill(from_loop=True)
+                if self._results and (len(self._results) >= cfg.flush_rows or tick - last_flush >= cfg.flush_interval):
+                    self._flush_soon(int(now))
                     last_flush = tick
             except Exception:
                 log.exception("worker loop error; retrying")
-                claimed = 0
                 await asyncio.sleep(cfg.poll_interval)
-            if claimed and len(self._inflight) + len(self._ready) < cfg.concurrency + self._ahead:
-                await asyncio.sleep(0)
-                continue
             self._wake.clear()
             timeout = cfg.flush_interval if self._results else cfg.poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    async def _settle_store_tasks(self) -> None:
+        """Wait for the claim and the flush in flight (their store calls finish anyway)."""
+        pending = [t for t in (self._claiming, self._flushing) if t is not None]
+        if pending:
+            await asyncio.wait(pending)
+
     async def _rejoin(self, now: float) -> None:
         """We were presumed dead (paused past dead_after) and reaped: our rows and job now
         belong to others. Drop them and come back under a new id."""
         log.warning("worker %s was reaped while alive; dropping %d in-flight rows", self.id, len(self._inflight))
+        await self._settle_store_tasks()
         for task in self._inflight.values():
             task.cancel()
         self._inflight.clear()
@@ -269,19 +293,54 @@ class Worker:
         """How many lines are claimed ahead of a free slot (and the claim chunk)."""
         return min(self.config.claim_batch, self.config.concurrency)
 
-    async def _fill(self, now: int) -> int:
-        cfg = self.config
-        room = cfg.concurrency + self._ahead - len(self._inflight) - len(self._ready)
-        # claim in chunks: one transaction per chunk keeps the store out of the hot path
-        claims: list[ClaimedRequest] = []
-        if room > 0 and not ((self._inflight or self._ready) and room < self._ahead // 2):
-            claims = await self._db(self.store.claim_requests, self.id, min(room, cfg.claim_batch), now)
-            # the chunk's input lines in a few reads (off the loop: on S3 a read is a GET)
-            if claims:
-                self._lines.update(await self._db(read_claimed_lines, self.blobs, claims))
-            self._ready.extend(claims)
+    def _fill(self, from_loop: bool = False) -> None:
+        """Start claimed lines while there are free slots, and claim the next chunk in
+        the background while there is room for it (one claim at a time). Called at each
+        turn of the loop and as lines end. Only the loop's turns claim after a claim that
+        found nothing (not every line that ends), and when the keys' budgets are due a
+        check, which the loop makes before it claims."""
+        room = self._room()
+        if (
+            self._claiming is None
+            and not self._stopping
+            and room > 0
+            and not ((self._inflight or self._ready) and room < self._ahead // 2)
+            and (from_loop or not self._queue_empty)
+        ):
+            if from_loop or self._budgets_checked(time.monotonic()):
+                # submitted now, before the lines started below take the loop
+                count, now = min(room, self.config.claim_batch), int(self.clock.time())
+                self._claiming = self._submit(self._claim_thread or self._store_thread, self._claim_chunk, count, now)
+                self._claiming.add_done_callback(self._claimed)
+            else:
+                self._wake.set()
         self._start_ready()
-        return len(claims)
+
+    def _budgets_checked(self, tick: float) -> bool:
+        """Whether the keys' budgets were checked recently enough to claim more lines."""
+        return self.budgets is None or tick - self._budgets_checked_at < self.config.budget_check_interval
+
+    def _room(self) -> int:
+        return self.config.concurrency + self._ahead - len(self._inflight) - len(self._ready)
+
+    def _claimed(self, claiming: asyncio.Future[tuple[list[ClaimedRequest], dict[tuple[str, int], bytes]]]) -> None:
+        self._claiming = None
+        if claiming.cancelled():
+            return
+        if (exc := claiming.exception()) is not None:
+            log.error("worker %s: claiming lines failed; retrying: %r", self.id, exc)
+            return
+        claims, lines = claiming.result()
+        self._queue_empty = not claims
+        self._lines.update(lines)
+        self._ready.extend(claims)
+        self._fill()  # the next chunk, if there is room for it
+
+    def _claim_chunk(self, count: int, now: int) -> tuple[list[ClaimedRequest], dict[tuple[str, int], bytes]]:
+        """Claim lines and read their input in a few reads (on the store thread, in one
+        call: a flush queued between the two would hold the claimed lines back)."""
+        claims = self.store.claim_requests(self.id, count, now)
+        return claims, read_claimed_lines(self.blobs, claims) if claims else {}
 
     def _start_ready(self) -> None:
         """Start claimed lines while there are free slots."""
@@ -294,13 +353,12 @@ class Worker:
             self._claims[key] = claim
 
     def _on_done(self, key: tuple[str, int], task: asyncio.Task[RequestResult]) -> None:
-        self._wake.set()
         if (admission := self._admissions.pop(key, None)) is not None:
             self._release(admission, task)
         if self._inflight.get(key) is not task:
             return  # abandoned (cancel, expiry, rejoin): its outcome is settled elsewhere
         del self._inflight[key]
-        self._start_ready()
+        self._fill()
         claim = self._claims.pop(key)
         if task.cancelled():
             return  # drain: the row goes back to the queue
@@ -315,9 +373,31 @@ class Worker:
                     error_code="internal_error", error_message=f"{type(exc).__name__}: {exc}",
                 )
             )  # fmt: skip
+        # the loop flushes the first result on time and flushes early when many wait;
+        # it is not woken by every line (a turn per line costs more than the line)
+        waiting = len(self._results)
+        if waiting == 1 or waiting >= self.config.flush_rows:
+            self._wake.set()
+
+    def _flush_soon(self, now: int) -> None:
+        """Record the results so far in the background (one flush at a time): the loop
+        goes on running lines while the store writes."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush(now))
+            self._flushing.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("worker %s: recording results failed; will retry: %r", self.id, exc)
+        self._wake.set()
 
     async def _flush(self, now: int) -> None:
+        """Record the results so far, after a flush still in flight."""
+        if self._flushing is not None and self._flushing is not asyncio.current_task():
+            await asyncio.wait([self._flushing])  # its failure is logged by _flushed
         results, self._results = self._results, []
+        if not results:
+            return
         try:
             await self._db(self.store.record_results, self.id, results, now)
         except BaseException:
@@ -380,6 +460,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Graceful stop: finish in-flight rows within a bound, record them, give back the rest."""
+        self._stopping = True
+        await self._settle_store_tasks()
         self._ready.clear()  # not started: reap_worker below gives them back to the queue
         self._lines.clear()
         if self._inflight:

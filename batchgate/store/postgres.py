@@ -166,6 +166,8 @@ def _prompt_version(row: Sequence[Any]) -> PromptVersion:
 
 
 class PostgresStore:
+    concurrent_writes = True  # row locks: a claim and a flush of results run at once
+
     def __init__(self, url: str, pool_size: int = 10, migrate: bool = True):
         self.url = url
         if migrate:

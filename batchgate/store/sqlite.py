@@ -140,6 +140,8 @@ def _file(row: tuple) -> FileRecord:
 
 
 class SQLiteStore:
+    concurrent_writes = False  # one writer at a time: the database lock
+
     def __init__(self, path: Path):
         self.path = path
         private_database(path)
