@@ -647,7 +647,8 @@ class InMemoryStore:
         now: float,
         count_running: bool,
         step: Callable[[dict[tuple[str, int], tuple[float, float]], int], LimiterWrite],
-    ) -> None:
+        wait: bool = True,  # in memory a step never waits long: always taken
+    ) -> bool:
         with self._lock:
             held = [e for k, e in self._leases.values() if k == key_id]
             write = step(dict(self._limit_levels.get(key_id, {})), sum(e > now for e in held) if count_running else 0)
@@ -659,6 +660,7 @@ class InMemoryStore:
                     if k == key_id and expires_at <= now:
                         del self._leases[lease]
                 self._leases[write.add_lease[0]] = (key_id, write.add_lease[1])
+        return True
 
     def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
         with self._lock:

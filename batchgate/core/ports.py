@@ -349,11 +349,14 @@ class Store(Protocol):
         now: float,
         count_running: bool,
         step: Callable[[dict[tuple[str, int], tuple[float, float]], int], LimiterWrite],
-    ) -> None:
+        wait: bool = True,
+    ) -> bool:
         """In one transaction, serialised with every other step of the key: read the key's
         limit levels and (if `count_running`, else 0) its leases unexpired at `now`, call
         `step(levels, running)`, and write what it returns (dropping the key's expired
-        leases when it adds one)."""
+        leases when it adds one). True when done. With `wait` False the step is taken
+        only if it can be at once, without waiting for another writer or a network round
+        trip (so that it may run on an event loop); else False, and nothing is done."""
         ...
 
     def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:

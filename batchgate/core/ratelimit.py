@@ -244,6 +244,16 @@ class Limiter:
     def acquire(self, key: ApiKey, cost: Cost, now: float) -> Decision:
         """Admit a request of `key` costing `cost` at `now`, charging its limits and (with
         max_parallel_requests) taking a lease; or the refusal, charging nothing."""
+        decision = self._acquire(key, cost, now, wait=True)
+        assert decision is not None
+        return decision
+
+    def try_acquire(self, key: ApiKey, cost: Cost, now: float) -> Decision | None:
+        """As `acquire`, if the store can take the step at once (on an event loop: no
+        thread hop); None, charging nothing, if it cannot (`Store.rate_limit_step`)."""
+        return self._acquire(key, cost, now, wait=False)
+
+    def _acquire(self, key: ApiKey, cost: Cost, now: float, wait: bool) -> Decision | None:
         parallel = key.max_parallel_requests
         outcome: list[Decision] = []
 
@@ -261,7 +271,8 @@ class Limiter:
             lease = (decision.lease, now + LEASE_S) if decision.lease else None
             return LimiterWrite(written, add_lease=lease)
 
-        self.store.rate_limit_step(key.id, now, parallel is not None, step)
+        if not self.store.rate_limit_step(key.id, now, parallel is not None, step, wait):
+            return None
         return outcome[0]
 
     def states(self, key: ApiKey, now: float) -> list[LimitState]:
@@ -275,18 +286,21 @@ class Limiter:
         self.store.rate_limit_step(key.id, now, False, step)
         return [_state(limit, in_use(seen[0], limit, now)) for limit in key.limits]
 
-    def release(self, key: ApiKey, decision: Decision, charged: Cost, used: Cost | None, now: float) -> None:
+    def release(
+        self, key: ApiKey, decision: Decision, charged: Cost, used: Cost | None, now: float, wait: bool = True
+    ) -> bool:
         """A request admitted by `decision` ended: give back its lease and settle what it
-        was `charged` with what it `used` (None: as charged)."""
+        was `charged` with what it `used` (None: as charged). With `wait` False, only if
+        the store can at once (as `try_acquire`); whether it was done."""
         delta = (
             Cost(0, used.input_tokens - charged.input_tokens, used.output_tokens - charged.output_tokens)
             if used
             else Cost(0)
         )
         if decision.lease is None and not any(delta.of(k) for k in TOKEN_KINDS):
-            return
+            return True
 
         def step(levels: Levels, running: int) -> LimiterWrite:
             return LimiterWrite(settle(key.limits, levels, delta, now), drop_lease=decision.lease)
 
-        self.store.rate_limit_step(key.id, now, False, step)
+        return self.store.rate_limit_step(key.id, now, False, step, wait)

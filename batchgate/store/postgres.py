@@ -931,10 +931,15 @@ class PostgresStore:
 
     # ---- rate limits (core/ratelimit.py) ----------------------------------------------
 
-    def rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> None:
+    def rate_limit_step(
+        self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step, wait: bool = True
+    ) -> bool:
+        if not wait:
+            return False  # every step is a round trip to the server
         with self._tx() as cur:
             cur.execute(ratelimit_sql.LOCK_KEY_SQL, (key_id,))  # the key's steps, one at a time
             ratelimit_sql.run_step(cur, "%s", key_id, now, count_running, step)
+        return True
 
     def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
         with self._tx() as cur:

@@ -889,9 +889,47 @@ class SQLiteStore:
 
     # ---- rate limits (core/ratelimit.py) ----------------------------------------------
 
-    def rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> None:
+    def rate_limit_step(
+        self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step, wait: bool = True
+    ) -> bool:
+        if not wait:
+            return self._try_rate_limit_step(key_id, now, count_running, step)
         with self._write() as conn:  # BEGIN IMMEDIATE: steps of every process run one at a time
             ratelimit_sql.run_step(conn, "?", key_id, now, count_running, step)
+        return True
+
+    def _try_rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> bool:
+        """The step, if the database's write lock is free now. On a connection of its own
+        that never waits for the lock and never checkpoints the WAL (both could stall the
+        event loop this runs on; the store's other connections checkpoint)."""
+        if not self._writer.acquire(blocking=False):
+            return False  # another thread of this process is writing
+        conn = self._try_conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            ratelimit_sql.run_step(conn, "?", key_id, now, count_running, step)
+            conn.execute("COMMIT")
+            return True
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False  # another process is writing: nothing was written
+            raise
+        finally:
+            if conn.in_transaction:  # never leave a connection holding the write lock
+                conn.execute("ROLLBACK")
+            self._writer.release()
+
+    def _try_conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "try_conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._local.try_conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
 
     def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
         with self._write() as conn:

@@ -111,6 +111,37 @@ def test_the_limiter_holds_across_threads_exactly(store: Store) -> None:
     assert admitted.count(True) == 50 and len(admitted) == 120
 
 
+def test_a_step_that_may_not_wait_is_taken_whole_or_not_at_all(store: Store) -> None:
+    """`wait=False` (the API's check on its event loop): the step is taken as a waiting
+    one is (True), or nothing is read or written (False: a store across the network
+    never steps without a round trip). Mixed with waiting steps on threads, the limit
+    holds exactly."""
+    key = a_key(store, limits=(RateLimit("requests", 40, 3600),), max_parallel_requests=1000)
+    limiter = Limiter(store)
+    tried: list[bool | None] = []
+    admitted: list[bool] = []
+
+    def hammer(wait: bool) -> None:
+        for _ in range(20):
+            decision = limiter.acquire(key, Cost(), NOW) if wait else limiter.try_acquire(key, Cost(), NOW)
+            if not wait:
+                tried.append(None if decision is None else decision.allowed)
+            if decision is not None:
+                admitted.append(decision.allowed)
+
+    threads = [threading.Thread(target=hammer, args=(wait,)) for wait in (True, False, True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert admitted.count(True) == 40, "every step taken counted once; none that was not"
+    assert len(tried) == 40 and len(admitted) == 40 + sum(t is not None for t in tried)
+    if not store.concurrent_writes:  # SQLite and memory step at once when no one else writes
+        assert limiter.try_acquire(key, Cost(), NOW + 1) is not None
+    else:
+        assert all(t is None for t in tried)
+
+
 def test_batch_pacing_notes(store: Store) -> None:
     assert store.batch_pacing(["batch_x"]) == {}
     store.set_batch_pacing("batch_x", NOW + 5.5, "waiting for requests=200/2s")

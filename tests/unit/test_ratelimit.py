@@ -4,10 +4,15 @@ settlement, the parallel cap, and the header values."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from pathlib import Path
+
 import pytest
 
 from batchgate.core.models import ApiKey, RateLimit
 from batchgate.core.ratelimit import Cost, Limiter, describe_limit, estimate_cost, parse_limit, reset_text
+from batchgate.store.sqlite import SQLiteStore
 from batchgate.testing import FakeClock, InMemoryStore
 
 T0 = 1_800_000_000.0
@@ -135,3 +140,29 @@ def test_estimates() -> None:
         estimate_cost({"model": "m", "prompt": "abc", "max_completion_tokens": 5, "max_tokens": 9}).output_tokens == 5
     )
     assert estimate_cost([1, 2]) == Cost()
+
+
+def test_a_sqlite_step_that_may_not_wait_gives_way_to_any_other_writer(tmp_path: Path) -> None:
+    """On SQLite `try_acquire` (the API's check on its event loop) steps only when the
+    write lock is free at once: while another process's connection, or another thread
+    of this process, writes it returns None and charges nothing."""
+    store = SQLiteStore(tmp_path / "batchgate.db")
+    store.ensure_project("p", 0)
+    key = ApiKey("key_1", "p", "", "bg-", 0, limits=(RateLimit("requests", 2, 60),), max_parallel_requests=5)
+    store.add_api_key(key, "h")
+    limiter = Limiter(store)
+    other = sqlite3.connect(tmp_path / "batchgate.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    started = time.perf_counter()
+    assert limiter.try_acquire(key, Cost(), T0) is None
+    assert time.perf_counter() - started < 0.5, "it does not wait for the lock"
+    other.execute("COMMIT")
+    with store._writer:  # another thread of this process writing
+        assert limiter.try_acquire(key, Cost(), T0) is None
+    first = limiter.try_acquire(key, Cost(), T0)
+    assert first is not None and first.allowed and first.lease is not None
+    assert limiter.acquire(key, Cost(), T0).allowed, "nothing was charged while it gave way: 2 of 2 now"
+    refused = limiter.try_acquire(key, Cost(), T0)
+    assert refused is not None and not refused.allowed
+    assert limiter.release(key, first, Cost(), None, T0, wait=False)
+    store.close()
