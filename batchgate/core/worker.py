@@ -123,7 +123,7 @@ class Worker:
         self._claiming: asyncio.Future[Any] | None = None  # the claim in flight (_fill)
         self._queue_empty = False  # the last claim found no line
         self._budgets_checked_at = 0.0  # time.monotonic() of the last check of the keys' budgets
-        self._stopping = False  # draining: claim no more
+        self._stopping = False  # draining or rejoining: claim no more
         self._flushing: asyncio.Task[None] | None = None  # the flush in flight (_flush_soon)
         self._results: list[RequestResult] = []
         self._wake = asyncio.Event()
@@ -247,6 +247,7 @@ class Worker:
         """We were presumed dead (paused past dead_after) and reaped: our rows and job now
         belong to others. Drop them and come back under a new id."""
         log.warning("worker %s was reaped while alive; dropping %d in-flight rows", self.id, len(self._inflight))
+        self._stopping = True  # no claim under the old id from here
         await self._settle_store_tasks()
         for task in self._inflight.values():
             task.cancel()
@@ -260,6 +261,7 @@ class Worker:
         # what the old id claimed after it was reaped is nobody's: back in the queue now,
         # not at the next reap
         await self._db(self.store.requeue_orphans)
+        self._stopping = False
 
     async def _start_job(self, now: int) -> asyncio.Task[None] | None:
         job = await self._db(self.store.claim_batch_job, self.id, now)
