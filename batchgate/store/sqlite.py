@@ -155,16 +155,23 @@ class SQLiteStore:
 
     # ---- connections --------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
+    def _conn(self, waits: bool = True) -> sqlite3.Connection:
+        """This thread's connection. With `waits` False, a second one that never waits for
+        the write lock and never checkpoints the WAL (the store's other connections do):
+        for a step on an event loop (`_try_rate_limit_step`)."""
+        name = "conn" if waits else "try_conn"
+        conn = getattr(self._local, name, None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60 if waits else 0)
+            if waits:
+                conn.execute("PRAGMA journal_mode=WAL")
+            else:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(f"PRAGMA busy_timeout={60000 if waits else 0}")
             conn.execute("PRAGMA cache_size=-8192")  # per connection, and there is one per thread
             conn.execute("PRAGMA temp_store=MEMORY")
-            self._local.conn = conn
+            setattr(self._local, name, conn)
             with self._lock:
                 self._connections.append(conn)
         return conn
@@ -899,37 +906,25 @@ class SQLiteStore:
         return True
 
     def _try_rate_limit_step(self, key_id: str, now: float, count_running: bool, step: ratelimit_sql.Step) -> bool:
-        """The step, if the database's write lock is free now. On a connection of its own
-        that never waits for the lock and never checkpoints the WAL (both could stall the
-        event loop this runs on; the store's other connections checkpoint)."""
+        """The step, if the database's write lock is free now. On a connection that never
+        waits for the lock and never checkpoints the WAL: either could stall the event
+        loop this runs on."""
         if not self._writer.acquire(blocking=False):
             return False  # another thread of this process is writing
-        conn = self._try_conn()
+        conn = self._conn(waits=False)
         try:
             conn.execute("BEGIN IMMEDIATE")
             ratelimit_sql.run_step(conn, "?", key_id, now, count_running, step)
             conn.execute("COMMIT")
             return True
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return False  # another process is writing: nothing was written
-            raise
+        except sqlite3.OperationalError:
+            # another process is writing (or the disk is full: the waiting step that the
+            # caller takes instead reports it as such); nothing was written
+            return False
         finally:
             if conn.in_transaction:  # never leave a connection holding the write lock
                 conn.execute("ROLLBACK")
             self._writer.release()
-
-    def _try_conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "try_conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-            conn.execute("PRAGMA busy_timeout=0")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._local.try_conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
 
     def set_batch_pacing(self, batch_id: str, until: float | None, note: str | None) -> None:
         with self._write() as conn:
