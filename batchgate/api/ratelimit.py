@@ -93,13 +93,17 @@ class RateLimits:
         long prompt's tokens, a store that is busy or across the network)."""
         estimated: Cost | None = None
         if size <= ON_LOOP_BYTES:
-            estimated = estimate_cost(payload, path, self.prompt_tokens)
+            estimated = estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
             decision = self.limiter.try_acquire(key, estimated, time.time())
             if decision is not None:
                 return estimated, decision
 
         def admit() -> tuple[Cost, Decision]:
-            cost = estimated if estimated is not None else estimate_cost(payload, path, self.prompt_tokens)
+            cost = (
+                estimated
+                if estimated is not None
+                else estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
+            )
             return cost, self.limiter.acquire(key, cost, time.time())
 
         return await run_in_threadpool(admit)

@@ -68,7 +68,7 @@ class BatchPacer:
         key, expires_at = await self._key_of(batch_id)
         if key is None or not is_limited(key):
             return None
-        cost = estimate_cost(body, url, self.prompt_tokens)
+        cost = estimate_cost(body, url, self.prompt_tokens, key.routing_profile)
         queue = self._queues.setdefault(key.id, asyncio.Lock())
         async with queue:
             while True:

@@ -23,9 +23,9 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from batchgate.core.models import LIMIT_KINDS, ApiKey, RateLimit
 from batchgate.core.ports import LimiterWrite, Store
@@ -103,11 +103,16 @@ _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 _NOT_TEXT = frozenset({"model", "tools", "response_format", "metadata", "user", "stream_options"})
 
 
-# (url, body) -> the prompt's tokens by its model's tokenizer; None where that cannot be told
-PromptTokens = Callable[[str, dict[str, Any]], int | None]
+class PromptTokens(Protocol):
+    """(url, body, the key's routing profile) -> the prompt's tokens by the tokenizer of
+    the model it will run on; None where that cannot be told."""
+
+    def __call__(self, url: str, body: dict[str, Any], profile: str | None = None) -> int | None: ...
 
 
-def estimate_cost(body: Any, url: str = "", prompt_tokens: PromptTokens | None = None) -> Cost:
+def estimate_cost(
+    body: Any, url: str = "", prompt_tokens: PromptTokens | None = None, profile: str | None = None
+) -> Cost:
     """A request body's cost before it runs: its prompt tokens counted by `prompt_tokens`
     (the model's tokenizer, for a local model) or else estimated from the length of its
     text (about 4 characters a token), and its output as its `max_tokens` (0 when it
@@ -118,7 +123,7 @@ def estimate_cost(body: Any, url: str = "", prompt_tokens: PromptTokens | None =
     counted = None
     if prompt_tokens is not None:
         try:
-            counted = prompt_tokens(url, body)
+            counted = prompt_tokens(url, body, profile)
         except Exception:  # an estimate: a counter's failure must not fail the request
             log.exception("could not count the prompt tokens of a %s request; estimating", url)
     if counted is None:

@@ -458,16 +458,20 @@ class Router:
         if problem is not None:
             error = {"message": problem, "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
             raise BackendRejectedError(BackendResponse(404, {"error": error}, backend=self.name))
-        scoped = self._profiles.get(request.profile)
+        return self._profile_config(request.profile)
+
+    def _profile_config(self, profile: str) -> RoutingConfig:
+        scoped = self._profiles.get(profile)
         if scoped is None:
-            scoped = self._profiles[request.profile] = self.config.for_profile(request.profile) or self.config
+            scoped = self._profiles[profile] = self.config.for_profile(profile) or self.config
         return scoped
 
-    def prompt_tokens(self, url: str, body: dict[str, Any]) -> int | None:
-        """The prompt's tokens counted by the backend of the model's first route, where it
-        can count them (a local model already loaded); None elsewhere."""
+    def prompt_tokens(self, url: str, body: dict[str, Any], profile: str | None = None) -> int | None:
+        """The prompt's tokens counted by the backend of the model's first route (through
+        the key's routing `profile`, as the request will be routed), where it can count
+        them (a local model already loaded); None elsewhere."""
         model = str(body.get("model"))
-        routes = self.config.chain(model)
+        routes = (self.config if profile is None else self._profile_config(profile)).chain(model)
         backend = self.backends[routes[0].backend] if routes else self.default
         count = getattr(backend, "prompt_tokens", None)
         return None if count is None else count(url, {**body, "model": routes[0].model} if routes else body)

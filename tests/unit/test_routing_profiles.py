@@ -10,6 +10,7 @@ import pytest
 
 from batchgate.core.errors import BackendRejectedError
 from batchgate.core.ports import BackendRequest
+from batchgate.core.ratelimit import estimate_cost
 from batchgate.core.routing import ConfigError, Router, parse_config
 from batchgate.testing import ScriptedBackend
 
@@ -107,3 +108,19 @@ def test_router_resolves_through_the_profile() -> None:
     assert (status, code) == (404, "model_not_found") and "'small'" in message
     status, code, message = _run(router, "m1", "gone")
     assert (status, code) == (404, "model_not_found") and "'gone'" in message
+
+
+def test_a_prompt_is_counted_by_the_model_the_keys_profile_routes_it_to() -> None:
+    """Rate limits charge a prompt's tokens as counted by the backend it will run on: for
+    a key with a routing profile, the profile's route (core/ratelimit.estimate_cost)."""
+
+    class Counting(ScriptedBackend):
+        def prompt_tokens(self, url: str, body: dict[str, object]) -> int:
+            return len(str(body["model"]))  # tells which model it was asked to count for
+
+    local = Counting()
+    router = Router(parse_config(tomllib.loads(CONFIG), "batchgate.toml"), {"local": local}, local)
+    body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+    assert router.prompt_tokens("/v1/chat/completions", body) == len("up-m1")
+    assert router.prompt_tokens("/v1/chat/completions", body, "swap") == len("other-m1")
+    assert estimate_cost(body, "/v1/chat/completions", router.prompt_tokens, "swap").input_tokens == len("other-m1")
