@@ -91,19 +91,15 @@ class RateLimits:
         """The request's estimated cost and the limiter's decision. A small body's is
         worked out on the loop when the store can step at once; otherwise on a thread (a
         long prompt's tokens, a store that is busy or across the network)."""
-        estimated: Cost | None = None
         if size <= ON_LOOP_BYTES:
-            estimated = estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
-            decision = self.limiter.try_acquire(key, estimated, time.time())
-            if decision is not None:
-                return estimated, decision
+            cost = estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
+            decision = self.limiter.try_acquire(key, cost, time.time())
+            if decision is None:
+                decision = await run_in_threadpool(lambda: self.limiter.acquire(key, cost, time.time()))
+            return cost, decision
 
         def admit() -> tuple[Cost, Decision]:
-            cost = (
-                estimated
-                if estimated is not None
-                else estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
-            )
+            cost = estimate_cost(payload, path, self.prompt_tokens, key.routing_profile)
             return cost, self.limiter.acquire(key, cost, time.time())
 
         return await run_in_threadpool(admit)

@@ -122,7 +122,7 @@ class Worker:
         self._jobs_due = True  # look for a batch job at the next turn (else every poll_interval)
         self._claiming: asyncio.Future[Any] | None = None  # the claim in flight (_fill)
         self._queue_empty = False  # the last claim found no line
-        self._budgets_checked_at = 0.0  # time.monotonic() of the last check of the keys' budgets
+        self._budgets_checked_at = float("-inf")  # time.monotonic() of the last check of the keys' budgets
         self._stopping = False  # draining or rejoining: claim no more
         self._flushing: asyncio.Task[None] | None = None  # the flush in flight (_flush_soon)
         self._results: list[RequestResult] = []
@@ -168,6 +168,7 @@ class Worker:
             self._claim_thread = ThreadPoolExecutor(1, thread_name_prefix="batchgate-worker-claims")
         self._job_task = self._claiming = self._flushing = None
         self._stopping = False
+        self._budgets_checked_at = float("-inf")
         webhooks_task: asyncio.Task[None] | None = None
         try:
             await self._db(self.store.register_worker, WorkerInfo(self.id, self.host, self.pid, self.clock.time()))
@@ -189,7 +190,6 @@ class Worker:
         cfg = self.config
         last_beat = last_reap = last_sweep = 0.0  # on the clock
         last_flush = last_status = last_jobs = 0.0  # on time.monotonic()
-        self._budgets_checked_at = float("-inf")
         while not stop.is_set():
             now = self.clock.time()
             tick = self.last_tick = time.monotonic()
@@ -209,9 +209,8 @@ class Worker:
                     self._jobs_due, last_jobs = False, tick
                     self._job_task = await self._start_job(int(now))
                     if self._job_task is not None:
-                        self._budgets_checked_at = float(
-                            "-inf"
-                        )  # a batch may have appeared: check it while it validates
+                        # a batch may have appeared: check its key's budget while it validates
+                        self._budgets_checked_at = float("-inf")
                 if now - last_sweep >= cfg.sweep_interval and (self._sweep_task is None or self._sweep_task.done()):
                     self._sweep_task = asyncio.create_task(self.sweep_expired_files())
                     last_sweep = now
