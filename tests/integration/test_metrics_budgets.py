@@ -148,8 +148,13 @@ def test_a_budget_refuses_sync_requests_and_pauses_batches_until_raised(start: C
 
     paused_id, cancelled_id = run_batch(spender, 4), run_batch(spender, 4)
     for batch_id in (paused_id, cancelled_id):
-        paused = wait_for(lambda b=batch_id: (x := spender.get(f"/v1/batches/{b}").json())["paused_reason"] and x)
-        assert paused["status"] == "in_progress" and paused["request_counts"]["completed"] == 0
+        # a batch is paused as soon as it is seen, validating or running; validation goes on while paused
+        paused = wait_for(
+            lambda b=batch_id: (
+                (x := spender.get(f"/v1/batches/{b}").json())["paused_reason"] and x["status"] == "in_progress" and x
+            )
+        )
+        assert paused["paused_reason"] == "budget_exhausted" and paused["request_counts"]["completed"] == 0
     assert spender.post(f"/v1/batches/{cancelled_id}/cancel").status_code == 200
     cancelled = finished(spender, cancelled_id)
     assert cancelled["status"] == "cancelled" and cancelled["paused_reason"] is None
