@@ -8,6 +8,7 @@ import json
 import pytest
 from support import chat_line, jsonl
 
+from batchgate.core import validation
 from batchgate.core.validation import ValidationLimits, iter_line_batches, validate_input
 
 ENDPOINT = "/v1/chat/completions"
@@ -135,3 +136,12 @@ def test_duplicates_across_chunks_are_merged_in_line_order_with_other_errors() -
     assert "already used by line 1" in errors[1].message
     _, capped = run(jsonl(rows), ValidationLimits(max_errors=2))
     assert [(e.line, e.code) for e in capped] == [(2, "invalid_json"), (6, "duplicate_custom_id")]
+
+
+def test_ids_whose_hashes_collide_are_not_duplicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "hash", lambda _: 7, raising=False)  # every id hashes alike
+    _, errors = run(jsonl([chat_line("a"), chat_line("b"), chat_line("c"), chat_line("b")]))
+    assert [(e.line, e.code) for e in errors] == [(4, "duplicate_custom_id")]
+    assert "already used by line 2" in errors[0].message
+    _, errors = run(jsonl([chat_line("a"), chat_line("b")]))
+    assert errors == []
