@@ -244,12 +244,13 @@ def validate_input(
 
 
 def _repeated(hashes: array[int]) -> set[int]:
-    """The values that occur more than once in `hashes`."""
+    """The values that occur more than once in `hashes` (which it sorts)."""
     if len(hashes) < 2:
         return set()
     import numpy  # here, not at the top: only processes that validate pay its ~20 MB
 
-    ordered = numpy.sort(numpy.frombuffer(hashes, dtype=numpy.int64))
+    ordered = numpy.frombuffer(hashes, dtype=numpy.int64)
+    ordered.sort()  # in place: the hashes are not needed in their order any more
     return set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
 
 
