@@ -34,6 +34,16 @@ def batch_insert_sql(p: str) -> str:
     )
 
 
+def batch_insert_values_sql() -> str:
+    """`batch_insert_sql` for a SQLite `{values}` list of `batch_params` rows (named
+    column1 … column13 there: the line, the 11 measures, the batch's pk)."""
+    measures = ", ".join(f"v.column{i}" for i in range(2, 13))
+    return (
+        f"INSERT INTO ledger ({COLUMNS}) SELECT '{BATCH}', b.project_id, b.key_id, b.id, v.column1, b.endpoint, "
+        f"{measures} FROM (VALUES {{values}}) AS v JOIN batches AS b ON b.pk = v.column13"
+    )
+
+
 def imported_insert_sql(p: str) -> str:
     """As `batch_insert_sql`, for a line an upstream's Batch API answered: its results may
     be imported again (after a crash), and a line already metered stays as it is."""

@@ -75,6 +75,7 @@ from batchgate.store import (
 )
 from batchgate.store.migrate import upgrade_sqlite
 from batchgate.store.private import private_database
+from batchgate.store.sqlite_rows import execute_values, id_set
 
 LINE_BITS = 32
 LINE_MASK = (1 << LINE_BITS) - 1
@@ -831,10 +832,10 @@ class SQLiteStore:
             taken += [(r[0] & LINE_MASK, r[1], r[2], r[3] + 1) for r in rows]
             requeued = len(rows) == want
         fresh = list(self._lines(conn, pk, cursor, min(cursor + want - len(taken), total)))
-        conn.executemany(
-            "INSERT INTO requests (id, offset, length, state, worker_id, attempts) "
-            f"VALUES (?, ?, ?, '{_RUNNING}', ?, 1)",
-            [(base | line, offset, length, worker_id) for line, offset, length in fresh],
+        execute_values(
+            conn,
+            "INSERT INTO requests (id, offset, length, state, worker_id, attempts) VALUES {values}",
+            [(base | line, offset, length, _RUNNING, worker_id, 1) for line, offset, length in fresh],
         )
         taken += [(line, offset, length, 1) for line, offset, length in fresh]
         conn.execute(
@@ -850,33 +851,39 @@ class SQLiteStore:
         with self._write() as conn:
             # only rows this worker still holds are written: one that was reaped and
             # requeued while it ran belongs to someone else now
-            held = {
-                row[0]
-                for row in conn.execute(
-                    f"SELECT id FROM requests INDEXED BY requests_running WHERE state = '{_RUNNING}' AND worker_id = ?",
-                    (worker_id,),
-                )
-            }
+            held = id_set(
+                conn,
+                "SELECT group_concat(id) FROM requests INDEXED BY requests_running "
+                f"WHERE state = '{_RUNNING}' AND worker_id = ?",
+                (worker_id,),
+            )
             keyed = [((self._pk(r.batch_id) << LINE_BITS) | r.line, r) for r in results]
             keyed = [(rid, r) for rid, r in keyed if rid in held]
-            conn.executemany(
-                "UPDATE requests SET state = ?, attempts = ?, worker_id = NULL, request_id = ?, "
-                "custom_id = coalesce(?, custom_id), status_code = ?, result = ?, error_code = ?, error_message = ?, "
-                "input_tokens = ?, output_tokens = ?, cost = ?, latency_ms = ?, backend = ?, model = ? WHERE id = ?",
+            latest = dict(keyed)  # a line twice in a flush: its last result
+            execute_values(
+                conn,
+                "WITH v(id, state, attempts, request_id, custom_id, status_code, result, error_code, error_message, "
+                "input_tokens, output_tokens, cost, latency_ms, backend, model) AS (VALUES {values}) "
+                "UPDATE requests SET state = v.state, attempts = v.attempts, worker_id = NULL, "
+                "request_id = v.request_id, custom_id = coalesce(v.custom_id, requests.custom_id), "
+                "status_code = v.status_code, result = v.result, error_code = v.error_code, "
+                "error_message = v.error_message, input_tokens = v.input_tokens, output_tokens = v.output_tokens, "
+                "cost = v.cost, latency_ms = v.latency_ms, backend = v.backend, model = v.model "
+                "FROM v WHERE requests.id = v.id",
                 [
                     (
-                        r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
-                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend, r.model, rid,
+                        rid, r.state.value, r.attempts, r.request_id, r.custom_id, r.status_code, r.body, r.error_code,
+                        r.error_message, r.input_tokens, r.output_tokens, r.cost, r.latency_ms, r.backend, r.model,
                     )
-                    for rid, r in keyed
+                    for rid, r in latest.items()
                 ],
             )  # fmt: skip
             metered = [
                 ledger_sql.batch_params(r, rid >> LINE_BITS, now)
-                for rid, r in dict(keyed).items()  # a line twice in a flush: its last result, as above
+                for rid, r in latest.items()
                 if r.state in METERED_STATES
             ]
-            conn.executemany(ledger_sql.batch_insert_sql("?"), metered)
+            execute_values(conn, ledger_sql.batch_insert_values_sql(), metered)
             rollup_sql.add_batch_lines(conn, "?", metered)
             for _, r in keyed:
                 t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
