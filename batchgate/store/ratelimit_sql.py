@@ -19,7 +19,7 @@ Step = Callable[[dict[tuple[str, int], tuple[float, float]], int], LimiterWrite]
 
 def run_step(db: Any, p: str, key_id: str, now: float, count_running: bool, step: Step) -> None:
     """Read, step and write inside the caller's transaction; `db` is a sqlite3 connection
-    or a psycopg cursor (both `execute` and `executemany`)."""
+    or a psycopg cursor."""
     rows = db.execute(f"SELECT kind, window_s, level, updated_at FROM rate_limit_levels WHERE key_id = {p}", (key_id,))
     levels = {(kind, window_s): (level, updated_at) for kind, window_s, level, updated_at in rows.fetchall()}
     running = 0
@@ -29,11 +29,14 @@ def run_step(db: Any, p: str, key_id: str, now: float, count_running: bool, step
         ).fetchone()[0]
     write = step(levels, running)
     if write.levels:
-        db.executemany(
+        # one statement for all the key's limits, not one per limit: each statement step
+        # gives up the GIL and waits to take it back while another thread computes
+        row = f"({p}, {p}, {p}, {p}, {p})"
+        db.execute(
             "INSERT INTO rate_limit_levels (key_id, kind, window_s, level, updated_at) "
-            f"VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (key_id, kind, window_s) "
+            f"VALUES {', '.join([row] * len(write.levels))} ON CONFLICT (key_id, kind, window_s) "
             "DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
-            [(key_id, kind, window_s, level, at) for (kind, window_s), (level, at) in write.levels.items()],
+            [v for (kind, window_s), (level, at) in write.levels.items() for v in (key_id, kind, window_s, level, at)],
         )
     if write.drop_lease is not None:
         db.execute(f"DELETE FROM rate_limit_leases WHERE id = {p}", (write.drop_lease,))
