@@ -16,6 +16,8 @@ independent (a batch on key B never waits on key A's limits).
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from batchgate.core.ratelimit import Cost, Decision, Limiter, PromptTokens, esti
 
 # runs a store call off the event loop (the worker's store thread)
 StoreCall = Callable[..., Awaitable[Any]]
+
+log = logging.getLogger("batchgate.pacing")
 
 KEY_TTL = 5.0  # seconds a batch's key (and its limits) is cached: an update applies within it
 # seconds between writes of a batch's pacing note; a note holds for twice that (or the
@@ -59,6 +63,7 @@ class BatchPacer:
         self.prompt_tokens = prompt_tokens  # a local model's tokenizer, where there is one
         self.limiter = Limiter(store)
         self._batches: dict[str, tuple[ApiKey | None, int, float]] = {}  # batch -> (key, expires_at, read at)
+        self._lookups: dict[str, asyncio.Future[tuple[ApiKey | None, int]]] = {}  # batch -> its read in flight
         self._queues: dict[str, asyncio.Lock] = {}  # key id -> its lines' queue
         self._noted: dict[str, float] = {}  # batch -> monotonic time of its last pacing note
 
@@ -100,8 +105,29 @@ class BatchPacer:
 
     async def _key_of(self, batch_id: str) -> tuple[ApiKey | None, int]:
         cached = self._batches.get(batch_id)
-        if cached is not None and time.monotonic() - cached[2] < KEY_TTL:
-            return cached[0], cached[1]
+        if cached is None:  # shielded: a line cancelled while it waits must not cancel the others' read
+            return await asyncio.shield(self._look_up(batch_id))
+        if time.monotonic() - cached[2] >= KEY_TTL:
+            # read again in the background; lines go on under the key as cached meanwhile
+            # (every line waiting for the read stalled the whole worker each KEY_TTL)
+            self._look_up(batch_id)
+        return cached[0], cached[1]
+
+    def _look_up(self, batch_id: str) -> asyncio.Future[tuple[ApiKey | None, int]]:
+        """The one read of a batch's key in flight, started if there is none: the lines of
+        a batch that ask together wait for one read, not one each."""
+        lookup = self._lookups.get(batch_id)
+        if lookup is None:
+            lookup = self._lookups[batch_id] = asyncio.ensure_future(self._read_key(batch_id))
+            lookup.add_done_callback(functools.partial(self._looked_up, batch_id))
+        return lookup
+
+    def _looked_up(self, batch_id: str, lookup: asyncio.Future[tuple[ApiKey | None, int]]) -> None:
+        del self._lookups[batch_id]
+        if not lookup.cancelled() and (exc := lookup.exception()) is not None:
+            log.warning("batch %s: reading its key failed; will retry: %r", batch_id, exc)
+
+    async def _read_key(self, batch_id: str) -> tuple[ApiKey | None, int]:
         batch = await self.db(self.store.get_batch, batch_id, None)
         key = await self.db(self.store.get_api_key, batch.key_id) if batch is not None and batch.key_id else None
         expires_at = batch.expires_at if batch is not None else 0

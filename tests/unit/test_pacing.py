@@ -7,17 +7,20 @@ SQLite runs the same SQL in the contract suite and the real-server tests)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from support import chat_line
 from unit.test_lifecycle import STORES, Harness
 
 from batchgate.app import build_services
+from batchgate.core import pacing
 from batchgate.core.metering import Caller, current_caller
-from batchgate.core.models import BatchStatus, RateLimit
-from batchgate.core.ports import BackendRequest, BackendResponse
+from batchgate.core.models import ApiKey, BatchRecord, BatchStatus, RateLimit
+from batchgate.core.pacing import BatchPacer
+from batchgate.core.ports import BackendRequest, BackendResponse, Store
 from batchgate.settings import Settings
 from batchgate.testing import FakeClock, MemoryBlobStore, ScriptedBackend
 
@@ -93,3 +96,62 @@ def test_a_key_without_limits_is_not_paced(harness: Harness) -> None:
     batch = harness.run_to_end(submit_as(harness, key_id, [chat_line(f"r{i}") for i in range(50)]))
     assert batch.completed == 50 and harness.clock.time() - started < 5
     assert harness.services.store.batch_pacing([batch.id]) == {}
+
+
+class CountingReads:
+    """The two store reads the pacer makes for a batch's key, counted; the key can change."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.profile = "first"
+
+    def get_batch(self, batch_id: str, project_id: str | None) -> BatchRecord:
+        self.reads += 1
+        return BatchRecord(
+            batch_id, "p", "/v1/chat/completions", "f", "24h", BatchStatus.IN_PROGRESS, 0, 99, key_id="k"
+        )
+
+    def get_api_key(self, key_id: str) -> ApiKey:
+        return ApiKey(key_id, "p", "key", "sk-", 0, routing_profile=self.profile)
+
+
+def test_a_batchs_key_is_read_once_for_its_lines_and_again_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = CountingReads()
+
+    async def db(call: Callable[..., Any], *args: Any) -> Any:
+        await asyncio.sleep(0.01)  # a store call takes a while: lines ask meanwhile
+        return call(*args)
+
+    pacer = BatchPacer(cast(Store, reads), FakeClock(), db)
+
+    async def scenario() -> None:
+        profiles = await asyncio.gather(*(pacer.routing_profile("b") for _ in range(200)))
+        assert profiles == ["first"] * 200 and reads.reads == 1, "one read for all the lines asking together"
+        reads.profile = "second"
+        assert await pacer.routing_profile("b") == "first", "cached"
+        monkeypatch.setattr(pacing, "KEY_TTL", 0.05)
+        await asyncio.sleep(0.06)
+        stale = await asyncio.gather(*(pacer.routing_profile("b") for _ in range(50)))
+        assert stale == ["first"] * 50, "past its time the cached key still answers at once, while it is read again"
+        await asyncio.sleep(0.05)
+        assert reads.reads == 2 and await pacer.routing_profile("b") == "second"
+
+    asyncio.run(scenario())
+
+
+def test_a_line_cancelled_while_its_batchs_key_is_read_does_not_fail_the_others() -> None:
+    reads = CountingReads()
+
+    async def db(call: Callable[..., Any], *args: Any) -> Any:
+        await asyncio.sleep(0.01)
+        return call(*args)
+
+    pacer = BatchPacer(cast(Store, reads), FakeClock(), db)
+
+    async def scenario() -> None:
+        first, second = (asyncio.ensure_future(pacer.routing_profile("b")) for _ in range(2))
+        await asyncio.sleep(0)
+        first.cancel()
+        assert await second == "first" and reads.reads == 1
+
+    asyncio.run(scenario())
