@@ -34,13 +34,21 @@ def batch_insert_sql(p: str) -> str:
     )
 
 
-def batch_insert_values_sql() -> str:
-    """`batch_insert_sql` for a SQLite `{values}` list of `batch_params` rows (named
-    column1 … column13 there: the line, the 11 measures, the batch's pk)."""
-    measures = ", ".join(f"v.column{i}" for i in range(2, 13))
+# the columns of `batch_params` rows, in their order
+LINE_COLUMNS = (
+    "line, model, resolved_model, backend, input_tokens, output_tokens, cost, latency_ms, status_code, "
+    "error_code, started_at, finished_at, batch_pk"
+)
+
+
+def lines_insert_sql(lines: str) -> str:
+    """Many batch lines' rows in one statement: `lines` is a row source named `v` with
+    LINE_COLUMNS (SQLite: a VALUES list, PostgreSQL: unnest of arrays); each line's
+    project, key and endpoint are read from its batch."""
     return (
-        f"INSERT INTO ledger ({COLUMNS}) SELECT '{BATCH}', b.project_id, b.key_id, b.id, v.column1, b.endpoint, "
-        f"{measures} FROM (VALUES {{values}}) AS v JOIN batches AS b ON b.pk = v.column13"
+        f"INSERT INTO ledger ({COLUMNS}) SELECT '{BATCH}', b.project_id, b.key_id, b.id, v.line, b.endpoint, "
+        "v.model, v.resolved_model, v.backend, v.input_tokens, v.output_tokens, v.cost, v.latency_ms, "
+        f"v.status_code, v.error_code, v.started_at, v.finished_at FROM {lines} JOIN batches AS b ON b.pk = v.batch_pk"
     )
 
 

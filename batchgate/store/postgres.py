@@ -917,13 +917,11 @@ class PostgresStore:
             return
         columns = list(zip(*rows, strict=True))
         cur.execute(
-            f"INSERT INTO ledger ({ledger_sql.COLUMNS}) SELECT 'batch', b.project_id, b.key_id, b.id, v.line, "
-            "b.endpoint, v.model, v.resolved_model, v.backend, v.input_tokens, v.output_tokens, v.cost, "
-            "v.latency_ms, v.status_code, v.error_code, v.started_at, v.finished_at "
-            "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], "
-            "%s::float8[], %s::bigint[], %s::bigint[], %s::text[], %s::float8[], %s::float8[], %s::bigint[]) "
-            "AS v(line, model, resolved_model, backend, input_tokens, output_tokens, cost, latency_ms, "
-            "status_code, error_code, started_at, finished_at, batch_pk) JOIN batches b ON b.pk = v.batch_pk",
+            ledger_sql.lines_insert_sql(
+                "unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], "
+                "%s::float8[], %s::bigint[], %s::bigint[], %s::text[], %s::float8[], %s::float8[], %s::bigint[]) "
+                f"AS v({ledger_sql.LINE_COLUMNS})"
+            ),
             [list(c) for c in columns],
             prepare=False,
         )

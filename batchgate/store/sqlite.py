@@ -883,7 +883,11 @@ class SQLiteStore:
                 for rid, r in latest.items()
                 if r.state in METERED_STATES
             ]
-            execute_values(conn, ledger_sql.batch_insert_values_sql(), metered)
+            execute_values(
+                conn,
+                f"WITH v({ledger_sql.LINE_COLUMNS}) AS (VALUES {{values}}) " + ledger_sql.lines_insert_sql("v"),
+                metered,
+            )
             rollup_sql.add_batch_lines(conn, "?", metered)
             for _, r in keyed:
                 t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
