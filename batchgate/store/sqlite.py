@@ -889,7 +889,7 @@ class SQLiteStore:
                 metered,
             )
             rollup_sql.add_batch_lines(conn, "?", metered)
-            for _, r in keyed:
+            for r in latest.values():
                 t = totals.setdefault(r.batch_id, [0, 0, 0, 0, 0.0])
                 t[0] += r.state == RequestState.SUCCEEDED
                 t[1] += r.state == RequestState.FAILED

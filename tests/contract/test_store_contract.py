@@ -508,6 +508,15 @@ def test_only_the_worker_holding_a_row_records_its_result(store: Store) -> None:
     assert batch is not None and (batch.completed, batch.status) == (2, BatchStatus.FINALIZING)
 
 
+def test_a_line_twice_in_one_flush_counts_once(store: Store) -> None:
+    b = validated(store, 2)
+    [first, _] = store.claim_requests("w", 2, NOW)
+    store.record_results("w", [succeeded(b.id, first.line), succeeded(b.id, first.line)], NOW)
+    batch = store.get_batch(b.id, A)
+    assert batch is not None and (batch.completed, batch.input_tokens, batch.status) == (1, 3, BatchStatus.IN_PROGRESS)
+    assert store.count_running(b.id) == 1
+
+
 @pytest.mark.parametrize("state", [RequestState.QUEUED, RequestState.RUNNING])
 def test_a_run_cannot_end_in_an_unfinished_state(store: Store, state: RequestState) -> None:
     b = validated(store, 1)
