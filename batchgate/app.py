@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
-import multiprocessing
-import os
-import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
 
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
@@ -29,25 +23,22 @@ from batchgate.core.clock import Clock, SystemClock
 from batchgate.core.completions import CompletionService
 from batchgate.core.errors import InvalidRequestError
 from batchgate.core.files import FileService
-from batchgate.core.jobs import JobConfig, JobExecutor, JobRunner, in_thread
+from batchgate.core.jobs import JobExecutor, in_thread
 from batchgate.core.keys import KeyService
 from batchgate.core.metering import MeteredBackend
-from batchgate.core.models import BatchJob
 from batchgate.core.operation_batches import OperationBatches
 from batchgate.core.operation_runs import OperationRuns
-from batchgate.core.passthrough import Passthrough
 from batchgate.core.ports import Backend, BlobStore, Store
 from batchgate.core.prompts import PromptService
 from batchgate.core.ratelimit import PromptTokens
 from batchgate.core.response_service import ResponseService
 from batchgate.core.responses import ResponsesBackend
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_config
-from batchgate.core.validation import ValidationLimits
 from batchgate.core.webhooks import WebhookDispatcher, WebhookService
 from batchgate.core.worker import Worker, WorkerConfig
 from batchgate.engines.webhook_sender import HttpWebhookSender
+from batchgate.jobs_process import SubprocessJobs, builtin_model_problem, job_runner, open_blobs, open_store
 from batchgate.settings import Settings
-from batchgate.store import LocalBlobStore, SQLiteStore
 
 log = logging.getLogger("batchgate")
 
@@ -71,15 +62,6 @@ def make_builtin_backend(settings: Settings) -> Backend:
 
         return ScriptedBackend()
     raise InvalidRequestError(f"Unknown backend {settings.backend!r}; available: local, scripted.", param="backend")
-
-
-def builtin_model_problem(settings: Settings) -> Callable[[str], str | None] | None:
-    """The check of model names for the built-in backend (None: it takes any name)."""
-    if settings.backend != "local":
-        return None
-    from batchgate.engines.local.catalog import local_model_problem
-
-    return local_model_problem
 
 
 def make_backend(settings: Settings, routing: RoutingConfig | None = None) -> Router:
@@ -119,30 +101,6 @@ class Services:
         self.store.close()
 
 
-def open_store(settings: Settings) -> Store:
-    """The store the settings name: PostgreSQL for a `postgresql://` database URL,
-    else SQLite in the data dir. Either brings its schema up to date first."""
-    if settings.database_url is None:
-        return SQLiteStore(settings.db_path)
-    from batchgate.store.postgres import PostgresStore, is_postgres_url
-
-    if not is_postgres_url(settings.database_url):
-        raise InvalidRequestError(f"unsupported database URL {settings.database_url!r}: use postgresql://...")
-    return PostgresStore(settings.database_url, settings.database_pool_size)
-
-
-def open_blobs(settings: Settings) -> BlobStore:
-    """Where file contents live: S3-compatible object storage for an `s3://` blob URL,
-    else the data dir's `files/` (also fine on a filesystem every host mounts)."""
-    if settings.blob_url is None:
-        return LocalBlobStore(settings.files_dir)
-    if not settings.blob_url.startswith("s3://"):
-        raise InvalidRequestError(f"unsupported blob URL {settings.blob_url!r}: use s3://bucket/prefix")
-    from batchgate.store.s3 import S3BlobStore
-
-    return S3BlobStore(settings.blob_url)
-
-
 def upgrade_database(settings: Settings) -> str:
     """Migrate the settings' database to the newest schema; where it is, for the operator."""
     from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
@@ -159,20 +117,21 @@ def upgrade_database(settings: Settings) -> str:
 def announces_work(store: Store) -> bool:
     """Whether the store tells every process when work appears (PostgreSQL's NOTIFY), so
     that a worker listening with `work_wakeups` need only poll as a fallback."""
-    from batchgate.store.postgres import PostgresStore
-
-    return isinstance(store, PostgresStore)
+    # not imported: no PostgresStore exists (importing it would load psycopg, ~15 MB, for nothing)
+    postgres = sys.modules.get("batchgate.store.postgres")
+    return postgres is not None and isinstance(store, postgres.PostgresStore)
 
 
 @contextlib.contextmanager
 def work_wakeups(store: Store, wake: Callable[[], object]) -> Iterator[None]:
     """While the block runs, call `wake` (from another thread) whenever any process
     announces work on this store; nothing on a store that does not announce it."""
-    from batchgate.store.postgres import PostgresStore, PostgresWakeups
-
-    if not isinstance(store, PostgresStore):
+    if not announces_work(store):
         yield
         return
+    from batchgate.store.postgres import PostgresStore, PostgresWakeups
+
+    assert isinstance(store, PostgresStore)
     wakeups = PostgresWakeups(store.url, wake)
     wakeups.start()
     try:
@@ -241,40 +200,6 @@ def open_keys(settings: Settings, check_profiles: bool = False) -> Iterator[KeyS
         yield KeyService(store, set(load_config(settings.config).profiles) if check_profiles else None)
     finally:
         store.close()
-
-
-def job_runner(s: Settings, store: Store, blobs: BlobStore, clock: Clock | None = None) -> JobRunner:
-    """The batch jobs on this store: validation checks every line's model against the
-    routing config and the built-in backend (no backend is built: names only)."""
-    routing = load_config(s.config)
-    limits = ValidationLimits(
-        max_line_bytes=s.max_line_bytes,
-        max_lines=s.max_lines,
-        max_errors=s.max_errors,
-        check_model=functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(s)),
-    )
-    passthrough = None
-    if any(route.native_batch for route in routing.routes.values()):
-        from batchgate.engines.openai_compat.native import NativeBatches
-
-        passthrough = Passthrough(
-            store,
-            blobs,
-            routing,
-            lambda upstream: NativeBatches(routing.upstreams[upstream]),
-            s.max_line_bytes,
-            poll_interval=s.upstream_poll_interval,
-            clock=clock,
-        )
-    builtin = builtin_model_problem(s)
-    config = JobConfig(
-        limits,
-        s.settle_grace,
-        passthrough,
-        routing.native_upstream,
-        lambda profile, model: routing.model_problem(model, builtin, profile=profile),
-    )
-    return JobRunner(store, blobs, config, clock)
 
 
 def build_worker(services: Services, backend: Backend | None = None, jobs_in_subprocess: bool = False) -> Worker:
@@ -354,73 +279,6 @@ async def close_worker(worker: Worker) -> None:
         await worker.webhooks.sender.aclose()
     if isinstance(worker.jobs, SubprocessJobs):
         await asyncio.to_thread(worker.jobs.close)
-
-
-class SubprocessJobs:
-    """Runs batch jobs in one child process.
-
-    Validating or finalizing a million-line batch is seconds of pure-Python CPU; in a
-    thread it would hold the GIL and slow every running batch and API call of the server
-    several-fold. A child process uses the other core instead. The child opens the same
-    SQLite store and files by path, and dies with its parent (PR_SET_PDEATHSIG), so a
-    kill -9 of the server can never leave it writing a batch another worker redoes.
-    """
-
-    def __init__(self, settings: Settings):
-        self._settings = settings.model_dump()
-        self._pool: ProcessPoolExecutor | None = None
-        self._warmup = self._executor().submit(_child_ready)  # start the child now, not on the first batch
-
-    @property
-    def ready(self) -> bool:
-        return self._warmup.done() and not self._warmup.exception()
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")  # never fork a threaded server
-            self._pool = ProcessPoolExecutor(
-                1,
-                context,
-                initializer=_child_init,
-                initargs=(self._settings, os.getpid(), logging.getLogger().getEffectiveLevel()),
-            )
-        return self._pool
-
-    async def __call__(self, job: BatchJob) -> int | None:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor(), _child_run, job)
-        except BrokenProcessPool:
-            self._pool = None  # the child died (e.g. OOM-killed); the next job starts a new one
-            raise
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-_child_runner: JobRunner | None = None
-
-
-def _child_init(settings: dict[str, Any], parent_pid: int, log_level: int) -> None:
-    global _child_runner
-    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere the child may outlive us
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the parent died before the line above took effect
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[jobs]: %(message)s")
-    # only the store and the files: jobs never call a backend, so none is loaded here
-    s = Settings(**settings)
-    _child_runner = job_runner(s, open_store(s), open_blobs(s))
-
-
-def _child_ready() -> bool:
-    return _child_runner is not None
-
-
-def _child_run(job: BatchJob) -> int | None:
-    assert _child_runner is not None
-    return _child_runner.run(job)
 
 
 class WorkerThread:

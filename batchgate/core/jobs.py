@@ -4,7 +4,7 @@ and finalize (write the result files and end the batch).
 Each job is idempotent, so a worker that dies mid-job leaves nothing another worker
 cannot redo from the store, and every write checks that the job is still this worker's.
 Jobs block (file I/O, many rows): a `JobExecutor` runs them off the worker's loop, in a
-thread (`in_thread`) or in a child process (`app.SubprocessJobs`).
+thread (`in_thread`) or in a child process (`jobs_process.SubprocessJobs`).
 """
 
 from __future__ import annotations

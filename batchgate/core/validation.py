@@ -8,6 +8,7 @@ line (1-based) and the field, in the shape of OpenAI's `errors.data[]`.
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -243,15 +244,22 @@ def validate_input(
     return result
 
 
+# up to this many lines, duplicates are found with Python's sort (a list of ints: ~4 MB)
+_SMALL = 100_000
+
+
 def _repeated(hashes: array[int]) -> set[int]:
     """The values that occur more than once in `hashes` (which it sorts)."""
     if len(hashes) < 2:
         return set()
-    import numpy  # here, not at the top: only processes that validate pay its ~20 MB
+    if len(hashes) <= _SMALL:  # a list of a few Python ints costs less than numpy's import
+        ordered = sorted(hashes)
+        return {a for a, b in itertools.pairwise(ordered) if a == b}
+    import numpy  # here, not at the top: only processes that validate a big file pay its ~20 MB
 
-    ordered = numpy.frombuffer(hashes, dtype=numpy.int64)
-    ordered.sort()  # in place: the hashes are not needed in their order any more
-    return set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+    in_place = numpy.frombuffer(hashes, dtype=numpy.int64)
+    in_place.sort()  # in place: the hashes are not needed in their order any more
+    return set(in_place[1:][in_place[1:] == in_place[:-1]].tolist())
 
 
 def _find_duplicates(

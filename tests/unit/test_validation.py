@@ -145,3 +145,15 @@ def test_ids_whose_hashes_collide_are_not_duplicates(monkeypatch: pytest.MonkeyP
     assert "already used by line 2" in errors[0].message
     _, errors = run(jsonl([chat_line("a"), chat_line("b")]))
     assert errors == []
+
+
+@pytest.mark.parametrize("small", [validation._SMALL, 1], ids=["python-sort", "numpy-sort"])
+def test_duplicates_are_found_by_either_sort(monkeypatch: pytest.MonkeyPatch, small: int) -> None:
+    monkeypatch.setattr(validation, "_SMALL", small)
+    rows = [chat_line(str(i)) for i in range(50)] + [chat_line("7"), chat_line("49"), chat_line("7")]
+    _, errors = run(jsonl(rows))
+    assert [(e.line, e.code) for e in errors] == [
+        (51, "duplicate_custom_id"),
+        (52, "duplicate_custom_id"),
+        (53, "duplicate_custom_id"),
+    ]
