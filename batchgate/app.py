@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import multiprocessing
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
@@ -112,6 +115,24 @@ def upgrade_database(settings: Settings) -> str:
         return str(settings.db_path)
     upgrade_postgres(settings.database_url)
     return redacted(settings.database_url)
+
+
+def upgrade_database_apart(settings: Settings) -> None:
+    """Migrate the settings' database, when it is behind, in a short-lived child process:
+    alembic and SQLAlchemy (~22 MB resident) then never load into a server or worker that
+    runs for days, whose store opens a database already at the head revision."""
+    from batchgate.store.migrate import is_at_head, upgrade_postgres, upgrade_sqlite
+
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        database: Path | str = settings.db_path
+        upgrade = functools.partial(upgrade_sqlite, settings.db_path)
+    else:
+        database = settings.database_url
+        upgrade = functools.partial(upgrade_postgres, settings.database_url)
+    if not is_at_head(database):
+        with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as child:
+            child.submit(upgrade).result()
 
 
 def announces_work(store: Store) -> bool:

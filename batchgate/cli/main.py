@@ -93,7 +93,7 @@ def serve(
     """Run the HTTP API (and, by default, a worker in the same process)."""
     from batchgate.api import create_app
     from batchgate.api.server import serve as serve_http
-    from batchgate.app import WorkerThread, build_services
+    from batchgate.app import WorkerThread, build_services, upgrade_database_apart
 
     _logging(log_level)
     _check_config(config)
@@ -105,6 +105,7 @@ def serve(
         config=config,
         insecure_no_auth=insecure_no_auth or None,
     )
+    upgrade_database_apart(settings)
     services = build_services(settings)
     worker = None if no_worker else WorkerThread.for_services(services)
     app = create_app(services, worker)
@@ -122,11 +123,21 @@ def serve(
 @click.option("--log-level", default="info", show_default=True)
 def worker(data_dir: Path | None, database_url: str | None, config: Path | None, log_level: str) -> None:
     """Run a worker process on the data dir or database (alongside `serve --no-worker`, or more workers)."""
-    from batchgate.app import billing_exporter, build_services, build_worker, close_worker, run_worker, work_wakeups
+    from batchgate.app import (
+        billing_exporter,
+        build_services,
+        build_worker,
+        close_worker,
+        run_worker,
+        upgrade_database_apart,
+        work_wakeups,
+    )
 
     _logging(log_level)
     _check_config(config)
-    services = build_services(_settings(home=data_dir, database_url=database_url, config=config))
+    settings = _settings(home=data_dir, database_url=database_url, config=config)
+    upgrade_database_apart(settings)
+    services = build_services(settings)
     w = build_worker(services, jobs_in_subprocess=True)
     console.print(f"worker {w.id} on {services.settings.home.resolve()}")
 

@@ -40,6 +40,13 @@ def upgrade_postgres(url: str) -> None:
     _upgrade(sqlalchemy_url(url), lock_key=_PG_MIGRATION_LOCK)
 
 
+def is_at_head(database: Path | str) -> bool:
+    """Whether the database (a SQLite file's path, or a `postgresql://` URL) is at the
+    head revision; read with its own driver."""
+    revision = _sqlite_revision(database) if isinstance(database, Path) else _postgres_revision(database)
+    return revision == HEAD
+
+
 def sqlalchemy_url(url: str) -> str:
     """The URL with the psycopg 3 driver named, as SQLAlchemy wants it."""
     scheme, rest = url.split("://", 1)

@@ -55,3 +55,24 @@ def test_a_sqlite_database_behind_the_head_is_upgraded(tmp_path: Path) -> None:
 def test_a_postgres_database_at_the_head_is_opened_without_alembic() -> None:
     url = new_database()  # a copy of the migrated template
     assert opened_with("postgres", "PostgresStore", repr(url)) == "[]"
+
+
+SERVE_STARTUP = """
+import sys
+from pathlib import Path
+from batchgate.app import build_services, upgrade_database_apart
+from batchgate.settings import Settings
+settings = Settings(home=Path({home!r}), backend="scripted")
+upgrade_database_apart(settings)  # what `batchgate serve` and `batchgate worker` do first
+build_services(settings).close()
+print(sorted(m for m in ("alembic", "sqlalchemy", "psycopg") if m in sys.modules))
+"""
+
+
+def test_a_server_on_a_new_data_dir_migrates_in_a_child_and_never_loads_alembic(tmp_path: Path) -> None:
+    home = tmp_path / "new-home"
+    code = SERVE_STARTUP.format(home=str(home))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"  # and psycopg neither: the store is SQLite
+    with sqlite3.connect(home / "batchgate.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (migrate.HEAD,)
