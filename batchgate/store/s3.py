@@ -4,16 +4,18 @@ shared by every API and worker process on every host.
 The endpoint and credentials come from the environment as for any AWS client
 (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3` for MinIO, Ceph, R2 and the like;
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`). Memory stays constant
-whatever the file size: an upload is sent as a multipart upload one part at a time
-(an object appears only when it completes, so a reader never sees half a file, and an
-upload that fails is aborted); a download is one streamed GET, seekable (validation and
+whatever the file size: an upload is sent as a multipart upload, up to PARTS_IN_FLIGHT
+parts at a time while the next part fills (an object appears only when it completes, so
+a reader never sees half a file, and an upload that fails is aborted); a download is one streamed GET, seekable (validation and
 operation output pages seek) by starting a new ranged GET where the reader seeks to.
 """
 
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -24,6 +26,10 @@ from botocore.exceptions import ClientError
 from batchgate.core.errors import NotFoundError
 
 PART_SIZE = 8 * 1024 * 1024  # S3 wants parts of at least 5 MiB, except the last
+# parts sent at once, beside the one filling: the upload's memory is (1 + this) parts.
+# Sent one at a time, a part's PUT stopped the reading of the client's body, and one
+# stream was slower than the object store takes (bench/ingest.py --store postgres+s3)
+PARTS_IN_FLIGHT = 2
 READ_BUFFER = 1024 * 1024
 
 
@@ -41,47 +47,70 @@ def _missing(exc: ClientError) -> bool:
 
 
 class _MultipartWriter:
-    """Buffers one part; each full part is uploaded as it fills."""
+    """Buffers one part; each full part is uploaded as it fills, on threads, up to
+    PARTS_IN_FLIGHT at once (a write waits for the oldest when that many are in flight)."""
 
     def __init__(self, client: Any, bucket: str, key: str, part_size: int):
         self._client, self._bucket, self._key, self._part_size = client, bucket, key, part_size
         self._buffer = bytearray()
         self._upload_id: str | None = None
+        self._sending: deque[Future[dict[str, Any]]] = deque()
         self._parts: list[dict[str, Any]] = []
+        self._senders: ThreadPoolExecutor | None = None
         self.size = 0
 
     def write(self, data: bytes) -> None:
         self._buffer += data
         self.size += len(data)
         while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
+            with memoryview(self._buffer) as view:
+                part = bytes(view[: self._part_size])  # one copy, not a bytearray's and then bytes'
             del self._buffer[: self._part_size]
-            self._upload_part(part)
+            self._send_part(part)
 
-    def _upload_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytes) -> None:
         if self._upload_id is None:
             created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
             self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+            self._senders = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="batchgate-s3-part")
+        assert self._senders is not None
+        while len(self._sending) >= PARTS_IN_FLIGHT:
+            self._parts.append(self._sending.popleft().result())  # raises the part's failure
+        number = len(self._parts) + len(self._sending) + 1
+        self._sending.append(self._senders.submit(self._upload_part, number, data))
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
         answer = self._client.upload_part(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
         )
-        self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+        return {"ETag": answer["ETag"], "PartNumber": number}
 
     def commit(self) -> None:
         if self._upload_id is None:  # smaller than a part: one PUT
             self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer))
             return
         if self._buffer:
-            self._upload_part(bytes(self._buffer))
+            self._send_part(bytes(self._buffer))
             self._buffer.clear()
+        while self._sending:
+            self._parts.append(self._sending.popleft().result())
+        self._stop_senders()
         self._client.complete_multipart_upload(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
         )
 
     def abort(self) -> None:
         if self._upload_id is not None:  # else nothing was sent
+            for sending in self._sending:
+                sending.cancel()
+            wait(self._sending)  # parts still being sent, before the upload they belong to goes
+            self._stop_senders()
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+
+    def _stop_senders(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=False)  # every part is done here: nothing is left to wait for
+            self._senders = None
 
 
 class _ObjectReader(io.RawIOBase):

@@ -12,6 +12,7 @@ import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import httpx
@@ -19,7 +20,7 @@ import pytest
 from support import TERMINAL, Server, chat_line, free_port, jsonl, parse_jsonl, wait_for
 
 from batchgate.core.errors import NotFoundError
-from batchgate.store.s3 import S3BlobStore
+from batchgate.store.s3 import PARTS_IN_FLIGHT, S3BlobStore
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part
@@ -104,24 +105,37 @@ def test_a_large_file_goes_up_in_parts_and_comes_back_streamed_and_seekable(s3: 
     assert blobs.read_range("file-big", 3 * PART - 5, 10) == expected[3 * PART - 5 : 3 * PART + 5]
 
 
-def test_memory_stays_flat_whatever_the_size(s3: object) -> None:
-    blobs = S3BlobStore(f"s3://{BUCKET}/files", part_size=PART)
-    total = 12 * PART  # 60 MiB
+def peaks(blobs: S3BlobStore, total: int) -> tuple[int, int]:
+    """Python's peak allocation while `total` bytes go up, and while they come back."""
     tracemalloc.start()
     try:
-        with blobs.writer("file-huge") as w:
+        with blobs.writer(f"file-{total}") as w:
             for chunk in chunks(total):
                 w.write(chunk)
         _, write_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        with blobs.open("file-huge") as f:
+        with blobs.open(f"file-{total}") as f:
             read = sum(len(block) for block in iter(lambda: f.read(MIB), b""))
         _, read_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert read == total
-    assert write_peak < 4 * PART, f"upload peak {write_peak / MIB:.1f} MiB for {total / MIB:.0f} MiB"
-    assert read_peak < 8 * MIB, f"download peak {read_peak / MIB:.1f} MiB for {total / MIB:.0f} MiB"
+    return write_peak, read_peak
+
+
+def test_memory_stays_flat_whatever_the_size(s3: object) -> None:
+    blobs = S3BlobStore(f"s3://{BUCKET}/files", part_size=PART)
+    write_peak, read_peak = peaks(blobs, 8 * PART)
+    twice_write_peak, twice_read_peak = peaks(blobs, 16 * PART)
+    # the part filling and the parts in flight (with the client's copies of them), not the file
+    bound = 2 * (1 + PARTS_IN_FLIGHT) * PART
+    assert write_peak < bound and twice_write_peak < bound, (
+        f"upload peaks {write_peak / MIB:.1f}, {twice_write_peak / MIB:.1f} MiB"
+    )
+    assert twice_write_peak < write_peak + PART, "twice the size, the same memory"
+    assert read_peak < 8 * MIB and twice_read_peak < 8 * MIB, (
+        f"download peaks {read_peak / MIB:.1f}, {twice_read_peak / MIB:.1f} MiB"
+    )
 
 
 def test_a_failed_upload_leaves_neither_an_object_nor_parts(s3: object) -> None:
@@ -132,6 +146,31 @@ def test_a_failed_upload_leaves_neither_an_object_nor_parts(s3: object) -> None:
         raise RuntimeError("the client went away")
     with pytest.raises(NotFoundError):
         blobs.open("file-broken")
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # type: ignore[attr-defined]
+
+
+class FailingPart:
+    """The S3 client, except that sending part 2 fails (after parts beside it started)."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        if kwargs["PartNumber"] == 2:
+            raise ConnectionError("the object store went away")
+        return self.client.upload_part(**kwargs)
+
+
+def test_a_part_that_fails_to_send_fails_the_upload_and_leaves_nothing(s3: object) -> None:
+    blobs = S3BlobStore(f"s3://{BUCKET}/files", client=FailingPart(s3), part_size=PART)
+    with pytest.raises(ConnectionError), blobs.writer("file-part-lost") as w:
+        for chunk in chunks(6 * PART + 10):
+            w.write(chunk)
+    with pytest.raises(NotFoundError):
+        blobs.open("file-part-lost")
     assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")  # type: ignore[attr-defined]
 
 
