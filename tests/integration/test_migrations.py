@@ -76,3 +76,13 @@ def test_a_server_on_a_new_data_dir_migrates_in_a_child_and_never_loads_alembic(
     assert run.stdout.strip() == "[]"  # and psycopg neither: the store is SQLite
     with sqlite3.connect(home / "batchgate.db") as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (migrate.HEAD,)
+
+
+def test_postgres_keeps_line_index_chunks_uncompressed() -> None:
+    import psycopg
+
+    with psycopg.connect(new_database()) as conn:
+        row = conn.execute(
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = 'line_chunks'::regclass AND attname = 'data'"
+        ).fetchone()
+    assert row == ("e",)  # EXTERNAL: out of line, never pglz-compressed (migration 0016)
