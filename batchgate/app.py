@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from batchgate.core.agents.backend import AgentBackend
 from batchgate.core.agents.runs import AgentRuns
@@ -40,7 +39,14 @@ from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig, load_
 from batchgate.core.webhooks import WebhookDispatcher, WebhookService
 from batchgate.core.worker import Worker, WorkerConfig
 from batchgate.engines.webhook_sender import HttpWebhookSender
-from batchgate.jobs_process import SubprocessJobs, builtin_model_problem, job_runner, open_blobs, open_store
+from batchgate.jobs_process import (
+    SubprocessJobs,
+    builtin_model_problem,
+    job_runner,
+    open_blobs,
+    open_store,
+    upgrade_database,
+)
 from batchgate.settings import Settings
 
 log = logging.getLogger("batchgate")
@@ -104,35 +110,15 @@ class Services:
         self.store.close()
 
 
-def upgrade_database(settings: Settings) -> str:
-    """Migrate the settings' database to the newest schema; where it is, for the operator."""
-    from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
-    from batchgate.store.postgres import redacted
-
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        upgrade_sqlite(settings.db_path)
-        return str(settings.db_path)
-    upgrade_postgres(settings.database_url)
-    return redacted(settings.database_url)
-
-
 def upgrade_database_apart(settings: Settings) -> None:
     """Migrate the settings' database, when it is behind, in a short-lived child process:
     alembic and SQLAlchemy (~22 MB resident) then never load into a server or worker that
     runs for days, whose store opens a database already at the head revision."""
-    from batchgate.store.migrate import is_at_head, upgrade_postgres, upgrade_sqlite
+    from batchgate.store.migrate import is_at_head
 
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        database: Path | str = settings.db_path
-        upgrade = functools.partial(upgrade_sqlite, settings.db_path)
-    else:
-        database = settings.database_url
-        upgrade = functools.partial(upgrade_postgres, settings.database_url)
-    if not is_at_head(database):
+    if not is_at_head(settings.database_url or settings.db_path):
         with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as child:
-            child.submit(upgrade).result()
+            child.submit(upgrade_database, settings).result()  # the child imports jobs_process, not this
 
 
 def announces_work(store: Store) -> bool:
