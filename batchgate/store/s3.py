@@ -6,8 +6,9 @@ The endpoint and credentials come from the environment as for any AWS client
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`). Memory stays constant
 whatever the file size: an upload is sent as a multipart upload, up to PARTS_IN_FLIGHT
 parts at a time while the next part fills (an object appears only when it completes, so
-a reader never sees half a file, and an upload that fails is aborted); a download is one streamed GET, seekable (validation and
-operation output pages seek) by starting a new ranged GET where the reader seeks to.
+a reader never sees half a file, and an upload that fails is aborted); a download is
+one streamed GET, seekable (validation and operation output pages seek) by starting a
+new ranged GET where the reader seeks to.
 """
 
 from __future__ import annotations
