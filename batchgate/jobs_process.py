@@ -63,9 +63,10 @@ def upgrade_database(settings: Settings) -> str:
     """Migrate the settings' database to the newest schema; where it is, for the operator."""
     from batchgate.store.migrate import upgrade_postgres, upgrade_sqlite
     from batchgate.store.postgres import redacted
+    from batchgate.store.private import private_database
 
     if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        private_database(settings.db_path)  # the data dir 0700 and the database 0600 before alembic writes it
         upgrade_sqlite(settings.db_path)
         return str(settings.db_path)
     upgrade_postgres(settings.database_url)

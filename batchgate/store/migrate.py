@@ -14,6 +14,8 @@ import fcntl
 import sqlite3
 from pathlib import Path
 
+from batchgate.store.private import private_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # revisions are named by their file's 4-digit prefix (0001_initial.py is revision "0001"),
 # so the newest file is the head; a test checks this against alembic's own view
@@ -27,8 +29,8 @@ _PG_MIGRATION_LOCK = 0x62617463_68676174  # "batchgat"
 def upgrade_sqlite(db_path: Path) -> None:
     if _sqlite_revision(db_path) == HEAD:
         return
-    lock_path = db_path.with_suffix(".migrate.lock")
-    with open(lock_path, "w") as lock:
+    lock_path = private_file(db_path.with_suffix(".migrate.lock"))
+    with open(lock_path, "rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _upgrade(f"sqlite:///{db_path}")
 

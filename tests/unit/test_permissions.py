@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from support import chat_line, jsonl
 
-from batchgate.app import build_services, job_runner
+from batchgate.app import build_services, job_runner, upgrade_database_apart
 from batchgate.core.models import BatchStatus
 from batchgate.settings import Settings
 
@@ -31,6 +31,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_everything_in_the_data_dir_is_private(tmp_path: Path, umask: int) -> None:
     home = tmp_path / "data"
     settings = Settings(home=home, backend="scripted", insecure_no_auth=True)
+    upgrade_database_apart(settings)  # as `batchgate serve` starts: the migration in a child
     services = build_services(settings)
     try:
         project = services.keys.default_project().id
@@ -52,7 +53,7 @@ def test_everything_in_the_data_dir_is_private(tmp_path: Path, umask: int) -> No
 
         assert mode(home) == 0o700
         assert mode(home / "files") == 0o700
-        for name in ("batchgate.db", "batchgate.db-wal", "batchgate.db-shm"):
+        for name in ("batchgate.db", "batchgate.db-wal", "batchgate.db-shm", "batchgate.migrate.lock"):
             assert mode(home / name) == 0o600, name
         stored = list((home / "files").iterdir())
         assert {p.name for p in stored} >= {file.id, ended.error_file_id}
