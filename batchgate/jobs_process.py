@@ -86,11 +86,12 @@ def job_runner(s: Settings, store: Store, blobs: BlobStore, clock: Clock | None 
     """The batch jobs on this store: validation checks every line's model against the
     routing config and the built-in backend (no backend is built: names only)."""
     routing = load_config(s.config)
+    builtin = builtin_model_problem(s)
     limits = ValidationLimits(
         max_line_bytes=s.max_line_bytes,
         max_lines=s.max_lines,
         max_errors=s.max_errors,
-        check_model=functools.partial(routing.model_problem, builtin_problem=builtin_model_problem(s)),
+        check_model=functools.partial(routing.model_problem, builtin_problem=builtin),
     )
     passthrough = None
     if any(route.native_batch for route in routing.routes.values()):
@@ -105,7 +106,6 @@ def job_runner(s: Settings, store: Store, blobs: BlobStore, clock: Clock | None 
             poll_interval=s.upstream_poll_interval,
             clock=clock,
         )
-    builtin = builtin_model_problem(s)
     config = JobConfig(
         limits,
         s.settle_grace,

@@ -857,9 +857,8 @@ class SQLiteStore:
                 f"WHERE state = '{_RUNNING}' AND worker_id = ?",
                 (worker_id,),
             )
-            keyed = [((self._pk(r.batch_id) << LINE_BITS) | r.line, r) for r in results]
-            keyed = [(rid, r) for rid, r in keyed if rid in held]
-            latest = dict(keyed)  # a line twice in a flush: its last result
+            keyed = (((self._pk(r.batch_id) << LINE_BITS) | r.line, r) for r in results)
+            latest = {rid: r for rid, r in keyed if rid in held}  # a line twice in a flush: its last result
             execute_values(
                 conn,
                 "WITH v(id, state, attempts, request_id, custom_id, status_code, result, error_code, error_message, "
