@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import multiprocessing
 import sys
@@ -286,6 +287,25 @@ async def close_worker(worker: Worker) -> None:
         await worker.webhooks.sender.aclose()
     if isinstance(worker.jobs, SubprocessJobs):
         await asyncio.to_thread(worker.jobs.close)
+
+
+# the young generation's collection threshold for a long-running process (CPython's is 700)
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Once a long-running process (`serve`, `worker`) has started, take what start-up
+    built (modules, the app and its schemas: ~120k objects that live as long as the
+    process) out of the cyclic collector's passes (`gc.freeze`), and collect the young
+    generation less often. Each line a worker runs allocates objects that outlive a
+    700-allocation generation, so with CPython's defaults they were promoted and the full
+    collections they caused walked the whole heap: 30 of them, ~80 ms each, in 40,000
+    dispatched lines (bench/RESULTS.md, "Garbage collection"). Cyclic garbage is still
+    collected, in fewer, later passes."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
 class WorkerThread:

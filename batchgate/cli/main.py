@@ -93,7 +93,7 @@ def serve(
     """Run the HTTP API (and, by default, a worker in the same process)."""
     from batchgate.api import create_app
     from batchgate.api.server import serve as serve_http
-    from batchgate.app import WorkerThread, build_services, upgrade_database_apart
+    from batchgate.app import WorkerThread, build_services, settle_heap, upgrade_database_apart
 
     _logging(log_level)
     _check_config(config)
@@ -113,6 +113,7 @@ def serve(
     console.print(f"data dir: {settings.home.resolve()}  worker: {'separate' if no_worker else 'in-process'}")
     if settings.insecure_no_auth:
         console.print("[yellow]warning: --insecure-no-auth: no API key is required; do not expose this port.[/]")
+    settle_heap()
     serve_http(app, settings, log_level)
 
 
@@ -129,6 +130,7 @@ def worker(data_dir: Path | None, database_url: str | None, config: Path | None,
         build_worker,
         close_worker,
         run_worker,
+        settle_heap,
         upgrade_database_apart,
         work_wakeups,
     )
@@ -140,6 +142,7 @@ def worker(data_dir: Path | None, database_url: str | None, config: Path | None,
     services = build_services(settings)
     w = build_worker(services, jobs_in_subprocess=True)
     console.print(f"worker {w.id} on {services.settings.home.resolve()}")
+    settle_heap()
 
     async def run() -> None:
         stop = asyncio.Event()
