@@ -420,6 +420,14 @@ def _unknown_keys(table: dict[str, Any], known: set[str], where: str, problems: 
             problems.append(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
 
 
+def _with_model(request: BackendRequest, model: str) -> BackendRequest:
+    """The request with a route's upstream name for its model (the caller's body is not
+    changed); the request itself where the names agree (no copy per line)."""
+    if request.body.get("model") == model:
+        return request
+    return replace(request, body={**request.body, "model": model})
+
+
 async def _answered_by(backend: str, answer: Awaitable[BackendResponse]) -> BackendResponse:
     """The answer, or the backend's error answer, marked with the backend that gave it."""
     try:
@@ -488,7 +496,7 @@ class Router:
             return response
         failure: BackendError | None = None
         for route in routes:
-            routed = replace(request, body={**request.body, "model": route.model})
+            routed = _with_model(request, route.model)
             try:
                 response = await _answered_by(route.backend, self.backends[route.backend].execute(routed))
             except BackendRejectedError as exc:
@@ -528,7 +536,7 @@ class Router:
                 yield delta
             return
         route = routes[0]  # a stream cannot fall back once text has been sent
-        routed = replace(request, body={**request.body, "model": route.model})
+        routed = _with_model(request, route.model)
         async for delta in self.backends[route.backend].stream(routed):
             if delta.input_tokens or delta.output_tokens:
                 delta.cost = route.cost(delta.input_tokens, delta.output_tokens, batch)

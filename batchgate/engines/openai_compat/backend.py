@@ -211,7 +211,8 @@ class UpstreamBackend:
             permit = await self.gate.acquire(request.interactive, request.share)
             try:
                 response = await self._session().post(self._url(request.url), data=payload, headers=headers)
-                status, retry_after = response.status, _retry_after(response.headers)
+                status = response.status
+                retry_after = None if status == 200 else _retry_after(response.headers)
                 if stream and status == 200:
                     self.gate.succeeded(permit)
                     return response, permit
