@@ -294,7 +294,7 @@ YOUNG_GC_THRESHOLD = 10_000
 
 
 def settle_heap() -> None:
-    """Once a long-running process (`serve`, `worker`) has started, take what start-up
+    """Once a long-running process (`serve`, `worker`, `run`) has started, take what start-up
     built (modules, the app and its schemas: ~120k objects that live as long as the
     process) out of the cyclic collector's passes (`gc.freeze`), and collect the young
     generation less often. Each line a worker runs allocates objects that outlive a

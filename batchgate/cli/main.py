@@ -184,12 +184,14 @@ def run(
     """Run a batch offline, without a server (like `vllm run-batch`).
 
     Re-running the same command after an interruption resumes where it stopped."""
+    from batchgate.app import settle_heap
     from batchgate.cli.offline import run_offline
 
     _logging(log_level)
     _check_config(config)
     settings = _settings(home=data_dir, config=config)
     errors = errors or output.with_name(output.stem + ".errors.jsonl")
+    settle_heap()
     raise SystemExit(run_offline(settings, input_file, output, errors, model, console))
 
 
