@@ -299,7 +299,7 @@ def settle_heap() -> None:
     process) out of the cyclic collector's passes (`gc.freeze`), and collect the young
     generation less often. Each line a worker runs allocates objects that outlive a
     700-allocation generation, so with CPython's defaults they were promoted and the full
-    collections they caused walked the whole heap: 30 of them, ~80 ms each, in 40,000
+    collections they caused walked the whole heap: 56 of them, ~75 ms each, in 80,000
     dispatched lines (bench/RESULTS.md, "Garbage collection"). Cyclic garbage is still
     collected, in fewer, later passes."""
     gc.collect()

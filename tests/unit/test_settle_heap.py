@@ -1,4 +1,4 @@
-"""`settle_heap`: what `serve` and `worker` do with the cyclic collector once started."""
+"""`settle_heap`: what `serve`, `worker` and `run` do with the cyclic collector once started."""
 
 from __future__ import annotations
 
