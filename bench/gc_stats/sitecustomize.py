@@ -3,7 +3,8 @@
 
 Put this directory on PYTHONPATH with GCSTAT=1 and every `batchgate serve` started by a
 benchmark prints, to its log in bench/out/, every 5 s, the collections so far per
-generation with the seconds they took and the objects the collector tracks:
+generation with the seconds they took and the objects the collector tracks (GCSTAT=jobs:
+its job process too):
 
   GCSTAT=1 PYTHONPATH=bench/gc_stats .venv/bin/python bench/dispatch_raw.py --rounds 1
   grep GCSTAT bench/out/dispatch_raw-server.log | tail -1
@@ -15,7 +16,10 @@ GCTH=a,b,c sets the thresholds at start; GCFREEZE=1 freezes the heap 4 s after s
 import os
 import sys
 
-if "serve" in sys.argv and os.environ.get("GCSTAT"):
+# `serve`, and with GCSTAT=jobs its job process too (a multiprocessing spawn child)
+WATCHED = {"serve", "--multiprocessing-fork"} if os.environ.get("GCSTAT") == "jobs" else {"serve"}
+
+if WATCHED & set(sys.argv) and os.environ.get("GCSTAT"):
     import gc
     import threading
     import time
@@ -41,6 +45,7 @@ if "serve" in sys.argv and os.environ.get("GCSTAT"):
         while True:
             time.sleep(5)
             per_generation = {g: (n, round(s, 3)) for g, (n, s) in stats.items()}
-            print("GCSTAT", per_generation, "tracked", len(gc.get_objects()), file=sys.stderr, flush=True)
+            tracked = len(gc.get_objects())
+            print("GCSTAT", os.getpid(), per_generation, "tracked", tracked, file=sys.stderr, flush=True)
 
     threading.Thread(target=_report, name="gc-stats", daemon=True).start()
