@@ -66,6 +66,7 @@ def make_builtin_backend(settings: Settings) -> Backend:
             settings.engine_ctx_per_slot,
             settings.engine_threads,
             settings.engine_kv_type,
+            settings.engine_prefix_reuse,
         )
     if settings.backend == "scripted":
         from batchgate.testing import ScriptedBackend

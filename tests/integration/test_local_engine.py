@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from batchgate.core.ratelimit import estimate_cost
 from batchgate.core.routing import BUILTIN_BACKEND, Router, RoutingConfig
 from batchgate.engines.local.backend import LocalBackend
 from batchgate.engines.local.catalog import ModelCatalog
-from batchgate.engines.local.engine import LlamaEngine, PromptTooLongError, SamplingParams
+from batchgate.engines.local.engine import LlamaEngine, PromptTooLongError, SamplingParams, _shared
 
 MODEL = "smollm2-135m"
 QUESTIONS = [
@@ -94,6 +95,51 @@ def test_seeded_sampling_is_reproducible(engine: LlamaEngine) -> None:
     params = SamplingParams(max_tokens=12, temperature=0.9, seed=42)
     runs = list(concurrent.futures.as_completed([engine.submit(tokens, params) for _ in range(3)]))
     assert len({f.result().text for f in runs}) == 1
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_no_answer(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Sequences arriving together that share a prefix wait a step for the first one to
+    compute it, then copy it from its stream; a later sequence reuses a slot's cache; a
+    sequence that ends early leaves a gap the engine closes by moving the last one. The
+    answers are those of one-at-a-time generation with every prompt computed in full."""
+    path = ModelCatalog(tmp_path_factory.mktemp("models")).resolve(MODEL)
+    lengths = [16, 3, 16, 8]  # the second ends first: the fourth moves into its slot
+    with contextlib.closing(LlamaEngine(path, slots=4, ctx_per_slot=256, threads=2, prefix_reuse=False)) as plain:
+        prompts = [prompt(plain, q) for q in [*QUESTIONS[:4], QUESTIONS[5]]]
+        expected = [
+            plain.submit(p, SamplingParams(max_tokens=m, temperature=0)).result(60)
+            for p, m in zip(prompts, [*lengths, 16], strict=True)
+        ]
+    assert all(g.text and g.cached_tokens == 0 for g in expected)
+    with contextlib.closing(LlamaEngine(path, slots=4, ctx_per_slot=256, threads=2)) as engine:
+        submitted = [
+            engine.submit(p, SamplingParams(max_tokens=m, temperature=0))
+            for p, m in zip(prompts[:4], lengths, strict=True)
+        ]
+        together = [f.result(120) for f in submitted]
+        greedy = SamplingParams(max_tokens=16, temperature=0)
+        engine.submit(prompts[2], greedy).result(60)
+        again = engine.submit(prompts[2], greedy).result(60)  # in the slot the one before left: all cached
+        other = engine.submit(prompts[4], greedy).result(60)
+    assert [g.text for g in [*together, other]] == [g.text for g in expected]
+    assert again.text == expected[2].text
+    # the first computes its prompt alone; the others copy what they share with it (the
+    # chat template's system turn and more) and compute the rest
+    assert together[0].cached_tokens == 0
+    assert [g.cached_tokens for g in together[1:]] == [_shared(prompts[0], p) for p in prompts[1:4]]
+    assert min(g.cached_tokens for g in together[1:]) >= 20
+    assert again.cached_tokens == len(prompts[2]) - 1  # its last token is fed again for its logits
+    assert other.cached_tokens >= 20
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [([], [1], 0), ([1, 2, 3], [1, 2, 3], 3), ([1, 2, 3], [1, 2], 2), ([1, 2, 9, 4], [1, 2, 3, 4], 2), ([5], [1], 0)],
+)
+def test_shared_prefix_length(a: list[int], b: list[int], expected: int) -> None:
+    assert _shared(a, b) == _shared(b, a) == expected
 
 
 def test_backend_responses_and_errors(tmp_path: Path) -> None:
@@ -302,6 +348,12 @@ def test_synchronous_endpoints_with_the_openai_client(start_server: Callable[...
         model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, temperature=0
     )
     assert chat.choices[0].message.content and chat.usage is not None and 0 < chat.usage.completion_tokens <= 8
+    again = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, temperature=0
+    )  # its prompt is in a slot's cache: reported as OpenAI reports prompt caching
+    assert again.choices[0].message.content == chat.choices[0].message.content
+    assert again.usage is not None and again.usage.prompt_tokens_details is not None
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 1
     text = client.completions.create(model="default", prompt="The sky is", max_tokens=4, temperature=0)
     assert text.choices[0].finish_reason == "length" and text.usage is not None and text.usage.completion_tokens == 4
     with pytest.raises(openai.NotFoundError) as missing:

@@ -35,7 +35,7 @@ from batchgate.engines.local.grammar import response_format_schema, schema_gramm
 from batchgate.engines.local.tools import ToolUse, parse_calls, prompt_messages, tool_use
 from batchgate.protocol import chat, embeddings
 from batchgate.protocol import completions as text
-from batchgate.protocol.completions import CompletionUsage
+from batchgate.protocol.completions import CompletionUsage, PromptTokensDetails
 
 MAX_CHOICES = 8
 
@@ -51,10 +51,12 @@ class LocalBackend:
         ctx_per_slot: int = 2048,
         threads: int = 2,
         kv_type: str = "q8_0",
+        prefix_reuse: bool = True,
     ):
         self.catalog = catalog
         self.default_model = default_model
         self.slots, self.ctx_per_slot, self.threads, self.kv_type = slots, ctx_per_slot, threads, kv_type
+        self.prefix_reuse = prefix_reuse
         self._engines: dict[Path, LlamaEngine] = {}
         self._loaded: dict[str, LlamaEngine] = {}  # by the model name requests use
         self._embeddings: EmbeddingEngine | None = None
@@ -191,7 +193,12 @@ class LocalBackend:
             engine = self._engines.get(path)
             if engine is None:
                 engine = self._engines[path] = LlamaEngine(
-                    path, self.slots, self.ctx_per_slot, self.threads, kv_type=self.kv_type
+                    path,
+                    self.slots,
+                    self.ctx_per_slot,
+                    self.threads,
+                    kv_type=self.kv_type,
+                    prefix_reuse=self.prefix_reuse,
                 )
             self._loaded[model] = engine
             return engine
@@ -209,6 +216,8 @@ class LocalBackend:
             prompt_tokens=prompt_tokens,  # the prompt is counted once, as OpenAI does for n > 1
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            # as OpenAI reports its prompt caching: the prompt tokens taken from the cache
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=generations[0].cached_tokens),
         )
         id_, created = self._ids.next(), int(time.time())
         answer: text.Completion | chat.ChatCompletion
