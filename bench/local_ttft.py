@@ -72,12 +72,15 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=20, help="streamed sync requests per phase")
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-prefix-reuse", action="store_true", help="the engine computes every prompt in full")
     p.add_argument("--record-results", action="store_true", help="append the results to bench/RESULTS.md")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-local-ttft-"))
     batch_input = write_batch(tmp / "batch.jsonl", args.lines, args.model, args.batch_max_tokens)
     env = {"BATCHGATE_BACKEND": "local", "BATCHGATE_DEFAULT_MODEL": args.model}
+    if args.no_prefix_reuse:
+        env["BATCHGATE_ENGINE_PREFIX_REUSE"] = "false"
     rounds: list[dict[str, float]] = []
     with sch.gateway("local-ttft", "", env=env) as gw, gw.client() as c:
         first_token_times(c, args.model, 3, args.max_tokens)  # warm up: loads the model
