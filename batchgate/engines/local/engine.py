@@ -15,13 +15,17 @@ shares the batch (tests/integration/test_local_engine.py checks it against one-a
 generation). The price is a fixed context per slot (`ctx_per_slot`).
 
 Prompt prefixes are computed once (`prefix_reuse`). A slot keeps the KV of its last
-sequence when it ends; a new sequence goes to the free slot whose cache shares the
-longest prefix with its prompt, or gets that prefix copied from another slot's stream,
-and only the rest of its prompt is prefilled. Batch lines nearly always share one (the
-chat template's system turn, an operation's instructions), and on a CPU prefilling a
-token costs about as much as generating one. When many sequences arrive together, those
-that share a prefix with one still being prefilled wait a step for it instead of each
-computing it again. The reused count is reported as `cached_tokens`.
+sequence when it ends; a new sequence keeps what its slot's cache shares with its prompt,
+or gets a longer shared prefix copied from another slot's stream, and only the rest of
+its prompt is prefilled. Batch lines nearly always share one (the chat template's system
+turn, an operation's instructions), and on a CPU prefilling a token costs about as much
+as generating one. When many sequences arrive together, those that share a prefix with
+one still being prefilled wait a step for it instead of each computing it again. The
+reused count is reported as `cached_tokens`.
+
+The occupied slots stay one run from slot 0 (`_compact`) and a step's tokens go in slot
+order: with a KV stream per sequence, llama.cpp cuts a step into ubatches of consecutive
+sequence ids, and a step over scattered slots runs as many small ubatches.
 
 The decode loop runs in its own thread; llama.cpp calls release the GIL.
 """
@@ -327,10 +331,9 @@ class LlamaEngine:
         self._waiting.extendleft(reversed(held))
 
     def _compact(self) -> None:
-        """Keep the occupied slots one run from slot 0, moving the last sequence into the
-        first gap: with one KV stream per sequence llama.cpp cuts a step into ubatches of
-        consecutive sequence ids, and every gap costs a ubatch (measured: a step of 64
-        tokens over scattered slots took 2.5x as long as over slots 0-63)."""
+        """Move the last sequence into the first gap until the occupied slots are one run:
+        every gap costs a ubatch (see the module doc; measured: a step of 64 tokens over
+        scattered slots took 2.5x as long as over slots 0-63)."""
         while self._active:
             gap = next(slot for slot in range(self.slots + 2) if slot not in self._active)
             last = max(self._active)
