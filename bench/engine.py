@@ -131,7 +131,7 @@ class Gateway:
     """Way (a): one `batchgate serve` for every round (the model loaded once, as in a
     long-running server); each call runs the batch and returns its tokens/s."""
 
-    def __init__(self, n: int, args) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, n: int, args, name: str = NAME) -> None:  # type: ignore[no-untyped-def]
         self.args = args
         self.n = n
         self.rounds = itertools.count(1)  # round 0's first prompt is the warm-up
@@ -144,7 +144,7 @@ class Gateway:
             "BATCHGATE_ENGINE_KV_TYPE": args.kv_type,
             "BATCHGATE_ENGINE_PREFIX_REUSE": str(getattr(args, "prefix_reuse", True)).lower(),
         }
-        self._server_cm = bc.run_server(NAME, env=env, tmp_dir=args.tmp_dir)
+        self._server_cm = bc.run_server(name, env=env, tmp_dir=args.tmp_dir)  # its log: bench/out/<name>-server.log
         self.server = self._server_cm.__enter__()
         self.rss_peak = 0
         with bc.client(self.server) as c:

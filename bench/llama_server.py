@@ -145,7 +145,9 @@ def main() -> None:
         stack.callback(gateway.close)
         ways: dict[str, Any] = {"batchgate": gateway}
         if args.without_reuse:
-            ways["batchgate-no-reuse"] = Gateway(args.lines, argparse.Namespace(**vars(args), prefix_reuse=False))
+            ways["batchgate-no-reuse"] = Gateway(
+                args.lines, argparse.Namespace(**vars(args), prefix_reuse=False), name="engine-no-reuse"
+            )
             stack.callback(ways["batchgate-no-reuse"].close)
         for p in parallels:
             url = stack.enter_context(llama_server(args.server_bin, model, p, args))
