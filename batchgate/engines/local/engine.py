@@ -10,9 +10,12 @@ sequences, a synchronous request starts on the next step instead of waiting for 
 sequence to end (seconds, with long generations).
 
 Each slot has its own KV stream (`kv_unified = false`): attention then never mixes
-sequences' cache layouts, and greedy output is the same token for token whatever else
-shares the batch (tests/integration/test_local_engine.py checks it against one-at-a-time
-generation). The price is a fixed context per slot (`ctx_per_slot`).
+sequences' cache layouts. On smollm2-135m greedy output is the same token for token
+whatever else shares the batch (tests/integration/test_local_engine.py checks it against
+one-at-a-time generation); with quantizations whose CPU matmul kernels work on groups of
+rows (Q4_K here) the batch's make-up still moves the logits slightly, and some answers on
+qwen2.5-0.5b differ late from one-at-a-time ones. The price is a fixed context per slot
+(`ctx_per_slot`).
 
 Prompt prefixes are computed once (`prefix_reuse`). A slot keeps the KV of its last
 sequence when it ends; a new sequence keeps what its slot's cache shares with its prompt,
