@@ -115,13 +115,13 @@ class Metering:
                 input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost=usage.cost,
                 latency_ms=int(latency * 1000), status_code=status, error_code=_error_code(bytes(error_body)),
             )  # fmt: skip
-            written = 0.0  # stays 0 if the row could not be written
+
+            def write() -> float:
+                self.services.store.add_ledger_entry(entry)
+                return entry.cost
+
             try:
-                try:
-                    await run_in_threadpool(self.services.store.add_ledger_entry, entry)
-                    written = entry.cost
-                finally:
-                    self.services.budgets.spent_more(caller.key_id, written, pending)
+                await run_in_threadpool(self.services.budgets.write_spent, caller.key_id, pending, write)
                 if request_body is not None and response_body is not None:
                     bodies = captured(request_body, response_body)
                     await run_in_threadpool(self.services.store.add_request_bodies, entry.id, bodies)

@@ -5,7 +5,7 @@ A key's spend is the sum of its ledger rows' cost (the batch discount applied) t
 started in the period: one indexed sum (`ledger_by_key`, an index-only scan), cached
 for `cache_seconds` per key and process, and raised at once by what this process itself
 answers (`spending`, as the answer is sent and before its ledger row is written; then
-`spent_more`), so a client that reads an answer and asks again is checked against it,
+`write_spent`, which writes the row and settles it under the lock reads take), so a client that reads an answer and asks again is checked against it,
 and a burst through one process cannot outrun its own cache.
 
 - A synchronous request of a key whose spend has reached `budget_usd` is refused with
@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -157,16 +158,33 @@ class Budgets:
         that began as the write ended may count it twice until the next read: never less)."""
         if key_id is None or not (cost or pending):
             return
-        written_at = time.monotonic()
         with self._lock:
-            if pending:
-                left = self._pending.get(key_id, 0.0) - pending
-                if left > 1e-12:
-                    self._pending[key_id] = left
-                else:
-                    self._pending.pop(key_id, None)
-            if (cached := self._spend.get(key_id)) is not None and cached.read_at < written_at:
-                cached.value += cost
+            self._settle(key_id, cost, pending, time.monotonic())
+
+    def write_spent(self, key_id: str | None, pending: float, write: Callable[[], float]) -> float:
+        """Run `write` (the insert of an answer's ledger row; returns the cost written, 0
+        if it failed) under the lock reads take, then settle `pending` as `spent_more`
+        does: a read never sees both the new row and the amount still pending for it,
+        which counted the answer twice and refused a key under its budget."""
+        if key_id is None:
+            return write()
+        with self._lock:
+            written = 0.0
+            try:
+                written = write()
+            finally:
+                self._settle(key_id, written, pending, time.monotonic())
+            return written
+
+    def _settle(self, key_id: str, cost: float, pending: float, written_at: float) -> None:
+        if pending:
+            left = self._pending.get(key_id, 0.0) - pending
+            if left > 1e-12:
+                self._pending[key_id] = left
+            else:
+                self._pending.pop(key_id, None)
+        if (cached := self._spend.get(key_id)) is not None and cached.read_at < written_at:
+            cached.value += cost
 
     def status(self, key: ApiKey, now: float | None = None) -> BudgetStatus:
         now = self.clock.time() if now is None else now

@@ -8,6 +8,7 @@ line), so a chat line "hello" (1 token in, 2 out) costs $1.50 in a batch."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -255,3 +256,31 @@ def test_a_spend_is_described_against_its_budget() -> None:
         "$12 today (UTC); budget exhausted, renews at 1970-01-02T00:00:00Z; soft threshold $5 passed"
     )
     assert describe_spend(BudgetStatus("k", "total", 10.0, None, 4.0, None, None)) == "$4 in total; $6 left"
+
+
+def test_a_check_while_the_row_is_written_counts_the_answer_once(h: Harness) -> None:
+    """A check racing the ledger write once saw the new row and the amount still pending
+    for it: $6 + $3 pending against a $7.50 budget refused a key that had spent $6."""
+    store = h.svc.store
+    assert isinstance(store, InMemoryStore)
+    key = h.key("alpha", budget_usd=7.5, budget_period="total")
+    budgets = Budgets(store, h.clock, cache_seconds=0)
+    _sync(store, key, 3.0, h.clock.time())
+    budgets.spending(key.id, 3.0)  # the second answer, being sent
+    seen: list[float] = []
+
+    def write() -> float:  # the row lands, and another request's check runs meanwhile
+        _sync(store, key, 3.0, h.clock.time())
+        checking = threading.Thread(target=lambda: seen.append(budgets.status(key).spent_usd))
+        checking.start()
+        checking.join(0.2)  # it waits for the write to settle
+        assert checking.is_alive()
+        seen.append(-1.0)
+        return 3.0
+
+    assert budgets.write_spent(key.id, 3.0, write) == 3.0
+    wait = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert seen == [-1.0, 6.0]
+    budgets.check(key)  # $6 of $7.50: allowed
