@@ -165,9 +165,16 @@ class Budgets:
         """Run `write` (the insert of an answer's ledger row; returns the cost written, 0
         if it failed) under the lock reads take, then settle `pending` as `spent_more`
         does: a read never sees both the new row and the amount still pending for it,
-        which counted the answer twice and refused a key under its budget."""
-        if key_id is None:
-            return write()
+        which counted the answer twice and refused a key under its budget. A key this
+        process has not read a budget for writes without the lock (so the ledger writes of
+        keys without a budget do not wait for each other); it settles as `spent_more`."""
+        if key_id is None or key_id not in self._spend:
+            written = 0.0
+            try:
+                written = write()
+            finally:
+                self.spent_more(key_id, written, pending)
+            return written
         with self._lock:
             written = 0.0
             try:
