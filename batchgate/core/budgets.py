@@ -22,6 +22,7 @@ and a burst through one process cannot outrun its own cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -115,7 +116,7 @@ class Budgets:
         self._spend: dict[str, _Spend] = {}
         self._pending: dict[str, float] = {}  # answered by this process, its ledger row not yet written
         self._soft_logged: set[tuple[str, float | None]] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # write_spent holds it while spent_more takes it
 
     def spent(self, key_id: str, since: float | None) -> float:
         """What the key spent since `since` (None: ever), at most `cache_seconds` old.
@@ -158,40 +159,32 @@ class Budgets:
         that began as the write ended may count it twice until the next read: never less)."""
         if key_id is None or not (cost or pending):
             return
+        written_at = time.monotonic()
         with self._lock:
-            self._settle(key_id, cost, pending, time.monotonic())
+            if pending:
+                left = self._pending.get(key_id, 0.0) - pending
+                if left > 1e-12:
+                    self._pending[key_id] = left
+                else:
+                    self._pending.pop(key_id, None)
+            if (cached := self._spend.get(key_id)) is not None and cached.read_at < written_at:
+                cached.value += cost
 
     def write_spent(self, key_id: str | None, pending: float, write: Callable[[], float]) -> float:
         """Run `write` (the insert of an answer's ledger row; returns the cost written, 0
-        if it failed) under the lock reads take, then settle `pending` as `spent_more`
-        does: a read never sees both the new row and the amount still pending for it,
-        which counted the answer twice and refused a key under its budget. A key this
-        process has not read a budget for writes without the lock (so the ledger writes of
-        keys without a budget do not wait for each other); it settles as `spent_more`."""
-        if key_id is None or key_id not in self._spend:
+        if it failed), then `spent_more`, both under the lock reads take: a read never sees
+        both the new row and the amount still pending for it, which counted the answer
+        twice and refused a key under its budget. A key this process has not read a budget
+        for writes without the lock, so the ledger writes of keys without a budget do not
+        wait for each other."""
+        guarded = key_id is not None and key_id in self._spend
+        with self._lock if guarded else contextlib.nullcontext():
             written = 0.0
             try:
                 written = write()
             finally:
                 self.spent_more(key_id, written, pending)
             return written
-        with self._lock:
-            written = 0.0
-            try:
-                written = write()
-            finally:
-                self._settle(key_id, written, pending, time.monotonic())
-            return written
-
-    def _settle(self, key_id: str, cost: float, pending: float, written_at: float) -> None:
-        if pending:
-            left = self._pending.get(key_id, 0.0) - pending
-            if left > 1e-12:
-                self._pending[key_id] = left
-            else:
-                self._pending.pop(key_id, None)
-        if (cached := self._spend.get(key_id)) is not None and cached.read_at < written_at:
-            cached.value += cost
 
     def status(self, key: ApiKey, now: float | None = None) -> BudgetStatus:
         now = self.clock.time() if now is None else now
