@@ -72,6 +72,24 @@ def test_a_priority_request_starts_while_every_slot_holds_a_batch_sequence(engin
         f.result(300)
 
 
+def test_a_priority_request_interrupts_a_batch_step_and_changes_no_batch_answer(engine: LlamaEngine) -> None:
+    """A priority request arriving during a step of batch sequences alone does not wait for
+    it: llama.cpp abandons the step and the batch sequences redo it afterwards, with the
+    same answers as without the interruption."""
+    greedy = SamplingParams(max_tokens=64, temperature=0)
+    questions = QUESTIONS[: engine.slots]
+    undisturbed = [f.result(120).text for f in [engine.submit(prompt(engine, q), greedy) for q in questions]]
+    interrupted_before = engine.interrupted_steps
+    batch = [engine.submit(prompt(engine, q), greedy) for q in questions]
+    wait_for(lambda: all(f.running() for f in batch), 30, 0.005)
+    quick = SamplingParams(max_tokens=2, temperature=0)
+    # a request that lands between two steps is admitted without an interruption: retry
+    while engine.interrupted_steps == interrupted_before and not any(f.done() for f in batch):
+        assert engine.submit(prompt(engine, "Say hi."), quick, priority=True).result(60).text
+    assert engine.interrupted_steps > interrupted_before, "no priority request interrupted a batch step"
+    assert [f.result(120).text for f in batch] == undisturbed
+
+
 def test_max_tokens_stop_and_usage(engine: LlamaEngine) -> None:
     tokens = prompt(engine, "Count from one to twenty in words, separated by commas.")
     capped = engine.submit(tokens, SamplingParams(max_tokens=5, temperature=0)).result(60)

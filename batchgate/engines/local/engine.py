@@ -7,7 +7,11 @@ never stuck behind a long one. A sequence that finishes frees its slot at once a
 waiting one takes it on the next step. Besides its `slots`, the context holds one more
 slot that only priority (synchronous) requests take: with every slot on batch
 sequences, a synchronous request starts on the next step instead of waiting for a batch
-sequence to end (seconds, with long generations).
+sequence to end (seconds, with long generations). Nor does it wait for the step in
+flight: a step of batch sequences alone is interrupted when a priority request arrives
+(llama.cpp checks an abort flag between graph nodes), its tokens are taken back, and the
+next step prefills the priority prompt; the batch sequences redo the interrupted step
+after it.
 
 Each slot has its own KV stream (`kv_unified = false`): attention then never mixes
 sequences' cache layouts. On smollm2-135m greedy output is the same token for token
@@ -158,6 +162,21 @@ MIN_WAIT = 16
 KV_TYPES = {"f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0}
 
 
+def _flag_reader() -> Any:
+    """A C function of the shape of ggml's abort callback, `bool f(void *data)`, that is
+    true once the one-byte flag at `data` is set: libc's strlen, over a two-byte buffer
+    whose second byte stays 0. llama.cpp calls it after every graph node from its own
+    thread, without the GIL: a Python callback would take the GIL hundreds of times a step.
+    None where libc cannot be opened this way (the engine then finishes steps in flight)."""
+    try:
+        return ctypes.cast(ctypes.CDLL(None).strlen, L.ggml_abort_callback)
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+_READ_FLAG = _flag_reader()
+
+
 def context_params(slots: int, ctx_per_slot: int, batch_tokens: int, threads: int, kv_type: str = "q8_0") -> Any:
     """A context of `slots` sequences, each with its own KV stream (see the module doc).
 
@@ -203,9 +222,16 @@ class LlamaEngine:
         self._vocab = L.llama_model_get_vocab(self._model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         # one more sequence than `slots`: the slot kept for priority requests (`_admit`)
-        self._ctx = L.llama_init_from_model(
-            self._model, context_params(slots + 1, ctx_per_slot, batch_tokens, threads, kv_type)
-        )
+        params = context_params(slots + 1, ctx_per_slot, batch_tokens, threads, kv_type)
+        # set (under `_wake`) while a step of batch sequences alone runs and a priority
+        # request arrives: llama.cpp then abandons the step (`_step`)
+        self._interrupt = ctypes.create_string_buffer(2)
+        self._interruptible = False
+        self.interrupted_steps = 0
+        if _READ_FLAG is not None:
+            params.abort_callback = _READ_FLAG
+            params.abort_callback_data = ctypes.cast(self._interrupt, ctypes.c_void_p)
+        self._ctx = L.llama_init_from_model(self._model, params)
         if not self._ctx:
             raise BackendError(f"llama.cpp could not create a context for {model_path}")
         self._memory = L.llama_get_memory(self._ctx)
@@ -282,6 +308,8 @@ class LlamaEngine:
         with self._wake:
             if priority:
                 self._waiting.appendleft(sequence)
+                if self._interruptible:
+                    self._interrupt[0] = b"x"
             else:
                 self._waiting.append(sequence)
             self._wake.notify()
@@ -437,6 +465,9 @@ class LlamaEngine:
             if sequence.pending is None and room > 0:
                 chunks[sequence.slot] = min(len(sequence.prompt) - sequence.fed, room)
                 room -= chunks[sequence.slot]
+        # what a step that is interrupted takes back: each sequence's cache length, prompt
+        # progress and pending token before it
+        before = {s.slot: (len(self._kv[s.slot]), s.fed, s.pending) for s in stepping}
         # in slot order: llama.cpp cuts the step into ubatches of consecutive sequence ids
         for sequence in stepping:
             if sequence.pending is not None:
@@ -452,7 +483,21 @@ class LlamaEngine:
         if n == 0:
             return
         batch.n_tokens = n
-        status = L.llama_decode(self._ctx, batch)
+        # only a step without priority sequences may be interrupted: one that carries them
+        # always ends, so a stream of synchronous requests cannot stall each other
+        with self._wake:
+            self._interruptible = not any(s.priority for s in stepping)
+            if self._interruptible and any(s.priority for s in self._waiting):
+                self._interrupt[0] = b"x"  # arrived since `_admit`: take it first
+        try:
+            status = L.llama_decode(self._ctx, batch)
+        finally:
+            with self._wake:
+                self._interruptible = False
+                self._interrupt[0] = b"\0"
+        if status == 2:  # interrupted: llama.cpp dropped the step's tokens from the cache
+            self._take_back(stepping, before)
+            return
         if status != 0:
             raise BackendError(f"llama_decode returned {status}")
         for sequence in list(self._active.values()):
@@ -460,6 +505,17 @@ class LlamaEngine:
                 token = L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at)
                 self._advance(sequence, token, sequence.logits_at)
                 sequence.logits_at = -1
+
+    def _take_back(self, stepping: list[_Sequence], before: dict[int, tuple[int, int, int | None]]) -> None:
+        """Undo an interrupted step: its sequences' caches, prompt progress and pending
+        tokens go back to what they were before it (llama.cpp keeps the ubatches it
+        finished, so the cache is cut to the step's start too)."""
+        self.interrupted_steps += 1
+        for sequence in stepping:
+            cached, sequence.fed, sequence.pending = before[sequence.slot]
+            L.llama_memory_seq_rm(self._memory, sequence.slot, cached, -1)
+            del self._kv[sequence.slot][cached:]
+            sequence.logits_at = -1
 
     def _logprob(self, token: int, at: int, top: int) -> TokenLogprob:
         """The model's log-probability of `token` (softmax of the raw logits, before any
