@@ -7,11 +7,12 @@ never stuck behind a long one. A sequence that finishes frees its slot at once a
 waiting one takes it on the next step. Besides its `slots`, the context holds one more
 slot that only priority (synchronous) requests take: with every slot on batch
 sequences, a synchronous request starts on the next step instead of waiting for a batch
-sequence to end (seconds, with long generations). Nor does it wait for the step in
-flight: a step of batch sequences alone is interrupted when a priority request arrives
-(llama.cpp checks an abort flag between graph nodes), its tokens are taken back, and the
-next step prefills the priority prompt; the batch sequences redo the interrupted step
-after it.
+sequence to end (seconds, with long generations). Nor does it wait for most of the
+step in flight: a step of batch sequences alone is interrupted when a priority request
+arrives in its first half (llama.cpp checks an abort flag between graph nodes), its
+tokens are taken back, and the next step prefills the priority prompt; the batch
+sequences redo the interrupted step after it. In the second half, finishing the step
+costs the request less than redoing it would cost the batch.
 
 Each slot has its own KV stream (`kv_unified = false`): attention then never mixes
 sequences' cache layouts. On smollm2-135m greedy output is the same token for token
@@ -44,6 +45,7 @@ import ctypes
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -223,10 +225,11 @@ class LlamaEngine:
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
         # one more sequence than `slots`: the slot kept for priority requests (`_admit`)
         params = context_params(slots + 1, ctx_per_slot, batch_tokens, threads, kv_type)
-        # set (under `_wake`) while a step of batch sequences alone runs and a priority
-        # request arrives: llama.cpp then abandons the step (`_step`)
+        # set (under `_wake`) when a priority request arrives in the first half of a step
+        # of batch sequences alone: llama.cpp then abandons the step (`_step`)
         self._interrupt = ctypes.create_string_buffer(2)
-        self._interruptible = False
+        self._halfway = 0.0  # perf_counter() until which the running step may be interrupted
+        self._token_seconds = 0.0  # a step's seconds per token (moving average)
         self.interrupted_steps = 0
         if _READ_FLAG is not None:
             params.abort_callback = _READ_FLAG
@@ -308,7 +311,7 @@ class LlamaEngine:
         with self._wake:
             if priority:
                 self._waiting.appendleft(sequence)
-                if self._interruptible:
+                if time.perf_counter() < self._halfway:
                     self._interrupt[0] = b"x"
             else:
                 self._waiting.append(sequence)
@@ -483,23 +486,28 @@ class LlamaEngine:
         if n == 0:
             return
         batch.n_tokens = n
-        # only a step without priority sequences may be interrupted: one that carries them
-        # always ends, so a stream of synchronous requests cannot stall each other
+        # only a step without priority sequences may be interrupted (one that carries them
+        # always ends, so a stream of synchronous requests cannot stall each other), and
+        # only in its first half: later, finishing it costs the waiting request less than
+        # redoing it costs the batch
+        started = time.perf_counter()
         with self._wake:
-            self._interruptible = not any(s.priority for s in stepping)
-            if self._interruptible and any(s.priority for s in self._waiting):
-                self._interrupt[0] = b"x"  # arrived since `_admit`: take it first
+            if not any(s.priority for s in stepping):
+                self._halfway = started + n * self._token_seconds / 2
+                if any(s.priority for s in self._waiting):
+                    self._interrupt[0] = b"x"  # arrived since `_admit`: take it first
         try:
             status = L.llama_decode(self._ctx, batch)
         finally:
             with self._wake:
-                self._interruptible = False
+                self._halfway = 0.0
                 self._interrupt[0] = b"\0"
         if status == 2:  # interrupted: llama.cpp dropped the step's tokens from the cache
             self._take_back(stepping, before)
             return
         if status != 0:
             raise BackendError(f"llama_decode returned {status}")
+        self._token_seconds += ((time.perf_counter() - started) / n - self._token_seconds) / 8
         for sequence in list(self._active.values()):
             if sequence.logits_at >= 0:
                 token = L.llama_sampler_sample(sequence.sampler, self._ctx, sequence.logits_at)
