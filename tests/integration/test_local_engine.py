@@ -83,7 +83,7 @@ def test_a_priority_request_interrupts_a_batch_step_and_changes_no_batch_answer(
     batch = [engine.submit(prompt(engine, q), greedy) for q in questions]
     wait_for(lambda: all(f.running() for f in batch), 30, 0.005)
     quick = SamplingParams(max_tokens=2, temperature=0)
-    # a request that lands between two steps is admitted without an interruption: retry
+    # one that lands between two steps or in a step's second half waits for it: retry
     while engine.interrupted_steps == interrupted_before and not any(f.done() for f in batch):
         assert engine.submit(prompt(engine, "Say hi."), quick, priority=True).result(60).text
     assert engine.interrupted_steps > interrupted_before, "no priority request interrupted a batch step"
