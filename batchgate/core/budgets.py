@@ -5,8 +5,9 @@ A key's spend is the sum of its ledger rows' cost (the batch discount applied) t
 started in the period: one indexed sum (`ledger_by_key`, an index-only scan), cached
 for `cache_seconds` per key and process, and raised at once by what this process itself
 answers (`spending`, as the answer is sent and before its ledger row is written; then
-`write_spent`, which writes the row and settles it under the lock reads take), so a client that reads an answer and asks again is checked against it,
-and a burst through one process cannot outrun its own cache.
+`write_spent`, which writes the row and settles it under the lock reads take), so a
+client that reads an answer and asks again is checked against it, and a burst through
+one process cannot outrun its own cache.
 
 - A synchronous request of a key whose spend has reached `budget_usd` is refused with
   429 `insufficient_quota` (`check`), Retry-After until the period renews.
