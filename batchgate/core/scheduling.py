@@ -12,11 +12,12 @@ project cannot use (a 10-line batch) goes to the others. Stores collect the cand
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from batchgate.core.models import BatchRecord
+from batchgate.core.models import BatchRecord, ClaimedRequest
 from batchgate.core.states import BatchStatus
 
 DEADLINE_SHARE = 0.75  # of a claim, the most at-risk batches take: a hopeless batch cannot starve the rest
@@ -136,6 +137,59 @@ def _groups(items: Iterable[ClaimCandidate], key: Callable[[ClaimCandidate], K])
     for item in items:
         groups.setdefault(key(item), []).append(item)
     return groups
+
+
+# ---- start order ------------------------------------------------------------------------
+
+
+def lines_ahead(rate: float, concurrency: int, claim_batch: int, seconds: float) -> int:
+    """How many lines a worker claims ahead of its free slots: `seconds` of work at the
+    rate lines finish (lines/s), at least one per slot (up to a claim) and at most a
+    claim. Enough to cover a claim's round trip through the store; no more, as claimed
+    lines are no longer anyone else's to run."""
+    least = min(claim_batch, concurrency)
+    return max(least, min(int(rate * seconds), claim_batch))
+
+
+class ReadyLines:
+    """The lines a worker claimed ahead of its free slots, started in turns across their
+    batches. A claim decides how many lines each batch gets; this decides the order they
+    start in, so that a batch whose first lines were just claimed does not wait behind
+    the lines another batch had claimed ahead."""
+
+    def __init__(self) -> None:
+        self._batches: dict[str, deque[ClaimedRequest]] = {}  # in turn order
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def extend(self, claims: Iterable[ClaimedRequest]) -> None:
+        for claim in claims:
+            self._batches.setdefault(claim.batch_id, deque()).append(claim)
+            self._count += 1
+
+    def pop(self) -> ClaimedRequest:
+        """The next line to start: the first of the batch whose turn it is."""
+        batch_id, lines = next(iter(self._batches.items()))
+        del self._batches[batch_id]
+        if len(lines) > 1:
+            self._batches[batch_id] = lines  # its next line waits for the other batches' turns
+        self._count -= 1
+        return lines.popleft()
+
+    def batch_ids(self) -> set[str]:
+        return set(self._batches)
+
+    def take(self, batch_id: str) -> list[ClaimedRequest]:
+        """Remove and return one batch's lines."""
+        lines = self._batches.pop(batch_id, ())
+        self._count -= len(lines)
+        return list(lines)
+
+    def clear(self) -> None:
+        self._batches.clear()
+        self._count = 0
 
 
 # ---- upstream concurrency ---------------------------------------------------------------

@@ -29,7 +29,6 @@ import random
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,9 +48,11 @@ from batchgate.core.ports import Backend, BackendRequest, BlobStore, Store, Work
 from batchgate.core.prompts import PromptError, PromptLines
 from batchgate.core.ratelimit import Cost, PromptTokens
 from batchgate.core.retention import Sweeper
+from batchgate.core.scheduling import ReadyLines, lines_ahead
 from batchgate.core.webhooks import WebhookDispatcher
 
 log = logging.getLogger("batchgate.worker")
+RATE_WINDOW = 0.25  # seconds over which the rate lines finish is measured (_pace_claims)
 PROCESS_STARTED = time.time()
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,7 +61,8 @@ R = TypeVar("R")
 @dataclass(slots=True)
 class WorkerConfig:
     concurrency: int = 64
-    claim_batch: int = 256
+    claim_batch: int = 256  # the most lines one claim takes, and the most claimed ahead of free slots
+    claim_ahead_seconds: float = 0.05  # lines claimed ahead, in seconds of work (core/scheduling.lines_ahead)
     max_attempts: int = 3
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -116,11 +118,16 @@ class Worker:
         self._claims: dict[tuple[str, int], ClaimedRequest] = {}
         # lines claimed ahead of a free slot: a slot that frees starts its next line at
         # once (in _on_done) instead of after a store round trip. They are `running`
-        # under this worker in the store like the lines in flight, so a crash requeues them
-        self._ready: deque[ClaimedRequest] = deque()
+        # under this worker in the store like the lines in flight, so a crash requeues them.
+        # They start in turns across their batches (core/scheduling.ReadyLines)
+        self._ready = ReadyLines()
         self._lines: dict[tuple[str, int], bytes] = {}  # input lines of the ready ones, read with their chunk
         self._jobs_due = True  # look for a batch job at the next turn (else every poll_interval)
         self._claiming: asyncio.Future[Any] | None = None  # the claim in flight (_fill)
+        # lines claimed ahead of free slots: one per slot until the rate is known (_pace_claims)
+        self._ahead = lines_ahead(0, self.config.concurrency, self.config.claim_batch, 0)
+        self._finished = 0  # lines finished since _rate_since (time.monotonic())
+        self._rate_since = time.monotonic()
         self._queue_empty = False  # the last claim found no line
         self._budgets_checked_at = float("-inf")  # time.monotonic() of the last check of the keys' budgets
         self._stopping = False  # draining or rejoining: claim no more
@@ -224,6 +231,7 @@ class Worker:
                     last_flush = tick
                     await self._db(self.budgets.enforce, now)
                     self._budgets_checked_at = tick
+                self._pace_claims(tick)
                 self._fill(from_loop=True)
                 if self._results and (len(self._results) >= cfg.flush_rows or tick - last_flush >= cfg.flush_interval):
                     self._flush_soon(int(now))
@@ -289,10 +297,19 @@ class Worker:
             self._jobs_due = True  # another may be waiting
             self._wake.set()
 
-    @property
-    def _ahead(self) -> int:
-        """How many lines are claimed ahead of a free slot (and the claim chunk)."""
-        return min(self.config.claim_batch, self.config.concurrency)
+    def _pace_claims(self, tick: float) -> None:
+        """Size the lines claimed ahead of free slots (`_ahead`) by the rate lines finish:
+        at a fast upstream thousands finish a second, and a buffer of one line per slot ran
+        dry while a claim waited behind a flush of results (slots sat idle a third of the
+        time); at a slow one a small buffer keeps a batch submitted later from waiting
+        behind many claimed lines of another (each claim's shares are fair, its order is
+        not: ReadyLines starts them in turns across batches)."""
+        elapsed = tick - self._rate_since
+        if elapsed < RATE_WINDOW:
+            return
+        cfg = self.config
+        self._ahead = lines_ahead(self._finished / elapsed, cfg.concurrency, cfg.claim_batch, cfg.claim_ahead_seconds)
+        self._finished, self._rate_since = 0, tick
 
     def _fill(self, from_loop: bool = False) -> None:
         """Start claimed lines while there are free slots, and claim the next chunk in
@@ -346,7 +363,7 @@ class Worker:
     def _start_ready(self) -> None:
         """Start claimed lines while there are free slots."""
         while self._ready and len(self._inflight) < self.config.concurrency:
-            claim = self._ready.popleft()
+            claim = self._ready.pop()
             key = (claim.batch_id, claim.line)
             task = asyncio.create_task(self._execute(claim, self._lines.pop(key, None)))
             task.add_done_callback(functools.partial(self._on_done, key))
@@ -359,6 +376,7 @@ class Worker:
         if self._inflight.get(key) is not task:
             return  # abandoned (cancel, expiry, rejoin): its outcome is settled elsewhere
         del self._inflight[key]
+        self._finished += 1
         self._fill()
         claim = self._claims.pop(key)
         if task.cancelled():
@@ -418,7 +436,7 @@ class Worker:
 
     async def _abandon_stopped_batches(self, now: int) -> None:
         """Stop work on batches that were cancelled or expired while their rows ran here."""
-        for batch_id in {key[0] for key in self._inflight} | {c.batch_id for c in self._ready}:
+        for batch_id in {key[0] for key in self._inflight} | self._ready.batch_ids():
             batch = await self._db(self.store.get_batch, batch_id, None)
             if batch is None:
                 continue
@@ -436,11 +454,9 @@ class Worker:
                 )
             else:
                 continue
-            waiting = [c for c in self._ready if c.batch_id == batch_id]
-            if waiting:
-                self._ready = deque(c for c in self._ready if c.batch_id != batch_id)
-                for c in waiting:
-                    self._lines.pop((batch_id, c.line), None)
+            waiting = self._ready.take(batch_id)
+            for c in waiting:
+                self._lines.pop((batch_id, c.line), None)
             for key in [k for k in self._inflight if k[0] == batch_id]:
                 self._inflight.pop(key).cancel()
                 waiting.append(self._claims.pop(key))

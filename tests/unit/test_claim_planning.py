@@ -3,7 +3,8 @@ batches; at-risk batches first, earliest deadline first; the at-risk test itself
 
 from __future__ import annotations
 
-from batchgate.core.scheduling import ClaimCandidate, at_risk, plan_claims, water_fill
+from batchgate.core.models import ClaimedRequest
+from batchgate.core.scheduling import ClaimCandidate, ReadyLines, at_risk, lines_ahead, plan_claims, water_fill
 
 NOW = 10_000
 DAY = 86_400
@@ -91,3 +92,28 @@ def test_at_risk_compares_the_time_needed_at_the_throughput_so_far_with_the_time
     assert not at_risk(total=10, done=0, created_at=NOW - 100, started_at=NOW, expires_at=NOW + 900, now=NOW)
     assert at_risk(total=10, done=0, created_at=NOW - 950, started_at=NOW, expires_at=NOW + 50, now=NOW)
     assert at_risk(total=10, done=5, created_at=0, started_at=0, expires_at=NOW, now=NOW)  # out of time
+
+
+def claimed(batch_id: str, n: int) -> list[ClaimedRequest]:
+    return [ClaimedRequest(batch_id, "file", "/v1/chat/completions", line, 0, 10, 1, "proj") for line in range(n)]
+
+
+def test_claimed_lines_start_in_turns_across_batches() -> None:
+    ready = ReadyLines()
+    ready.extend(claimed("a", 5))
+    ready.extend(claimed("b", 2))  # claimed later: does not wait behind a's five
+    assert len(ready) == 7 and ready.batch_ids() == {"a", "b"}
+    order = [(c.batch_id, c.line) for c in (ready.pop() for _ in range(4))]
+    assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert ready.batch_ids() == {"a"} and len(ready) == 3
+    ready.extend(claimed("c", 1))
+    assert [c.batch_id for c in ready.take("a")] == ["a", "a", "a"]
+    assert len(ready) == 1 and ready.pop().batch_id == "c" and not ready
+
+
+def test_lines_claimed_ahead_cover_the_rate_within_one_slot_each_and_one_claim() -> None:
+    assert lines_ahead(rate=0, concurrency=64, claim_batch=256, seconds=0.05) == 64  # one per slot
+    assert lines_ahead(rate=800, concurrency=64, claim_batch=256, seconds=0.05) == 64  # a slow upstream: as before
+    assert lines_ahead(rate=4000, concurrency=64, claim_batch=256, seconds=0.05) == 200
+    assert lines_ahead(rate=50_000, concurrency=64, claim_batch=256, seconds=0.05) == 256  # at most a claim
+    assert lines_ahead(rate=50_000, concurrency=2, claim_batch=2, seconds=0.05) == 2
