@@ -1,5 +1,6 @@
-"""Scheduling decisions: which batches' lines a worker claims next, which batches are at
-risk of missing their completion window, and the live concurrency of each upstream.
+"""Scheduling decisions: which batches' lines a worker claims next, how many it claims
+ahead of its free slots and in which order they start, which batches are at risk of
+missing their completion window, and the live concurrency of each upstream.
 
 Interactive requests go ahead of batch lines at each backend (the local engine's queue;
 an upstream's `PriorityGate`). Here, claim time: a claim's slots go first to batches at

@@ -298,12 +298,11 @@ class Worker:
             self._wake.set()
 
     def _pace_claims(self, tick: float) -> None:
-        """Size the lines claimed ahead of free slots (`_ahead`) by the rate lines finish:
-        at a fast upstream thousands finish a second, and a buffer of one line per slot ran
-        dry while a claim waited behind a flush of results (slots sat idle a third of the
-        time); at a slow one a small buffer keeps a batch submitted later from waiting
-        behind many claimed lines of another (each claim's shares are fair, its order is
-        not: ReadyLines starts them in turns across batches)."""
+        """Size the lines claimed ahead of free slots (`_ahead`) by the rate lines finish.
+        At a fast upstream thousands finish a second, and a buffer of one line per slot ran
+        dry while a claim waited behind a flush of results: slots sat idle a third of the
+        time (bench/RESULTS.md). At a slow one the buffer stays small: claimed lines are
+        no other worker's, and a batch claimed later waits for a turn among them."""
         elapsed = tick - self._rate_since
         if elapsed < RATE_WINDOW:
             return
