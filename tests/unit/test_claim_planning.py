@@ -1,5 +1,6 @@
 """Claim planning (core/scheduling.py): fair shares across projects (weighted), keys and
-batches; at-risk batches first, earliest deadline first; the at-risk test itself."""
+batches; at-risk batches first, earliest deadline first; the at-risk test itself; how
+many lines a worker claims ahead and the order they start in."""
 
 from __future__ import annotations
 
