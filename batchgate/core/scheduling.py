@@ -140,7 +140,7 @@ def _groups(items: Iterable[ClaimCandidate], key: Callable[[ClaimCandidate], K])
     return groups
 
 
-# ---- start order ------------------------------------------------------------------------
+# ---- lines claimed ahead: how many, and the order they start in -------------------------
 
 
 def lines_ahead(rate: float, concurrency: int, claim_batch: int, seconds: float) -> int:
